@@ -1,0 +1,269 @@
+"""Wire models shared by the server, the core and the SDK: each shape is defined once."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_COMMAND_BYTES = 128 * 1024 - 1  # one argv string: the kernel's MAX_ARG_STRLEN less the NUL
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+DEFAULT_FOREGROUND_TIMEOUT_MS = 300_000
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+MAX_STDIN_BYTES = 2 * 1024 * 1024
+WORKSPACE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+CommandStatus = Literal["running", "exited", "killed", "timed_out"]
+SessionStatus = Literal["running", "stopped"]
+Shell = Literal["sh", "bash"]
+
+
+class _Strict(BaseModel):
+    """Requests reject unknown fields so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_env(env: dict[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    for name, value in env.items():
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(f"invalid environment variable name {name!r}")
+        if "\0" in value:
+            raise ValueError(f"environment variable {name} contains a NUL byte")
+    return env
+
+
+def check_workspace_name(name: str) -> str:
+    """Validate a workspace name: 1-64 of [A-Za-z0-9._-], not starting with '.'."""
+    if not WORKSPACE_RE.match(name):
+        raise ValueError(
+            "workspace names are 1-64 characters of A-Z a-z 0-9 . _ - and do not start with '.'"
+        )
+    return name
+
+
+class Limits(BaseModel):
+    """Per-sandbox resource limits (enforced through cgroups where the host allows)."""
+
+    memory_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
+    pids: int | None = Field(default=None, ge=8, le=1_000_000)
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+
+
+class CommandRequest(_Strict):
+    """What to run: the fields every exec endpoint shares."""
+
+    command: str = Field(min_length=1)
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS)
+    stdin: str | None = Field(default=None, max_length=MAX_STDIN_BYTES)
+    shell: Shell = "sh"
+    max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=0, le=MAX_OUTPUT_BYTES)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str) -> str:
+        if "\0" in v:
+            raise ValueError("command contains a NUL byte")
+        if not v.strip():
+            raise ValueError("command is empty")
+        if len(v.encode()) > MAX_COMMAND_BYTES:
+            raise ValueError(f"command is longer than {MAX_COMMAND_BYTES} bytes")
+        return v
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, v: str | None) -> str | None:
+        if v is not None and ("\0" in v or not v.startswith("/")):
+            raise ValueError("cwd must be an absolute path")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_env(v)
+
+
+class SessionExecRequest(CommandRequest):
+    """`POST /v1/sessions/{id}/exec`."""
+
+    background: bool = False
+
+
+class ExecRequest(CommandRequest):
+    """`POST /v1/exec`: one command in a workspace's sandbox or an ephemeral one."""
+
+    workspace: str | None = None
+    ephemeral: bool | None = None
+    image: str | None = None
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, v: str | None) -> str | None:
+        return None if v is None else check_workspace_name(v)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ExecRequest:
+        if self.workspace is not None and self.ephemeral:
+            raise ValueError("give either workspace or ephemeral, not both")
+        if self.workspace is None and self.ephemeral is False:
+            raise ValueError("ephemeral: false needs a workspace")
+        return self
+
+
+class SessionCreate(_Strict):
+    """`POST /v1/sessions`."""
+
+    workspace: str | None = None
+    image: str | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    limits: Limits | None = None
+    idle_timeout_s: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, v: str | None) -> str | None:
+        return None if v is None else check_workspace_name(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_env(v)
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, v: str | None) -> str | None:
+        if v is not None and ("\0" in v or not v.startswith("/")):
+            raise ValueError("cwd must be an absolute path")
+        return v
+
+
+class Session(BaseModel):
+    """A running (or stopped) sandbox that commands join."""
+
+    id: str
+    workspace: str | None = None
+    image: str = "default"
+    status: SessionStatus
+    created_at: str
+    ended_at: str | None = None
+    end_reason: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = "/workspace"
+    limits: Limits = Field(default_factory=Limits)
+    idle_timeout_s: int = 1800
+    last_activity_at: str | None = None
+
+
+class SessionList(BaseModel):
+    sessions: list[Session]
+
+
+class Command(BaseModel):
+    """One command run in a session, with (a page of) its output."""
+
+    id: str
+    session_id: str
+    command: str
+    cwd: str
+    pid: int | None = None
+    background: bool = False
+    status: CommandStatus
+    exit_code: int | None = None
+    signal: str | None = None
+    end_reason: str | None = None
+    started_at: str
+    ended_at: str | None = None
+    output: str | None = None
+    output_truncated: bool = False
+    output_offset: int = 0
+    output_size: int = 0
+    output_start: int = 0
+    next_offset: int = 0
+
+
+class CommandList(BaseModel):
+    commands: list[Command]
+
+
+class ExecResult(BaseModel):
+    """A finished foreground command."""
+
+    exit_code: int | None
+    output: str
+    output_truncated: bool
+    status: CommandStatus
+    signal: str | None = None
+    timed_out: bool = False
+    duration_ms: int
+    session_id: str | None = None
+    command_id: str | None = None
+    output_offset: int = 0
+    output_size: int = 0
+
+
+class BackgroundStarted(BaseModel):
+    """A background command that has just started."""
+
+    command_id: str
+    pid: int | None
+    session_id: str
+    status: CommandStatus = "running"
+    started_at: str
+
+
+class StdinRequest(_Strict):
+    input: str | None = Field(default=None, max_length=MAX_STDIN_BYTES)
+    eof: bool = False
+
+
+class StdinResult(BaseModel):
+    ok: bool = True
+    bytes: int = 0
+
+
+class KillRequest(_Strict):
+    signal: str | int = "TERM"
+
+
+class KeyCreate(_Strict):
+    name: str = Field(default="", max_length=200)
+    admin: bool = False
+    tenant: str | None = Field(default=None, max_length=100)
+
+
+class ApiKey(BaseModel):
+    id: str
+    name: str
+    admin: bool
+    tenant: str
+    created_at: str
+    revoked_at: str | None = None
+    key: str | None = None
+
+
+class KeyList(BaseModel):
+    keys: list[ApiKey]
+
+
+class OutputEvent(BaseModel):
+    """One chunk of output: `offset` is where its bytes start in the command's log."""
+
+    offset: int
+    stream: Literal["stdout", "stderr"]
+    data: str
+    data_b64: str | None = None
+
+
+class ExitEvent(BaseModel):
+    status: CommandStatus
+    exit_code: int | None = None
+    signal: str | None = None
+    end_reason: str | None = None

@@ -1,0 +1,160 @@
+"""Shared fixtures: a real Chaser server on loopback, clients and tenants.
+
+The server runs as a subprocess (`python -m chaser server`) exactly as users start it,
+with real sandboxes. One server serves the whole session; tests that need a fresh one
+(restarts, data-dir checks) start their own with `ServerProcess`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_KEY = "chs_test_admin_" + secrets.token_hex(8)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A `chaser server` subprocess on a free loopback port."""
+
+    data_dir: Path
+    admin_key: str | None = ADMIN_KEY
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHASER_")}
+        if self.admin_key:
+            env["CHASER_API_KEY"] = self.admin_key
+        env.update(self.extra_env)
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chaser", "server", "--host", "127.0.0.1",
+             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-20000:]
+        return ""
+
+    def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="chaser-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_root: Path) -> Iterator[ServerProcess]:
+    """The shared running server (admin key: `server.admin_key`)."""
+    srv = ServerProcess(data_dir=tmp_root / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of its own for tests that restart or inspect the data dir."""
+    srv = ServerProcess(data_dir=tmp_path / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    """An httpx client authenticated with the admin key."""
+    with server.client() as c:
+        yield c
+
+
+@dataclass
+class Tenant:
+    key: str
+    id: str
+    client: httpx.Client
+
+
+@pytest.fixture
+def new_tenant(server: ServerProcess, client: httpx.Client) -> Iterator[object]:
+    """Factory: a brand-new tenant (its own API key and client)."""
+    made: list[Tenant] = []
+
+    def make(name: str = "tenant") -> Tenant:
+        r = client.post("/v1/keys", json={"name": name})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        t = Tenant(key=body["key"], id=body["tenant"], client=server.client(body["key"]))
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.client.close()
+
+
+@pytest.fixture
+def tenant(new_tenant) -> Tenant:  # type: ignore[no-untyped-def]
+    """A fresh tenant for one test."""
+    return new_tenant()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def session_id(tenant: Tenant) -> str:
+    """A running session of a fresh tenant (no workspace)."""
+    r = tenant.client.post("/v1/sessions", json={})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
