@@ -260,6 +260,7 @@ class OutputEvent(BaseModel):
     stream: Literal["stdout", "stderr"]
     data: str
     data_b64: str | None = None
+    end: int = Field(default=0, exclude=True)  # offset just past these bytes (the SSE id)
 
 
 class ExitEvent(BaseModel):

@@ -1,0 +1,197 @@
+"""A running command: its pipes, its output log, its timeout, stdin and signals.
+
+The runtime starts the process with pipes made here; this module pumps them into the
+command's `OutputLog` and records how the command ended. The same class serves
+foreground and background commands, in sessions and in one-shot sandboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaser.core.output import STDERR, STDOUT, OutputLog
+from chaser.core.util import now_iso, signal_name
+from chaser.errors import Conflict, OverLimit
+from chaser.runtime.base import ExitStatus, Process, ProcessIO
+
+log = logging.getLogger("chaser.core")
+
+F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1024 * 1024  # bigger pipes: fewer wake-ups for chatty commands
+DRAIN_GRACE_S = 0.25  # after exit, how long output held open by orphans may still arrive
+KILL_GRACE_S = 2.0
+MAX_STDIN_BUFFER = 16 * 1024 * 1024
+
+Launcher = Callable[[ProcessIO], Awaitable[Process]]
+
+
+class _Pump(asyncio.Protocol):
+    """Reads one pipe into the log."""
+
+    def __init__(self, out: OutputLog, stream: int) -> None:
+        self.out = out
+        self.stream = stream
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.out.append(self.stream, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+@dataclass
+class CommandState:
+    """What is recorded about a command (the store's row, minus output)."""
+
+    id: str
+    session_id: str
+    tenant: str
+    command: str
+    cwd: str
+    background: bool
+    started_at: str = field(default_factory=now_iso)
+    pid: int | None = None
+    status: str = "running"
+    exit_code: int | None = None
+    signal: str | None = None
+    end_reason: str | None = None
+    ended_at: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class RunningCommand:
+    """One command from start to end; `finished` resolves once its output is complete."""
+
+    def __init__(self, state: CommandState, output: OutputLog) -> None:
+        self.state = state
+        self.output = output
+        self.process: Process | None = None
+        self.finished = asyncio.Event()
+        self.started_mono = time.monotonic()
+        self.ended_mono: float | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._timed_out = False
+        self._end_reason: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self.finished.is_set()
+
+    async def start(self, launch: Launcher, *, stdin_pipe: bool, stdin_text: str | None,
+                    timeout_ms: int | None) -> None:
+        """Start the process with fresh pipes; raises what the runtime raises."""
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r = in_w = None
+        if stdin_pipe or stdin_text is not None:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        for fd in (out_r, err_r):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        try:
+            self.process = await launch(ProcessIO(stdout=out_w, stderr=err_w, stdin=in_r))
+        except BaseException:
+            for fd in (out_r, err_r, in_w):
+                if fd is not None:
+                    os.close(fd)
+            self.output.close()
+            raise
+        self.state.pid = self.process.pid
+        self._pumps = [
+            (await loop.connect_read_pipe(lambda: _Pump(self.output, STDOUT), os.fdopen(out_r, "rb", 0)))[1],
+            (await loop.connect_read_pipe(lambda: _Pump(self.output, STDERR), os.fdopen(err_r, "rb", 0)))[1],
+        ]
+        if in_w is not None:
+            os.set_blocking(in_w, False)
+            transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
+            self._stdin = transport  # type: ignore[assignment]
+            if stdin_text is not None:
+                self.write_stdin(stdin_text.encode(), eof=True)
+        if timeout_ms is not None:
+            self._timer = loop.call_later(timeout_ms / 1000, self._on_timeout)
+
+    async def run(self, on_end: Callable[[RunningCommand], Awaitable[None]]) -> None:
+        """Wait for the process, drain its output, record the end, then call `on_end`."""
+        assert self.process is not None
+        status = await self.process.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self._drain()
+        self._record_end(status)
+        self._close_stdin()
+        self.output.close()
+        self.ended_mono = time.monotonic()
+        try:
+            await on_end(self)
+        finally:
+            self.finished.set()
+
+    async def _drain(self) -> None:
+        pumps: list[_Pump] = self._pumps  # type: ignore[assignment]
+        waiting = [p.done for p in pumps if not p.done.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=DRAIN_GRACE_S)
+        for p in pumps:
+            if p.transport is not None and not p.done.done():
+                p.transport.close()
+
+    def _record_end(self, status: ExitStatus) -> None:
+        s = self.state
+        s.ended_at = now_iso()
+        if self._timed_out:
+            s.status, s.signal, s.end_reason = "timed_out", "KILL", "timeout"
+        elif status.signal is not None:
+            s.status, s.signal = "killed", signal_name(status.signal)
+            s.end_reason = self._end_reason or "signal"
+        else:
+            s.status, s.exit_code, s.end_reason = "exited", status.code, "exit"
+
+    def _on_timeout(self) -> None:
+        self._timed_out = True
+        self.kill(signal.SIGKILL)
+
+    # -- control ----------------------------------------------------------------------
+
+    def kill(self, signum: int, reason: str | None = None) -> None:
+        """Signal the command's whole process group."""
+        if not self.running or self.process is None:
+            raise Conflict(f"command {self.state.id} has already finished", "command_finished")
+        if reason:
+            self._end_reason = reason
+        self.process.signal(signum)
+
+    def write_stdin(self, data: bytes, eof: bool = False) -> int:
+        """Queue bytes for the command's stdin, in order; `eof` closes it afterwards."""
+        if not self.running or self._stdin is None or self._stdin.is_closing():
+            raise Conflict(f"stdin of command {self.state.id} is closed", "command_finished")
+        if self._stdin.get_write_buffer_size() + len(data) > MAX_STDIN_BUFFER:
+            raise OverLimit("the command is not reading its stdin; too much input is queued",
+                            "stdin_buffer_full")
+        if data:
+            self._stdin.write(data)
+        if eof:
+            self._stdin.close()  # flushes what is queued, then closes
+        return len(data)
+
+    def _close_stdin(self) -> None:
+        if self._stdin is not None and not self._stdin.is_closing():
+            self._stdin.abort()

@@ -1,0 +1,296 @@
+"""Running commands: one-shot exec, session exec, and everything done to a command after.
+
+Nothing here knows HTTP: the transports (REST, SSE, MCP, CLI through the SDK) all call
+these methods and shape what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from chaser.config import Settings
+from chaser.core.commands import CommandState, RunningCommand
+from chaser.core.output import STREAM_NAMES, OutputLog
+from chaser.core.sessions import LiveSession, SessionService
+from chaser.core.util import new_id, parse_signal
+from chaser.errors import BadRequest, Conflict, NotFound, OverLimit
+from chaser.models import (
+    DEFAULT_FOREGROUND_TIMEOUT_MS,
+    BackgroundStarted,
+    Command,
+    CommandRequest,
+    ExecRequest,
+    ExecResult,
+    ExitEvent,
+    OutputEvent,
+    SessionExecRequest,
+    StdinRequest,
+    StdinResult,
+)
+from chaser.runtime.base import ProcessSpec, Runtime, SandboxSpec
+from chaser.store.base import Row, Store
+
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/home/user",
+    "USER": "user",
+    "LOGNAME": "user",
+    "SHELL": "/bin/bash",
+    "HOSTNAME": "sandbox",
+    "LANG": "C.UTF-8",
+}
+SHELLS = {"sh": "/bin/sh", "bash": "/bin/bash"}
+STREAM_READ_BYTES = 256 * 1024
+KILL_SETTLE_S = 2.0
+IDLE_FLUSH_S = 1.0
+
+Event = OutputEvent | ExitEvent
+
+
+class Executor:
+    """Starts commands and answers for them afterwards."""
+
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime,
+                 sessions: SessionService) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.sessions = sessions
+
+    # -- starting ---------------------------------------------------------------------
+
+    @staticmethod
+    def process_spec(req: CommandRequest, env: dict[str, str], cwd: str) -> ProcessSpec:
+        return ProcessSpec(argv=[SHELLS[req.shell], "-c", req.command],
+                           env={**BASE_ENV, **env, **(req.env or {})}, cwd=cwd)
+
+    async def start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
+        """Start a command in a running session and record it."""
+        if len(live.running_commands()) >= self.settings.max_running_commands_per_session:
+            raise OverLimit("too many commands are running in this session", "too_many_commands")
+        self.sessions.touch(live)
+        cwd = req.cwd or str(live.row["cwd"])
+        state = CommandState(id=new_id("cmd"), session_id=live.id, tenant=live.tenant,
+                             command=req.command, cwd=cwd, background=req.background)
+        cmd = RunningCommand(state, self._new_log(live.id, state.id))
+        spec = self.process_spec(req, live.row["env"], cwd)
+        timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
+        await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
+                        stdin_text=req.stdin, timeout_ms=timeout)
+        live.commands[state.id] = cmd
+        await self.store.insert_command(state.row())
+
+        async def on_end(c: RunningCommand) -> None:
+            self.sessions.touch(live)
+            live.commands.pop(c.state.id, None)
+            s = c.state
+            await self.store.update_command(s.id, status=s.status, exit_code=s.exit_code,
+                                            signal=s.signal, end_reason=s.end_reason,
+                                            ended_at=s.ended_at)
+
+        asyncio.get_running_loop().create_task(cmd.run(on_end))
+        return cmd
+
+    async def session_exec(self, tenant: str, session_id: str,
+                           req: SessionExecRequest) -> ExecResult | BackgroundStarted:
+        live = await self.sessions.require_live(tenant, session_id)
+        cmd = await self.start_in_session(live, req)
+        if req.background:
+            return BackgroundStarted(command_id=cmd.state.id, pid=cmd.state.pid,
+                                     session_id=live.id, started_at=cmd.state.started_at)
+        await cmd.finished.wait()
+        return self._result(cmd, req.max_output_bytes, live.id)
+
+    async def exec(self, tenant: str, req: ExecRequest) -> ExecResult:
+        """`POST /v1/exec`: in the workspace's session, or in a one-shot sandbox."""
+        if req.workspace:
+            self.runtime.check_image(req.image or "default")
+            live = await self.sessions.for_workspace(tenant, req.workspace)
+            if req.image and req.image != live.row["image"]:
+                raise BadRequest(f"workspace {req.workspace} runs image {live.row['image']}")
+            body = req.model_dump(exclude={"workspace", "ephemeral", "image"})
+            return await self.session_exec(tenant, live.id, SessionExecRequest(**body))
+        return await self._ephemeral(req)
+
+    async def _ephemeral(self, req: ExecRequest) -> ExecResult:
+        image = req.image or "default"
+        self.runtime.check_image(image)
+        cmd_id = new_id("cmd")
+        cwd = req.cwd or "/workspace"
+        state = CommandState(id=cmd_id, session_id="", tenant="", command=req.command, cwd=cwd,
+                             background=False)
+        cmd = RunningCommand(state, self._new_log("_ephemeral", cmd_id))
+        limits = self.sessions.limits_for(None)
+        spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"),
+                           uid=self.sessions.ephemeral_uid(), image=image,
+                           limits=self.sessions.resource_limits(limits))
+        pspec = self.process_spec(req, {}, cwd)
+        self.sessions.reserve_sandbox()
+        try:
+            await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io), stdin_pipe=False,
+                            stdin_text=req.stdin,
+                            timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
+            await cmd.run(_nothing)
+            if state.exit_code == 1 and cmd.output.read_bytes(0, 64)[1].startswith(b"bwrap: Can't chdir"):
+                raise BadRequest(f"cwd {cwd} does not exist in the sandbox", "invalid_cwd")
+            result = self._result(cmd, req.max_output_bytes, None)
+            result.command_id = None
+            return result
+        finally:
+            self.sessions.release_sandbox()
+            cmd.output.delete()
+
+    def _new_log(self, session_id: str, command_id: str) -> OutputLog:
+        return OutputLog(self.settings.logs_dir / session_id / command_id,
+                         max_bytes=self.settings.max_log_bytes)
+
+    @staticmethod
+    def _result(cmd: RunningCommand, max_bytes: int, session_id: str | None) -> ExecResult:
+        s = cmd.state
+        start, data = cmd.output.read_bytes(0, max_bytes)
+        size = cmd.output.size
+        return ExecResult(
+            exit_code=s.exit_code, output=data.decode(errors="replace"),
+            output_truncated=start > 0 or start + len(data) < size, status=s.status,  # type: ignore[arg-type]
+            signal=s.signal, timed_out=s.status == "timed_out",
+            duration_ms=int(((cmd.ended_mono or time.monotonic()) - cmd.started_mono) * 1000),
+            session_id=session_id, command_id=s.id, output_offset=start, output_size=size)
+
+    # -- looking at commands ----------------------------------------------------------
+
+    async def _find(self, tenant: str, session_id: str, command_id: str) -> tuple[Row, RunningCommand | None]:
+        live = self.sessions.get_live(tenant, session_id)
+        cmd = live.commands.get(command_id) if live else None
+        if cmd is not None:
+            return cmd.state.row(), cmd
+        row = await self.store.get_command(tenant, session_id, command_id)
+        if row is None:
+            await self.sessions.get_row(tenant, session_id)
+            raise NotFound(f"command {command_id} not found in session {session_id}")
+        return row, None
+
+    def _log(self, row: Row, cmd: RunningCommand | None) -> OutputLog:
+        if cmd is not None:
+            return cmd.output
+        return OutputLog.load(self.settings.logs_dir / row["session_id"] / row["id"])
+
+    async def list_commands(self, tenant: str, session_id: str) -> list[Command]:
+        await self.sessions.get_row(tenant, session_id)
+        live = self.sessions.get_live(tenant, session_id)
+        rows = await self.store.list_commands(tenant, session_id)
+        out = []
+        for row in rows:
+            cmd = live.commands.get(row["id"]) if live else None
+            out.append(_command(cmd.state.row() if cmd else row))
+        return out
+
+    async def get_command(self, tenant: str, session_id: str, command_id: str,
+                          offset: int = 0, limit: int = 1024 * 1024) -> Command:
+        row, cmd = await self._find(tenant, session_id, command_id)
+        log = self._log(row, cmd)
+        start, data = await asyncio.to_thread(log.read_bytes, offset, limit)
+        size = log.size
+        return _command(row, output=data.decode(errors="replace"), output_offset=start,
+                        output_size=size, output_start=log.start, next_offset=start + len(data),
+                        output_truncated=start > offset or start + len(data) < size)
+
+    async def events(self, tenant: str, session_id: str, command_id: str,
+                     offset: int = 0) -> AsyncIterator[Event]:
+        """Output from `offset` as it is produced, then the exit; resumable by offset."""
+        row, cmd = await self._find(tenant, session_id, command_id)
+        return self._follow(self._log(row, cmd), cmd, row, offset)
+
+    async def _follow(self, log: OutputLog, cmd: RunningCommand | None, row: Row,
+                      pos: int) -> AsyncIterator[Event]:
+        pos = max(pos, 0)
+        flush = False
+        while True:
+            pos = max(pos, log.start)  # bytes a chatty command's log dropped are skipped
+            chunks = log.read(pos, STREAM_READ_BYTES)
+            if chunks and not (log.closed or flush):
+                chunks = _hold_partial_char(chunks, log.size)
+            flush = False
+            if chunks:
+                for c in chunks:
+                    yield _output_event(c.offset, c.stream, c.data)
+                    pos = c.end
+                continue
+            if log.closed and pos >= log.size:
+                break
+            # Wait for bytes past everything seen, a held-back partial character included;
+            # a character still incomplete after a quiet spell is sent as it is.
+            flush = not await log.wait_for(max(pos, log.size), IDLE_FLUSH_S)
+        if cmd is not None:
+            await cmd.finished.wait()
+            row = cmd.state.row()
+        yield ExitEvent(status=row["status"], exit_code=row["exit_code"], signal=row["signal"],
+                        end_reason=row["end_reason"])
+
+    # -- acting on commands -----------------------------------------------------------
+
+    async def stdin(self, tenant: str, session_id: str, command_id: str, req: StdinRequest) -> StdinResult:
+        row, cmd = await self._find(tenant, session_id, command_id)
+        if cmd is None:
+            raise Conflict(f"command {command_id} has already finished", "command_finished")
+        live = self.sessions.get_live(tenant, session_id)
+        if live is not None:
+            self.sessions.touch(live)
+        n = cmd.write_stdin((req.input or "").encode(), eof=req.eof)
+        return StdinResult(bytes=n)
+
+    async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
+        signum = parse_signal(sig)
+        row, cmd = await self._find(tenant, session_id, command_id)
+        if cmd is None:
+            raise Conflict(f"command {command_id} has already finished", "command_finished")
+        cmd.kill(signum)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cmd.finished.wait(), KILL_SETTLE_S)
+        return _command(cmd.state.row())
+
+
+async def _nothing(_: RunningCommand) -> None:
+    return None
+
+
+def _command(row: Row, **extra: Any) -> Command:
+    fields = {k: v for k, v in row.items() if k in Command.model_fields}
+    return Command(**{**fields, **extra})
+
+
+def _output_event(offset: int, stream: int, data: bytes) -> OutputEvent:
+    try:
+        return OutputEvent(offset=offset, stream=STREAM_NAMES[stream],  # type: ignore[arg-type]
+                           data=data.decode(), end=offset + len(data))
+    except UnicodeDecodeError:
+        return OutputEvent(offset=offset, stream=STREAM_NAMES[stream],  # type: ignore[arg-type]
+                           data=data.decode(errors="replace"), end=offset + len(data),
+                           data_b64=base64.b64encode(data).decode())
+
+
+def _incomplete_utf8_tail(data: bytes) -> int:
+    """How many bytes at the end start a UTF-8 character that is not complete yet."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 != 0x80:  # a lead byte (or ASCII)
+            need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 1
+            return back if need > back else 0
+    return 0
+
+
+def _hold_partial_char(chunks: list[Any], size: int) -> list[Any]:
+    """Keep a character split across writes whole: hold its first bytes back for now."""
+    last = chunks[-1]
+    if last.end != size:
+        return chunks
+    cut = _incomplete_utf8_tail(last.data)
+    if not cut:
+        return chunks
+    if cut == len(last.data):
+        return chunks[:-1]
+    return [*chunks[:-1], type(last)(last.offset, last.stream, last.data[:-cut])]

@@ -1,0 +1,104 @@
+"""API keys: each key is a tenant; only hashes are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaser.core.util import new_id, now_iso
+from chaser.errors import Forbidden, NotFound, Unauthorized
+from chaser.models import ApiKey, KeyCreate
+from chaser.store.base import KeyRecord, Store
+
+log = logging.getLogger("chaser")
+
+ADMIN_TENANT = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id, its tenant and whether it may manage keys."""
+
+    key_id: str
+    tenant: str
+    admin: bool
+
+
+def digest(secret: str) -> str:
+    # Keys are 256-bit random secrets: a plain SHA-256 is enough (no brute force to slow).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _public(rec: KeyRecord, secret: str | None = None) -> ApiKey:
+    return ApiKey(id=rec.id, name=rec.name, admin=rec.admin, tenant=rec.tenant,
+                  created_at=rec.created_at, revoked_at=rec.revoked_at, key=secret)
+
+
+class KeyService:
+    """Authenticates bearer tokens and manages keys."""
+
+    def __init__(self, store: Store, env_admin_key: str | None) -> None:
+        self.store = store
+        self._env_digest = digest(env_admin_key) if env_admin_key else None
+        self._cache: dict[str, Principal] = {}
+
+    async def bootstrap(self, key_file: Path) -> Path | None:
+        """First start with no key anywhere: make an admin key, keep only its hash.
+
+        Returns the file holding the new key (0600), or None when no key was made.
+        """
+        if self._env_digest or await self.store.list_keys():
+            return None
+        secret = "chs_" + secrets.token_urlsafe(32)
+        await self.store.add_key(KeyRecord(new_id("key"), "admin (generated)", digest(secret),
+                                           ADMIN_TENANT, True, now_iso()))
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        return key_file
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        d = digest(token)
+        if self._env_digest and hmac.compare_digest(d, self._env_digest):
+            return Principal("env", ADMIN_TENANT, True)
+        cached = self._cache.get(d)
+        if cached:
+            return cached
+        rec = await self.store.key_by_hash(d)
+        if rec is None or rec.revoked_at:
+            raise Unauthorized("invalid or revoked API key")
+        principal = Principal(rec.id, rec.tenant, rec.admin)
+        self._cache[d] = principal
+        return principal
+
+    async def create(self, caller: Principal, req: KeyCreate) -> ApiKey:
+        self._require_admin(caller)
+        secret = "chs_" + secrets.token_urlsafe(32)
+        key_id = new_id("key")
+        rec = KeyRecord(key_id, req.name, digest(secret), req.tenant or key_id, req.admin, now_iso())
+        await self.store.add_key(rec)
+        return _public(rec, secret)
+
+    async def list(self, caller: Principal) -> list[ApiKey]:
+        self._require_admin(caller)
+        return [_public(r) for r in await self.store.list_keys()]
+
+    async def revoke(self, caller: Principal, key_id: str) -> ApiKey:
+        self._require_admin(caller)
+        rec = await self.store.revoke_key(key_id, now_iso())
+        if rec is None:
+            raise NotFound(f"key {key_id} not found")
+        self._cache.pop(rec.hash, None)
+        return _public(rec)
+
+    @staticmethod
+    def _require_admin(caller: Principal) -> None:
+        if not caller.admin:
+            raise Forbidden("only admin keys can manage keys")

@@ -1,0 +1,74 @@
+"""The core as one object: what every transport (HTTP, SSE, MCP) is a thin layer over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from chaser.config import Settings
+from chaser.core.execution import Executor
+from chaser.core.keys import KeyService
+from chaser.core.sessions import SessionService
+from chaser.core.util import now_iso
+from chaser.runtime.base import Runtime
+from chaser.store.base import Store
+
+log = logging.getLogger("chaser")
+
+
+class Chaser:
+    """Sessions, commands and keys over one store and one sandbox runtime."""
+
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.keys = KeyService(store, settings.admin_key)
+        self.sessions = SessionService(settings, store, runtime)
+        self.executor = Executor(settings, store, runtime, self.sessions)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open state, settle what a previous run left behind, start housekeeping."""
+        await self.store.open()
+        sessions, commands = await self.store.end_all_running(now_iso())
+        if sessions or commands:
+            log.info("marked %d sessions and %d commands of the previous run as ended",
+                     sessions, commands)
+        key_file = await self.keys.bootstrap(self.settings.admin_key_file)
+        if key_file:
+            log.warning("created the first admin API key; it is in %s (mode 0600)", key_file)
+        shutil.rmtree(self.settings.logs_dir / "_ephemeral", ignore_errors=True)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.sessions.reap_idle_forever()),
+                       loop.create_task(self._expire_logs_forever())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.sessions.close_all()
+        await self.runtime.close()
+        await self.store.close()
+
+    async def _expire_logs_forever(self, every_s: float = 3600) -> None:
+        """Delete output logs of sessions that ended longer ago than the retention."""
+        while True:
+            await asyncio.to_thread(self._expire_logs)
+            await asyncio.sleep(every_s)
+
+    def _expire_logs(self) -> None:
+        cutoff = time.time() - self.settings.log_retention_s
+        root: Path = self.settings.logs_dir
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            with contextlib.suppress(OSError):
+                if d.name not in self.sessions.live and d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,221 @@
+"""Sessions: a sandbox per session, its live commands, idle timeouts and workspaces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from chaser.config import Settings
+from chaser.core.commands import RunningCommand
+from chaser.core.util import new_id, now_iso
+from chaser.errors import Conflict, NotFound, OverLimit, Unavailable
+from chaser.models import Limits, Session, SessionCreate
+from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
+from chaser.runtime.cgroups import ResourceLimits
+from chaser.store.base import Row, Store
+
+log = logging.getLogger("chaser.core")
+
+EPHEMERAL_UID_BASE = 1_000_000  # host uids for sandboxes without a workspace
+EPHEMERAL_UID_SPAN = 1_000_000
+
+
+@dataclass
+class LiveSession:
+    """A running session: its row, its sandbox and the commands still running in it."""
+
+    row: Row
+    tenant: str
+    sandbox: Sandbox
+    commands: dict[str, RunningCommand] = field(default_factory=dict)
+    last_activity: float = field(default_factory=time.monotonic)
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def running_commands(self) -> list[RunningCommand]:
+        return [c for c in self.commands.values() if c.running]
+
+
+def to_session(row: Row) -> Session:
+    return Session(**{k: v for k, v in row.items() if k != "tenant"})
+
+
+class SessionService:
+    """Creates, finds, idles out and deletes sessions."""
+
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.live: dict[str, LiveSession] = {}
+        self._uids = itertools.count()
+        self._ws_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._starting = 0
+
+    # -- limits -----------------------------------------------------------------------
+
+    def sandbox_slots_used(self) -> int:
+        return len(self.live) + self._starting
+
+    def reserve_sandbox(self) -> None:
+        if self.sandbox_slots_used() >= self.settings.max_sandboxes:
+            raise Unavailable("the server is running as many sandboxes as it may; try again later")
+        self._starting += 1
+
+    def release_sandbox(self) -> None:
+        self._starting -= 1
+
+    def limits_for(self, asked: Limits | None) -> Limits:
+        s = self.settings
+        asked = asked or Limits()
+        return Limits(memory_mb=min(asked.memory_mb or s.memory_mb, s.max_memory_mb),
+                      pids=min(asked.pids or s.pids, s.max_pids),
+                      cpus=min(asked.cpus or s.cpus, s.max_cpus))
+
+    @staticmethod
+    def resource_limits(limits: Limits) -> ResourceLimits:
+        return ResourceLimits(memory_bytes=(limits.memory_mb or 0) * 1024 * 1024 or None,
+                              pids=limits.pids, cpus=limits.cpus)
+
+    def ephemeral_uid(self) -> int:
+        """A host uid no other live sandbox uses (the span makes wrap-around harmless)."""
+        return EPHEMERAL_UID_BASE + next(self._uids) % EPHEMERAL_UID_SPAN
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def create(self, tenant: str, req: SessionCreate, *, idle_timeout_s: int | None = None) -> LiveSession:
+        image = req.image or "default"
+        self.runtime.check_image(image)
+        mine = sum(1 for s in self.live.values() if s.tenant == tenant)
+        if mine >= self.settings.max_sessions_per_tenant:
+            raise OverLimit(f"this key already has {mine} running sessions; delete some first",
+                            "too_many_sessions")
+        limits = self.limits_for(req.limits)
+        session_id = new_id("ses")
+        workspace_dir = None
+        uid = self.ephemeral_uid()
+        if req.workspace:
+            ws = await self.store.workspace(tenant, req.workspace, create_at=now_iso())
+            assert ws is not None
+            uid = ws.uid
+            workspace_dir = self.settings.workspaces_dir / str(ws.id)
+        spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
+                           limits=self.resource_limits(limits))
+        self.reserve_sandbox()
+        try:
+            sandbox = await self.runtime.start(spec)
+        finally:
+            self.release_sandbox()
+        now = now_iso()
+        row: Row = {
+            "id": session_id, "tenant": tenant, "workspace": req.workspace, "image": image,
+            "status": "running", "created_at": now, "ended_at": None, "end_reason": None,
+            "env": req.env or {}, "cwd": req.cwd or "/workspace",
+            "limits": limits.model_dump(), "last_activity_at": now,
+            "idle_timeout_s": req.idle_timeout_s or idle_timeout_s or self.settings.idle_timeout_s,
+        }
+        live = LiveSession(row, tenant, sandbox)
+        self.live[session_id] = live
+        try:
+            await self.store.insert_session(row)
+        except BaseException:
+            self.live.pop(session_id, None)
+            await sandbox.close()
+            raise
+        asyncio.get_running_loop().create_task(self._watch(live))
+        return live
+
+    async def _watch(self, live: LiveSession) -> None:
+        """A sandbox that ends by itself (its agent died, OOM) stops its session."""
+        await live.sandbox.wait_closed()
+        if self.live.get(live.id) is live:
+            await self.stop(live, "sandbox_exited")
+
+    async def stop(self, live: LiveSession, reason: str) -> Row:
+        """Kill everything in the session and mark it stopped."""
+        if self.live.pop(live.id, None) is None:
+            return live.row
+        for cmd in live.running_commands():
+            with contextlib.suppress(Conflict):
+                cmd.kill(9, reason="session_" + reason if reason == "deleted" else reason)
+        await live.sandbox.close()
+        running = live.running_commands()
+        if running:
+            await asyncio.wait([asyncio.ensure_future(c.finished.wait()) for c in running], timeout=5)
+        live.row.update(status="stopped", ended_at=now_iso(), end_reason=reason)
+        await self.store.update_session(live.id, status="stopped", ended_at=live.row["ended_at"],
+                                        end_reason=reason)
+        return live.row
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.stop(s, "server_shutdown") for s in list(self.live.values())),
+                             return_exceptions=True)
+
+    # -- lookups ----------------------------------------------------------------------
+
+    async def get_row(self, tenant: str, session_id: str) -> Row:
+        live = self.live.get(session_id)
+        if live is not None and live.tenant == tenant:
+            return live.row
+        row = await self.store.get_session(tenant, session_id)
+        if row is None:
+            raise NotFound(f"session {session_id} not found")
+        return row
+
+    def get_live(self, tenant: str, session_id: str) -> LiveSession | None:
+        live = self.live.get(session_id)
+        return live if live is not None and live.tenant == tenant else None
+
+    async def require_live(self, tenant: str, session_id: str) -> LiveSession:
+        live = self.get_live(tenant, session_id)
+        if live is None:
+            await self.get_row(tenant, session_id)  # 404 when it never existed
+            raise Conflict(f"session {session_id} is stopped", "session_stopped")
+        return live
+
+    async def list_rows(self, tenant: str, status: str | None) -> list[Row]:
+        rows = await self.store.list_sessions(tenant, status)
+        return [self.live[r["id"]].row if r["id"] in self.live else r for r in rows]
+
+    async def delete(self, tenant: str, session_id: str) -> Row:
+        live = self.get_live(tenant, session_id)
+        if live is None:
+            return await self.get_row(tenant, session_id)
+        return await self.stop(live, "deleted")
+
+    async def for_workspace(self, tenant: str, workspace: str) -> LiveSession:
+        """The workspace's running session, started on first use (one at a time)."""
+        lock = self._ws_locks.setdefault((tenant, workspace), asyncio.Lock())
+        async with lock:
+            for live in self.live.values():
+                if live.tenant == tenant and live.row["workspace"] == workspace:
+                    return live
+            return await self.create(tenant, SessionCreate(workspace=workspace),
+                                     idle_timeout_s=self.settings.workspace_idle_timeout_s)
+
+    # -- idle timeouts ----------------------------------------------------------------
+
+    async def reap_idle_forever(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            now = time.monotonic()
+            for live in list(self.live.values()):
+                idle = now - live.last_activity
+                if not live.running_commands() and idle > int(live.row["idle_timeout_s"]):
+                    log.info("session %s idle for %.0fs: stopping", live.id, idle)
+                    with contextlib.suppress(Exception):
+                        await self.stop(live, "idle_timeout")
+
+    def touch(self, live: LiveSession) -> None:
+        live.touch()
+        live.row["last_activity_at"] = now_iso()
+

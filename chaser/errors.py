@@ -1,0 +1,69 @@
+"""The one exception tree of the server side (core, runtime, store).
+
+    ChaserError
+    ├── BadRequest            code: bad_request, invalid_signal, invalid_cwd
+    ├── Unauthorized          code: unauthorized
+    ├── Forbidden             code: forbidden
+    ├── NotFound              code: not_found, image_not_found
+    ├── Conflict              code: conflict, session_stopped, command_finished
+    ├── PayloadTooLarge       code: payload_too_large
+    ├── OverLimit             code: too_many_sessions, too_many_commands
+    └── Unavailable           code: no_capacity, sandbox_failed
+
+Each carries a machine-readable `code` and a human message. The HTTP layer maps the
+classes to status codes in one place (`chaser.server.errors`); nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+
+class ChaserError(Exception):
+    """Base of every error the core reports to clients."""
+
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(ChaserError):
+    code = "bad_request"
+
+
+class Unauthorized(ChaserError):
+    code = "unauthorized"
+
+
+class Forbidden(ChaserError):
+    code = "forbidden"
+
+
+class NotFound(ChaserError):
+    code = "not_found"
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+
+
+class Conflict(ChaserError):
+    code = "conflict"
+
+
+class PayloadTooLarge(ChaserError):
+    code = "payload_too_large"
+
+
+class OverLimit(ChaserError):
+    code = "over_limit"
+
+
+class Unavailable(ChaserError):
+    code = "no_capacity"
+
+
+class SandboxFailed(Unavailable):
+    code = "sandbox_failed"

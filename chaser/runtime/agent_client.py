@@ -1,0 +1,174 @@
+"""The server's side of the in-sandbox agent protocol (see `agent.py` for the messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from chaser.errors import BadRequest, SandboxFailed
+from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec
+from chaser.runtime.cgroups import Cgroup
+
+log = logging.getLogger("chaser.runtime")
+
+MAX_PACKET = 4 * 1024 * 1024
+
+
+class AgentProcess:
+    """A process the agent forked; `pid` is its pid inside the sandbox."""
+
+    def __init__(self, sandbox: AgentSandbox, pid: int, exited: asyncio.Future[ExitStatus]) -> None:
+        self.sandbox = sandbox
+        self.pid: int | None = pid
+        self._exited = exited
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._exited)
+
+    def signal(self, signum: int) -> None:
+        if not self._exited.done() and self.pid is not None:
+            self.sandbox.send({"op": "kill", "pid": self.pid, "signal": signum})
+
+
+class AgentSandbox:
+    """A running sandbox: its bwrap process, its cgroup and the socket to its agent."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, sock: socket.socket,
+                 cgroup: Cgroup | None) -> None:
+        self.name = name
+        self.proc = proc
+        self.sock = sock
+        self.cgroup = cgroup
+        self._ids = itertools.count(1)
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._started: dict[int, asyncio.Future[int]] = {}
+        self._exits: dict[int, asyncio.Future[ExitStatus]] = {}
+        self._closed = asyncio.Event()
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed.is_set()
+
+    async def ready(self) -> None:
+        await self._ready
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+        if not self.alive:
+            raise SandboxFailed(f"sandbox {self.name} is not running")
+        data = json.dumps(msg).encode()
+        try:
+            socket.send_fds(self.sock, [data], fds or [])
+        except BlockingIOError:
+            # The agent reads as fast as it can; a full buffer means it is wedged.
+            self.sock.setblocking(True)
+            self.sock.settimeout(5)
+            try:
+                socket.send_fds(self.sock, [data], fds or [])
+            finally:
+                self.sock.setblocking(False)
+        except OSError as e:
+            self._shutdown()
+            raise SandboxFailed(f"sandbox {self.name} is gone: {e}") from e
+
+    async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> AgentProcess:
+        """Ask the agent to fork `spec` with the caller's pipes; returns once it runs."""
+        req = next(self._ids)
+        started: asyncio.Future[int] = self._loop.create_future()
+        exited: asyncio.Future[ExitStatus] = self._loop.create_future()
+        self._started[req] = started
+        self._exits[req] = exited
+        fds = [fd for fd in (io.stdin, io.stdout, io.stderr) if fd is not None]
+        try:
+            self.send({"op": "spawn", "id": req, "argv": spec.argv, "env": spec.env,
+                       "cwd": spec.cwd, "stdin": io.stdin is not None}, fds)
+        except SandboxFailed:
+            self._started.pop(req, None)
+            self._exits.pop(req, None)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            pid = await started
+        except BaseException:
+            self._exits.pop(req, None)
+            raise
+        return AgentProcess(self, pid, exited)
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._shutdown()
+                return
+            self._handle(json.loads(data))
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "ready":
+            if not self._ready.done():
+                self._ready.set_result(None)
+        elif op == "started":
+            fut = self._started.pop(msg["id"], None)
+            if fut and not fut.done():
+                fut.set_result(int(msg["pid"]))
+        elif op == "failed":
+            fut = self._started.pop(msg["id"], None)
+            self._exits.pop(msg["id"], None)
+            if fut and not fut.done():
+                fut.set_exception(BadRequest(msg.get("error", "cannot start"), "invalid_cwd"))
+        elif op == "exit":
+            exit_fut = self._exits.pop(msg["id"], None)
+            if exit_fut and not exit_fut.done():
+                exit_fut.set_result(ExitStatus(msg.get("code"), msg.get("signal")))
+        else:
+            log.warning("sandbox %s: unknown agent message %r", self.name, op)
+
+    def _shutdown(self) -> None:
+        """The agent is gone: fail what waits on it; its processes died with the sandbox."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        gone = SandboxFailed(f"sandbox {self.name} ended")
+        if not self._ready.done():
+            self._ready.set_exception(gone)
+        for fut in self._started.values():
+            if not fut.done():
+                fut.set_exception(gone)
+        for exit_fut in self._exits.values():
+            if not exit_fut.done():
+                exit_fut.set_result(ExitStatus(None, 9))
+        self._started.clear()
+        self._exits.clear()
+
+    async def close(self) -> None:
+        """Kill every process of the sandbox, then the sandbox itself."""
+        self._shutdown()
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.kill_all)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 9)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.proc.wait(), 5)
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)

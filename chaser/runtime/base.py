@@ -1,0 +1,103 @@
+"""The sandbox runtime's interface: what the core may ask of any sandbox backend.
+
+The runtime knows nothing of HTTP, sessions or tenants. It makes sandboxes from a
+`SandboxSpec`, starts processes in them with pipes the caller owns, signals them and
+reports how they ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from chaser.runtime.cgroups import ResourceLimits
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """How to build one sandbox.
+
+    `workspace_dir` is a host directory whose `files`, `home` and `tmp` subdirectories
+    become `/workspace`, `/home/user` and `/tmp`; None gives private, empty tmpfs mounts
+    that vanish with the sandbox.
+    """
+
+    name: str
+    uid: int
+    image: str = "default"
+    workspace_dir: Path | None = None
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to start: argv, a complete environment and a working directory."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+@dataclass(frozen=True)
+class ProcessIO:
+    """File descriptors the caller made for the process (the runtime takes ownership).
+
+    `stdin` None means /dev/null.
+    """
+
+    stdout: int
+    stderr: int
+    stdin: int | None = None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: `code` when it exited, `signal` when a signal ended it."""
+
+    code: int | None
+    signal: int | None
+
+
+class Process(Protocol):
+    """A started process; its output arrives on the caller's pipes."""
+
+    pid: int | None
+
+    async def wait(self) -> ExitStatus: ...
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the process's whole process group."""
+
+
+class Sandbox(Protocol):
+    """A running sandbox that processes join."""
+
+    name: str
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> Process: ...
+
+    async def close(self) -> None:
+        """Kill everything in the sandbox and release what it held."""
+
+    async def wait_closed(self) -> None:
+        """Return when the sandbox has ended, for whatever reason."""
+
+
+class Runtime(Protocol):
+    """Makes sandboxes."""
+
+    def describe(self) -> dict[str, object]: ...
+
+    def check_image(self, image: str) -> None:
+        """Raise ImageNotFound when `image` cannot be used."""
+
+    async def start(self, spec: SandboxSpec) -> Sandbox: ...
+
+    async def run_once(self, spec: SandboxSpec, proc: ProcessSpec, io: ProcessIO) -> Process:
+        """Run one process in a fresh sandbox that ends with it (the ephemeral path)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,188 @@
+"""The bubblewrap runtime: each sandbox is a set of Linux namespaces built by bwrap.
+
+How a sandbox starts (see docs/sandbox.md for the reasons):
+
+    server --(fork)--> sh: join the sandbox's cgroups as root
+             --exec--> setpriv: become the sandbox's unprivileged host uid, drop caps
+             --exec--> bwrap: new user/mount/pid/net/ipc/uts/cgroup namespaces,
+                       read-only root, private /workspace, /home/user, /tmp
+             --exec--> the in-sandbox agent (sessions) or the command (ephemeral runs)
+
+Sandboxes die with the server (`--die-with-parent`), so a restart leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import socket
+from pathlib import Path
+
+from chaser.errors import SandboxFailed
+from chaser.runtime import images
+from chaser.runtime.agent_client import AgentSandbox
+from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
+from chaser.runtime.cgroups import Cgroup, CgroupManager
+
+log = logging.getLogger("chaser.runtime")
+
+AGENT_PATH = Path(__file__).with_name("agent.py")
+AGENT_IN_SANDBOX = "/.chaser/agent.py"
+TMPFS_BYTES = 1024 * 1024 * 1024  # private /tmp, /workspace, /home of a sandbox without workspace
+AGENT_START_TIMEOUT = 10.0
+
+
+class BwrapRuntime:
+    """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.bwrap = shutil.which("bwrap")
+        self.setpriv = shutil.which("setpriv")
+        missing = [n for n, p in (("bwrap", self.bwrap), ("setpriv", self.setpriv)) if not p]
+        if missing:
+            raise RuntimeError(
+                f"{' and '.join(missing)} not found: install bubblewrap and util-linux "
+                "(the README's install command does)"
+            )
+        if os.geteuid() != 0:
+            raise RuntimeError("the sandbox runtime needs root to set up uids and cgroups")
+        self.cgroups = CgroupManager.detect()
+        swept = self.cgroups.sweep()
+        if swept:
+            log.info("removed %d cgroups left by an earlier run", swept)
+        self.root_args = images.default_root_args(images.write_generated_etc(state_dir / "etc"))
+
+    def describe(self) -> dict[str, object]:
+        return {"runtime": "bubblewrap", **self.cgroups.describe()}
+
+    def check_image(self, image: str) -> None:
+        images.check_image(image)
+
+    async def start(self, spec: SandboxSpec) -> AgentSandbox:
+        """Start a long-lived sandbox whose agent forks every later command."""
+        server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (server_end, agent_end):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        argv = ["/usr/bin/python3", "-I", "-S", AGENT_IN_SANDBOX]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        try:
+            proc, cgroup = await self._launch(spec, argv, env, stdin=agent_end.fileno(),
+                                              stdout=asyncio.subprocess.DEVNULL,
+                                              stderr=asyncio.subprocess.PIPE)
+        finally:
+            agent_end.close()
+        sandbox = AgentSandbox(spec.name, proc, server_end, cgroup)
+        try:
+            await asyncio.wait_for(sandbox.ready(), AGENT_START_TIMEOUT)
+        except (TimeoutError, SandboxFailed) as e:
+            err = b""
+            if proc.stderr is not None:
+                with contextlib.suppress(Exception):
+                    err = await asyncio.wait_for(proc.stderr.read(4096), 0.5)
+            await sandbox.close()
+            detail = err.decode(errors="replace").strip() or str(e) or "timed out"
+            raise SandboxFailed(f"sandbox {spec.name} failed to start: {detail}") from None
+        return sandbox
+
+    async def run_once(self, spec: SandboxSpec, proc: ProcessSpec, io: ProcessIO) -> OneShotProcess:
+        """Run one command as the sandbox's only process; the sandbox ends with it."""
+        stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
+        try:
+            child, cgroup = await self._launch(spec, proc.argv, proc.env, stdin=stdin,
+                                               stdout=io.stdout, stderr=io.stderr,
+                                               cwd=proc.cwd)
+        finally:
+            for fd in (io.stdin, io.stdout, io.stderr):
+                if fd is not None:
+                    os.close(fd)
+        return OneShotProcess(child, cgroup)
+
+    async def close(self) -> None:
+        return None
+
+    async def _launch(self, spec: SandboxSpec, argv: list[str], env: dict[str, str], *,
+                      stdin: int, stdout: int, stderr: int,
+                      cwd: str = "/workspace") -> tuple[asyncio.subprocess.Process, Cgroup | None]:
+        self.check_image(spec.image)
+        if spec.workspace_dir is not None:
+            prepare_workspace_dir(spec.workspace_dir, spec.uid)
+        cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits)
+        cmd = [self.setpriv or "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}",
+               "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
+               *self._bwrap_args(spec, cwd), "--", *argv]
+        if cgroup is not None:
+            joins = "; ".join(f"echo $$ > {shlex.quote(str(f))}" for f in cgroup.procs_files)
+            cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                start_new_session=True)
+        except OSError as e:
+            if cgroup is not None:
+                cgroup.remove()
+            raise SandboxFailed(f"cannot start sandbox: {e}") from e
+        return proc, cgroup
+
+    def _bwrap_args(self, spec: SandboxSpec, cwd: str) -> list[str]:
+        args = [self.bwrap or "bwrap",
+                "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+                "--die-with-parent", "--new-session",
+                "--uid", str(images.SANDBOX_UID), "--gid", str(images.SANDBOX_UID),
+                "--hostname", images.SANDBOX_HOSTNAME,
+                *self.root_args,
+                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+                "--ro-bind", str(AGENT_PATH), AGENT_IN_SANDBOX]
+        home = f"/home/{images.SANDBOX_USER}"
+        if spec.workspace_dir is None:
+            for path, perms in (("/workspace", "0755"), (home, "0755"), ("/tmp", "1777")):
+                args += ["--perms", perms, "--size", str(TMPFS_BYTES), "--tmpfs", path]
+        else:
+            ws = spec.workspace_dir
+            args += ["--bind", str(ws / "files"), "/workspace", "--bind", str(ws / "home"), home,
+                     "--bind", str(ws / "tmp"), "/tmp"]
+        args += ["--symlink", "/tmp", "/var/tmp", "--remount-ro", "/", "--chdir", cwd]
+        return args
+
+
+def prepare_workspace_dir(path: Path, uid: int) -> None:
+    """Create a workspace's persistent directories, owned by its sandbox uid."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chown(path, uid, uid)
+    for name, mode in (("files", 0o755), ("home", 0o755), ("tmp", 0o1777)):
+        sub = path / name
+        if not sub.is_dir():
+            sub.mkdir(mode=mode)
+            os.chown(sub, uid, uid)
+            sub.chmod(mode)
+
+
+class OneShotProcess:
+    """The command of an ephemeral sandbox: bwrap's exit status is the command's."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cgroup: Cgroup | None) -> None:
+        self.proc = proc
+        self.cgroup = cgroup
+        self.pid: int | None = None
+        self._status: ExitStatus | None = None
+
+    async def wait(self) -> ExitStatus:
+        if self._status is None:
+            rc = await self.proc.wait()
+            if self.cgroup is not None:
+                await asyncio.to_thread(self.cgroup.remove)
+            # bwrap reports a command killed by signal N as 128+N, as a shell does; that
+            # cannot be told from `exit 137`, so it stays an exit code. Only bwrap's own
+            # death (our timeout kill) is a signal.
+            self._status = ExitStatus(None, -rc) if rc < 0 else ExitStatus(rc, None)
+        return self._status
+
+    def signal(self, signum: int) -> None:
+        """Any signal ends the whole one-shot sandbox (it is only used for timeouts)."""
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 9)

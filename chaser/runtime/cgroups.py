@@ -1,0 +1,209 @@
+"""Per-sandbox resource limits through cgroups, v2 or v1 (hybrid hosts included).
+
+Each sandbox gets one cgroup (v2) or one cgroup per controller (v1), named after the
+sandbox, under a `chaser` parent. The sandbox's first process joins it before it execs
+bubblewrap, so every process of the sandbox is born inside its limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("chaser.runtime")
+
+CONTROLLERS = ("memory", "pids", "cpu")
+CFS_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """Limits for one sandbox; None leaves that resource unlimited."""
+
+    memory_bytes: int | None = None
+    pids: int | None = None
+    cpus: float | None = None
+
+
+@dataclass
+class Cgroup:
+    """One sandbox's cgroup directories (one per v1 controller, or a single v2 one)."""
+
+    dirs: list[Path]
+    version: str
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs]
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for f in self.procs_files:
+            with contextlib.suppress(OSError):
+                found.update(int(x) for x in f.read_text().split())
+        return sorted(found)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup (what `cgroup.kill` does on v2)."""
+        if self.version == "v2":
+            kill_file = self.dirs[0] / "cgroup.kill"
+            if kill_file.exists():
+                with contextlib.suppress(OSError):
+                    kill_file.write_text("1")
+                return
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.002)
+
+    def remove(self) -> None:
+        """Kill what is left and delete the directories (a cgroup must be empty to go)."""
+        self.kill_all()
+        for d in self.dirs:
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.005)
+
+    def memory_peak(self) -> int | None:
+        for d in self.dirs:
+            for name in ("memory.peak", "memory.max_usage_in_bytes"):
+                with contextlib.suppress(OSError, ValueError):
+                    return int((d / name).read_text())
+        return None
+
+
+@dataclass
+class CgroupManager:
+    """Finds the host's cgroup layout once and makes cgroups under it."""
+
+    version: str = "none"  # "v2", "v1" or "none"
+    roots: dict[str, Path] = field(default_factory=dict)  # controller -> chaser parent dir
+    enforced: tuple[str, ...] = ()
+
+    @classmethod
+    def detect(cls, parent_name: str = "chaser") -> CgroupManager:
+        """Prefer v2 when it carries the controllers; fall back to v1 controllers."""
+        mounts = _cgroup_mounts()
+        v2 = mounts.get("cgroup2")
+        if v2:
+            available = set((v2 / "cgroup.controllers").read_text().split()) if (
+                v2 / "cgroup.controllers").exists() else set()
+            wanted = [c for c in CONTROLLERS if c in available]
+            if wanted:
+                parent = v2 / parent_name
+                try:
+                    _enable_v2(v2, wanted)
+                    parent.mkdir(exist_ok=True)
+                    _enable_v2(parent, wanted)
+                    return cls("v2", {c: parent for c in wanted}, tuple(wanted))
+                except OSError as e:
+                    log.warning("cgroup v2 at %s unusable: %s", v2, e)
+        roots: dict[str, Path] = {}
+        for ctrl in CONTROLLERS:
+            mount = mounts.get(ctrl)
+            if mount is None:
+                continue
+            parent = mount / parent_name
+            try:
+                parent.mkdir(exist_ok=True)
+                roots[ctrl] = parent
+            except OSError as e:
+                log.warning("cgroup v1 %s at %s unusable: %s", ctrl, mount, e)
+        if roots:
+            return cls("v1", roots, tuple(roots))
+        return cls()
+
+    def describe(self) -> dict[str, object]:
+        return {"cgroup": self.version, **{c: c in self.enforced for c in CONTROLLERS}}
+
+    def create(self, name: str, limits: ResourceLimits) -> Cgroup | None:
+        """Make the sandbox's cgroup and write its limits; None when cgroups are unusable."""
+        if self.version == "none":
+            return None
+        dirs: list[Path] = []
+        for path in dict.fromkeys(self.roots.values()):
+            d = path / name
+            d.mkdir(exist_ok=True)
+            dirs.append(d)
+        cg = Cgroup(dirs, self.version)
+        try:
+            self._apply(name, limits)
+        except OSError:
+            cg.remove()
+            raise
+        return cg
+
+    def _apply(self, name: str, limits: ResourceLimits) -> None:
+        def put(ctrl: str, filename: str, value: str) -> None:
+            root = self.roots.get(ctrl)
+            if root is not None:
+                (root / name / filename).write_text(value)
+
+        if self.version == "v2":
+            if limits.memory_bytes:
+                put("memory", "memory.max", str(limits.memory_bytes))
+                with contextlib.suppress(OSError):
+                    put("memory", "memory.swap.max", "0")
+            if limits.pids:
+                put("pids", "pids.max", str(limits.pids))
+            if limits.cpus:
+                put("cpu", "cpu.max", f"{int(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}")
+        else:
+            if limits.memory_bytes:
+                put("memory", "memory.limit_in_bytes", str(limits.memory_bytes))
+                with contextlib.suppress(OSError):
+                    put("memory", "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+            if limits.pids:
+                put("pids", "pids.max", str(limits.pids))
+            if limits.cpus:
+                put("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US))
+                put("cpu", "cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US)))
+
+    def sweep(self) -> int:
+        """Remove cgroups left by an earlier server run (their processes are killed)."""
+        removed = 0
+        for root in dict.fromkeys(self.roots.values()):
+            for d in root.iterdir():
+                if d.is_dir():
+                    Cgroup([d], self.version).remove()
+                    removed += 1
+        return removed
+
+
+def _cgroup_mounts() -> dict[str, Path]:
+    """Map 'cgroup2' and each v1 controller name to its mount point."""
+    found: dict[str, Path] = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 4:
+                continue
+            mnt, fstype, opts = Path(parts[1]), parts[2], parts[3].split(",")
+            if fstype == "cgroup2":
+                found.setdefault("cgroup2", mnt)
+            elif fstype == "cgroup":
+                for ctrl in CONTROLLERS:
+                    if ctrl in opts:
+                        found.setdefault(ctrl, mnt)
+    return found
+
+
+def _enable_v2(path: Path, controllers: list[str]) -> None:
+    current = set((path / "cgroup.subtree_control").read_text().split())
+    missing = [c for c in controllers if c not in current]
+    if missing:
+        (path / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in missing))

@@ -1,0 +1,85 @@
+"""The one place errors become HTTP: every error is `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chaser import errors
+from chaser.server.limits import BodyTooLarge
+
+log = logging.getLogger("chaser.server")
+
+STATUS: dict[type[errors.ChaserError], int] = {
+    errors.BadRequest: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.OverLimit: 429,
+    errors.Unavailable: 503,
+}
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+              415: "unsupported_media_type", 422: "invalid_request", 429: "over_limit",
+              503: "no_capacity"}
+
+
+def status_for(exc: errors.ChaserError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status,
+                        headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str, list[dict[str, Any]]]:
+    details = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        details.append({"field": loc, "message": str(err.get("msg", ""))})
+        if err.get("type") == "json_invalid":
+            return "invalid_json", "request body is not valid JSON", []
+    if any(e["field"] == "" for e in details) and any("dictionary" in e["message"] for e in details):
+        return "invalid_request", "request body must be a JSON object", details
+    summary = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:5])
+    return "invalid_request", summary or "invalid request", details
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the JSON error shape."""
+
+    @app.exception_handler(errors.ChaserError)
+    async def chaser_error(_: Request, exc: errors.ChaserError) -> JSONResponse:
+        return error_response(status_for(exc), exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        code, message, details = _validation_message(exc)
+        status = 400 if code == "invalid_json" else 422
+        return error_response(status, code, message, **({"details": details} if details else {}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps body-read failures in a 400
+            return error_response(413, "payload_too_large", "request body is too large")
+        code = HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error (logged on the server)")

@@ -1,0 +1,72 @@
+"""A session's commands: list, get (with output paging), stream, stdin, kill."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
+from chaser.server.deps import Caller, Core
+
+router = APIRouter(prefix="/v1/sessions/{session_id}/commands", tags=["commands"])
+
+KEEPALIVE_S = 15
+
+
+@router.get("", response_model=CommandList)
+async def list_commands(session_id: str, core: Core, caller: Caller) -> CommandList:
+    """Every command of the session, newest first (without output)."""
+    return CommandList(commands=await core.executor.list_commands(caller.tenant, session_id))
+
+
+@router.get("/{command_id}", response_model=Command)
+async def get_command(session_id: str, command_id: str, core: Core, caller: Caller,
+                      from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+                      limit: Annotated[int, Query(ge=0, le=16 * 1024 * 1024)] = 1024 * 1024) -> Command:
+    """Status and output bytes [from, from+limit)."""
+    return await core.executor.get_command(caller.tenant, session_id, command_id, from_, limit)
+
+
+@router.get("/{command_id}/stream", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_command(session_id: str, command_id: str, core: Core, caller: Caller,
+                         from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+                         interval_ms: Annotated[int, Query(ge=0, le=60_000)] = 0,
+                         last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+    """Output as Server-Sent Events from `from` (or Last-Event-ID), then `exit`.
+
+    Output is pushed as soon as it is read; `interval_ms` is accepted as the bound on
+    coalescing, which is never longer than one read.
+    """
+    if last_event_id and last_event_id.strip().isdigit():
+        from_ = int(last_event_id.strip())
+    events = await core.executor.events(caller.tenant, session_id, command_id, from_)
+
+    async def sse() -> AsyncIterator[ServerSentEvent]:
+        async for ev in events:
+            if isinstance(ev, ExitEvent):
+                yield ServerSentEvent(event="exit", data=ev.model_dump_json())
+                return
+            yield ServerSentEvent(event="output", id=str(ev.end),
+                                  data=ev.model_dump_json(exclude_none=True))
+
+    return EventSourceResponse(sse(), ping=KEEPALIVE_S, headers={"Cache-Control": "no-cache",
+                                                                  "X-Accel-Buffering": "no"})
+
+
+@router.post("/{command_id}/stdin", response_model=StdinResult)
+async def send_stdin(session_id: str, command_id: str, req: StdinRequest, core: Core,
+                     caller: Caller) -> StdinResult:
+    """Write to the command's stdin; `eof: true` closes it."""
+    return await core.executor.stdin(caller.tenant, session_id, command_id, req)
+
+
+@router.post("/{command_id}/kill", response_model=Command)
+async def kill_command(session_id: str, command_id: str, core: Core, caller: Caller,
+                       req: KillRequest | None = None) -> Command:
+    """Signal the command's whole process group (default TERM)."""
+    sig = req.signal if req is not None else "TERM"
+    return await core.executor.kill(caller.tenant, session_id, command_id, sig)

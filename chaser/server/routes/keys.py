@@ -1,0 +1,26 @@
+"""API keys (admin keys only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from chaser.models import ApiKey, KeyCreate, KeyList
+from chaser.server.deps import Caller, Core
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.post("", status_code=201, response_model=ApiKey)
+async def create_key(core: Core, caller: Caller, req: KeyCreate | None = None) -> ApiKey:
+    """Make a key; each key is its own tenant unless `tenant` names another."""
+    return await core.keys.create(caller, req or KeyCreate())
+
+
+@router.get("", response_model=KeyList)
+async def list_keys(core: Core, caller: Caller) -> KeyList:
+    return KeyList(keys=await core.keys.list(caller))
+
+
+@router.delete("/{key_id}", response_model=ApiKey)
+async def revoke_key(key_id: str, core: Core, caller: Caller) -> ApiKey:
+    return await core.keys.revoke(caller, key_id)

@@ -1,0 +1,63 @@
+"""Sessions and one-shot exec: `/v1/exec`, `/v1/sessions[/{id}[/exec]]`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+
+from chaser.core.sessions import to_session
+from chaser.models import (
+    BackgroundStarted,
+    ExecRequest,
+    ExecResult,
+    Session,
+    SessionCreate,
+    SessionExecRequest,
+    SessionList,
+)
+from chaser.server.deps import Caller, Core
+
+router = APIRouter(prefix="/v1", tags=["exec"])
+
+
+@router.post("/exec", response_model=ExecResult)
+async def exec_once(req: ExecRequest, core: Core, caller: Caller) -> ExecResult:
+    """Run one foreground command in a workspace's sandbox or an ephemeral one."""
+    return await core.executor.exec(caller.tenant, req)
+
+
+@router.post("/sessions", status_code=201, response_model=Session, tags=["sessions"])
+async def create_session(core: Core, caller: Caller, req: SessionCreate | None = None) -> Session:
+    """Start a sandbox that later commands join."""
+    live = await core.sessions.create(caller.tenant, req or SessionCreate())
+    return to_session(live.row)
+
+
+@router.get("/sessions", response_model=SessionList, tags=["sessions"])
+async def list_sessions(core: Core, caller: Caller,
+                        status: Literal["running", "stopped"] | None = None) -> SessionList:
+    rows = await core.sessions.list_rows(caller.tenant, status)
+    return SessionList(sessions=[to_session(r) for r in rows])
+
+
+@router.get("/sessions/{session_id}", response_model=Session, tags=["sessions"])
+async def get_session(session_id: str, core: Core, caller: Caller) -> Session:
+    return to_session(await core.sessions.get_row(caller.tenant, session_id))
+
+
+@router.delete("/sessions/{session_id}", response_model=Session, tags=["sessions"])
+async def delete_session(session_id: str, core: Core, caller: Caller) -> Session:
+    """Kill everything in the session and stop it."""
+    return to_session(await core.sessions.delete(caller.tenant, session_id))
+
+
+@router.post("/sessions/{session_id}/exec", response_model=ExecResult | BackgroundStarted,
+             tags=["commands"])
+async def session_exec(session_id: str, req: SessionExecRequest, core: Core, caller: Caller,
+                       response: Response) -> ExecResult | BackgroundStarted:
+    """Run a command in the session: foreground (waits) or `background: true` (returns at once)."""
+    result = await core.executor.session_exec(caller.tenant, session_id, req)
+    if isinstance(result, BackgroundStarted):
+        response.status_code = 201
+    return result

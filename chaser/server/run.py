@@ -1,0 +1,21 @@
+"""`chaser server`: run the service in the foreground with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from chaser.config import Settings
+from chaser.server.app import create_app
+
+
+def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None) -> None:
+    """Start the server and block until it is stopped (SIGINT/SIGTERM)."""
+    settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    # access_log off: request lines cost time on the hot path and carry no secrets we need.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                access_log=False, timeout_graceful_shutdown=5)

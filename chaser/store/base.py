@@ -1,0 +1,71 @@
+"""The one interface all state goes through (SQLite today; PostgreSQL can implement it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class KeyRecord:
+    """An API key as stored: only the SHA-256 of the secret is kept."""
+
+    id: str
+    name: str
+    hash: str
+    tenant: str
+    admin: bool
+    created_at: str
+    revoked_at: str | None = None
+
+
+@dataclass
+class WorkspaceRecord:
+    """A tenant's persistent workspace and the host uid its sandboxes run as."""
+
+    id: int
+    tenant: str
+    name: str
+    uid: int
+    created_at: str
+
+
+Row = dict[str, Any]
+
+
+class Store(Protocol):
+    """Durable state: keys, workspaces, sessions and commands."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def add_key(self, key: KeyRecord) -> None: ...
+
+    async def key_by_hash(self, digest: str) -> KeyRecord | None: ...
+
+    async def list_keys(self) -> list[KeyRecord]: ...
+
+    async def revoke_key(self, key_id: str, when: str) -> KeyRecord | None: ...
+
+    async def workspace(self, tenant: str, name: str, create_at: str | None) -> WorkspaceRecord | None:
+        """Get a workspace; with `create_at`, create it first when missing."""
+
+    async def insert_session(self, row: Row) -> None: ...
+
+    async def update_session(self, session_id: str, **fields: Any) -> None: ...
+
+    async def get_session(self, tenant: str, session_id: str) -> Row | None: ...
+
+    async def list_sessions(self, tenant: str, status: str | None = None) -> list[Row]: ...
+
+    async def insert_command(self, row: Row) -> None: ...
+
+    async def update_command(self, command_id: str, **fields: Any) -> None: ...
+
+    async def get_command(self, tenant: str, session_id: str, command_id: str) -> Row | None: ...
+
+    async def list_commands(self, tenant: str, session_id: str, limit: int = 1000) -> list[Row]: ...
+
+    async def end_all_running(self, when: str) -> tuple[int, int]:
+        """After a restart: stop sessions and end commands left `running`; returns counts."""

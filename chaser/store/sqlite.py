@@ -1,0 +1,219 @@
+"""SQLite store: one connection on one worker thread, so the event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chaser.store.base import KeyRecord, Row, WorkspaceRecord
+
+T = TypeVar("T")
+
+WORKSPACE_UID_BASE = 200_000  # host uids of workspace sandboxes: base + workspace id
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+    admin INTEGER NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS workspaces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, name TEXT NOT NULL,
+    uid INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, UNIQUE (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, workspace TEXT, image TEXT NOT NULL,
+    status TEXT NOT NULL, created_at TEXT NOT NULL, ended_at TEXT, end_reason TEXT,
+    env TEXT NOT NULL, cwd TEXT NOT NULL, limits TEXT NOT NULL, idle_timeout_s INTEGER NOT NULL,
+    last_activity_at TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions (tenant, created_at);
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY, session_id TEXT NOT NULL, tenant TEXT NOT NULL, command TEXT NOT NULL,
+    cwd TEXT NOT NULL, pid INTEGER, background INTEGER NOT NULL, status TEXT NOT NULL,
+    exit_code INTEGER, signal TEXT, end_reason TEXT, started_at TEXT NOT NULL, ended_at TEXT,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS commands_session ON commands (session_id, seq);
+"""
+
+JSON_COLUMNS = ("env", "limits")
+
+
+class SQLiteStore:
+    """The default store: a single SQLite file in WAL mode."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaser-db")
+        self._seq = 0
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            assert self._db is not None
+            with self._db:
+                return fn(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            self._seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM commands").fetchone()[0]
+            self._db = db
+            self.path.chmod(0o600)
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    # -- keys -------------------------------------------------------------------------
+
+    async def add_key(self, key: KeyRecord) -> None:
+        row = astuple(key)
+        await self._run(lambda db: db.execute(
+            "INSERT INTO keys (id, name, hash, tenant, admin, created_at, revoked_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", row))
+
+    async def key_by_hash(self, digest: str) -> KeyRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT * FROM keys WHERE hash = ?", (digest,)).fetchone())
+        return _key(row) if row else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT * FROM keys ORDER BY created_at").fetchall())
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, when: str) -> KeyRecord | None:
+        def revoke(db: sqlite3.Connection) -> sqlite3.Row | None:
+            db.execute("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                       (when, key_id))
+            return db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()  # type: ignore[no-any-return]
+
+        row = await self._run(revoke)
+        return _key(row) if row else None
+
+    # -- workspaces -------------------------------------------------------------------
+
+    async def workspace(self, tenant: str, name: str, create_at: str | None) -> WorkspaceRecord | None:
+        def get(db: sqlite3.Connection) -> sqlite3.Row | None:
+            q = "SELECT * FROM workspaces WHERE tenant = ? AND name = ?"
+            row = db.execute(q, (tenant, name)).fetchone()
+            if row is None and create_at is not None:
+                cur = db.execute("INSERT INTO workspaces (tenant, name, created_at) VALUES (?, ?, ?)",
+                                 (tenant, name, create_at))
+                db.execute("UPDATE workspaces SET uid = ? WHERE id = ?",
+                           (WORKSPACE_UID_BASE + int(cur.lastrowid or 0), cur.lastrowid))
+                row = db.execute(q, (tenant, name)).fetchone()
+            return row  # type: ignore[no-any-return]
+
+        row = await self._run(get)
+        if row is None:
+            return None
+        return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"])
+
+    # -- sessions ---------------------------------------------------------------------
+
+    async def insert_session(self, row: Row) -> None:
+        await self._insert("sessions", row)
+
+    async def update_session(self, session_id: str, **fields: Any) -> None:
+        await self._update("sessions", session_id, fields)
+
+    async def get_session(self, tenant: str, session_id: str) -> Row | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT * FROM sessions WHERE id = ? AND tenant = ?", (session_id, tenant)).fetchone())
+        return _row(row)
+
+    async def list_sessions(self, tenant: str, status: str | None = None) -> list[Row]:
+        sql, args = "SELECT * FROM sessions WHERE tenant = ?", [tenant]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT 1000"
+        rows = await self._run(lambda db: db.execute(sql, args).fetchall())
+        return [r for r in map(_row, rows) if r is not None]
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def insert_command(self, row: Row) -> None:
+        self._seq += 1
+        await self._insert("commands", {**row, "seq": self._seq})
+
+    async def update_command(self, command_id: str, **fields: Any) -> None:
+        await self._update("commands", command_id, fields)
+
+    async def get_command(self, tenant: str, session_id: str, command_id: str) -> Row | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT * FROM commands WHERE id = ? AND session_id = ? AND tenant = ?",
+            (command_id, session_id, tenant)).fetchone())
+        return _row(row)
+
+    async def list_commands(self, tenant: str, session_id: str, limit: int = 1000) -> list[Row]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT * FROM commands WHERE session_id = ? AND tenant = ? ORDER BY seq DESC LIMIT ?",
+            (session_id, tenant, limit)).fetchall())
+        return [r for r in map(_row, rows) if r is not None]
+
+    async def end_all_running(self, when: str) -> tuple[int, int]:
+        def end(db: sqlite3.Connection) -> tuple[int, int]:
+            s = db.execute("UPDATE sessions SET status = 'stopped', ended_at = ?, "
+                           "end_reason = 'server_restart' WHERE status = 'running'", (when,))
+            c = db.execute("UPDATE commands SET status = 'killed', signal = 'KILL', ended_at = ?, "
+                           "end_reason = 'server_restart' WHERE status = 'running'", (when,))
+            return s.rowcount, c.rowcount
+
+        return await self._run(end)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _insert(self, table: str, row: Row) -> None:
+        values = {k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in row.items()}
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+        args = list(values.values())
+        await self._run(lambda db: db.execute(sql, args))
+
+    async def _update(self, table: str, row_id: str, fields: Row) -> None:
+        if not fields:
+            return
+        values = {k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()}
+        sets = ", ".join(f"{k} = ?" for k in values)
+        sql = f"UPDATE {table} SET {sets} WHERE id = ?"
+        args = [*values.values(), row_id]
+        await self._run(lambda db: db.execute(sql, args))
+
+
+def _key(row: sqlite3.Row) -> KeyRecord:
+    return KeyRecord(row["id"], row["name"], row["hash"], row["tenant"], bool(row["admin"]),
+                     row["created_at"], row["revoked_at"])
+
+
+def _row(row: sqlite3.Row | None) -> Row | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for k in JSON_COLUMNS:
+        if k in out and isinstance(out[k], str):
+            out[k] = json.loads(out[k])
+    if "background" in out:
+        out["background"] = bool(out["background"])
+    out.pop("seq", None)
+    return out
