@@ -94,6 +94,7 @@ class ServerProcess:
 @pytest.fixture(scope="session")
 def tmp_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="chaser-tests-"))
+    root.chmod(0o711)  # sandboxes (unprivileged uids) must traverse to their workspaces
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -107,9 +108,11 @@ def server(tmp_root: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def fresh_server(tmp_root: Path) -> Iterator[ServerProcess]:
     """A server of its own for tests that restart or inspect the data dir."""
-    srv = ServerProcess(data_dir=tmp_path / "data").start()
+    srv = ServerProcess(data_dir=Path(tempfile.mkdtemp(dir=tmp_root)) / "data")
+    srv.data_dir.parent.chmod(0o711)
+    srv.start()
     yield srv
     srv.stop()
 

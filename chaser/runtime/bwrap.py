@@ -111,25 +111,31 @@ class BwrapRuntime:
         if spec.workspace_dir is not None:
             prepare_workspace_dir(spec.workspace_dir, spec.uid)
         cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits)
+        # bwrap reads its options from a pipe (--args), so host paths stay out of the
+        # sandbox's /proc/1/cmdline.
+        args_r, args_w = os.pipe2(os.O_CLOEXEC)
+        os.write(args_w, b"".join(a.encode() + b"\0" for a in self._bwrap_args(spec, cwd)))
+        os.close(args_w)
         cmd = [self.setpriv or "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}",
                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
-               *self._bwrap_args(spec, cwd), "--", *argv]
+               self.bwrap or "bwrap", "--args", str(args_r), "--", *argv]
         if cgroup is not None:
             joins = "; ".join(f"echo $$ > {shlex.quote(str(f))}" for f in cgroup.procs_files)
             cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
-                start_new_session=True)
+                start_new_session=True, pass_fds=[args_r])
         except OSError as e:
             if cgroup is not None:
                 cgroup.remove()
             raise SandboxFailed(f"cannot start sandbox: {e}") from e
+        finally:
+            os.close(args_r)
         return proc, cgroup
 
     def _bwrap_args(self, spec: SandboxSpec, cwd: str) -> list[str]:
-        args = [self.bwrap or "bwrap",
-                "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+        args = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
                 "--die-with-parent", "--new-session",
                 "--uid", str(images.SANDBOX_UID), "--gid", str(images.SANDBOX_UID),
                 "--hostname", images.SANDBOX_HOSTNAME,

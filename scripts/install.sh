@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install Chaser on a Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
+# Usage: sudo scripts/install.sh [--dev]   (--dev adds the test dependencies)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "chaser: run this as root (sandboxes need root to set up uids and cgroups)" >&2
+  exit 1
+fi
+
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v setpriv >/dev/null || need+=(util-linux)
+[ -x /usr/bin/python3 ] || need+=(python3)  # the default image's python3 (and the in-sandbox agent)
+command -v curl >/dev/null || need+=(curl)
+command -v ps >/dev/null || need+=(procps)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "chaser: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "chaser: needs Python 3.11 or newer (found $("$PY" --version 2>&1))" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+extra=""
+[ "${1:-}" = "--dev" ] && extra="[dev]"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import chaser.server.app' # fails loudly if the install is broken
+echo "chaser: installed in $(pwd)/.venv"
