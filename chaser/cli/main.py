@@ -1,0 +1,106 @@
+"""The `chaser` command line: a thin layer over the SDK (`chaser.client`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from chaser.client import ChaserError, Client, __version__
+
+from ._app import AppContext, ChaserGroup, fail
+from .commands import commands
+from .keys import keys
+from .run import exec_command, shell
+from .sessions import sessions
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=ChaserGroup, context_settings=CONTEXT_SETTINGS, epilog="""\b
+Examples:
+  chaser server                                # run the service (foreground)
+  chaser shell -c "python3 -c 'print(42)'"     # run a command, stream its output
+  chaser exec -w my-project "npm test"         # one-shot exec, like POST /v1/exec
+  chaser sessions list
+  chaser commands logs -f -s ses_123 cmd_456
+
+\b
+Configuration (highest first): --api-url/--api-key, CHASER_API_URL/CHASER_API_KEY,
+the config file (--config, CHASER_CONFIG or ~/.config/chaser/config.toml with
+api_url = "..." and api_key = "..."), then http://127.0.0.1:8080.""")
+@click.option("--api-url", metavar="URL", help="Server URL [env: CHASER_API_URL].")
+@click.option("--api-key", metavar="KEY", help="API key [env: CHASER_API_KEY].")
+@click.option("--config", "config", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Config file [env: CHASER_CONFIG].")
+@click.version_option(__version__, "-V", "--version", prog_name="chaser")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str | None, api_key: str | None,
+        config: str | None) -> None:
+    """Chaser: run commands in Linux sandboxes over HTTP."""
+    app = AppContext(api_url, api_key, config)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@cli.command(epilog="""\b
+Examples:
+  chaser server
+  chaser server --host 0.0.0.0 --port 9000 --data-dir /srv/chaser
+  CHASER_API_KEY=secret chaser server      # accept this admin key
+
+Without CHASER_API_KEY and with no stored key, the first start creates an admin key
+and writes it to a 0600 file in the data dir (the log says where).""")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="State directory [default: /var/lib/chaser as root, else the XDG data "
+                   "dir].")
+def server(host: str, port: int, data_dir: Path | None) -> None:
+    """Run the Chaser server in the foreground."""
+    try:
+        from chaser.server.run import serve
+    except ImportError as e:
+        fail(f"the server is not available in this installation ({e})")
+    serve(host=host, port=port, data_dir=data_dir)
+
+
+@cli.command(epilog="""\b
+Examples:
+  chaser version
+  chaser version --json""")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def version(app: AppContext, as_json: bool) -> None:
+    """Show the client version and, if reachable, the server's."""
+    info: dict[str, str | None] = {"client": __version__, "server": None, "api_url": None}
+    problem = None
+    try:
+        with Client(app.api_url, app.api_key, config_file=app.config, timeout=3.0,
+                    retries=0) as client:
+            info["api_url"] = client.api_url
+            info["server"] = str(client.health().get("version"))
+    except ChaserError as e:
+        problem = str(e)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"chaser {__version__}")
+    if info["server"]:
+        click.echo(f"server {info['server']} at {info['api_url']}")
+    else:
+        click.echo(f"server: not reachable ({problem})")
+
+
+cli.add_command(shell)
+cli.add_command(exec_command)
+cli.add_command(sessions)
+cli.add_command(commands)
+cli.add_command(keys)
+
+
+def main() -> None:
+    """Console entry point (`chaser`, `python -m chaser`)."""
+    cli.main(prog_name="chaser")

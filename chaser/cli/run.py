@@ -1,0 +1,213 @@
+"""`chaser shell -c` and `chaser exec`: running commands from the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from chaser.client import ChaserError, Client, ConflictError, SessionHandle
+from chaser.models import Shell
+
+from ._app import (
+    EXIT_INTERRUPTED,
+    AppContext,
+    exit_code_for,
+    parse_env,
+    pass_app,
+    print_json,
+    spinner,
+)
+from ._follow import follow, forward_stdin
+
+DEFAULT_WORKSPACE = "default"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workspace_session(client: Client, workspace: str, image: str | None) -> SessionHandle:
+    """The running session of `workspace` (and `image`, if given), started if none is."""
+
+    def find() -> SessionHandle | None:
+        for s in client.sessions.list(status="running"):
+            if s.status == "running" and s.workspace == workspace \
+                    and (image is None or s.image == image):
+                return s
+        return None
+
+    found = find()
+    if found is not None:
+        return found
+    try:
+        return client.sessions.create(workspace=workspace, image=image)
+    except ConflictError:  # started concurrently by someone else: use theirs
+        found = find()
+        if found is None:
+            raise
+        return found
+
+
+def _one_target(workspace: str | None, session: str | None, ephemeral: bool) -> None:
+    if sum([workspace is not None, session is not None, ephemeral]) > 1:
+        raise click.UsageError("give at most one of --workspace, --session and --ephemeral")
+
+
+target_options = [
+    click.option("--workspace", "-w", metavar="NAME",
+                 help=f"Run in this workspace's session (default: {DEFAULT_WORKSPACE!r})."),
+    click.option("--session", "-s", "session_id", metavar="ID", envvar="CHASER_SESSION",
+                 help="Run in this existing session [env: CHASER_SESSION]."),
+    click.option("--ephemeral", is_flag=True,
+                 help="Run in a fresh sandbox that is destroyed afterwards."),
+    click.option("--image", metavar="IMAGE", help="Root filesystem image for a new sandbox."),
+    click.option("--cwd", metavar="DIR", help="Working directory (default /workspace)."),
+    click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+                 help="Set an environment variable (repeatable; -e K passes the local K)."),
+    click.option("--timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
+                 help="Kill the command after this long."),
+    click.option("--bash", "use_bash", is_flag=True, help="Run with bash instead of sh."),
+]
+
+
+def with_target_options(f: F) -> F:
+    for option in reversed(target_options):
+        f = option(f)
+    return f
+
+
+def _shell(use_bash: bool) -> Shell | None:
+    return "bash" if use_bash else None
+
+
+def _timeout_ms(timeout: float | None) -> int | None:
+    return None if timeout is None else max(1, int(timeout * 1000))
+
+
+@click.command(epilog="""\b
+Examples:
+  chaser shell -c "python3 -c 'print(42)'"
+  chaser shell -w my-project -c "npm test"
+  chaser shell --ephemeral --image node:20-bookworm -c "node -v"
+  echo hello | chaser shell -c "tr a-z A-Z"
+
+Without --workspace/--session/--ephemeral the command runs in the session of the
+workspace named "default" (started on first use), so files persist between runs.
+Output streams live (stdout to stdout, stderr to stderr); the exit code is the
+command's own (128+N if killed by signal N, 124 on --timeout). Ctrl-C sends SIGINT to
+the remote command; a second Ctrl-C kills it and exits. Piped stdin is forwarded.""")
+@click.option("-c", "command", metavar="CMD", help="The command to run (required for now).")
+@with_target_options
+@pass_app
+def shell(
+    app: AppContext, command: str | None, workspace: str | None, session_id: str | None,
+    ephemeral: bool, image: str | None, cwd: str | None, env: tuple[str, ...],
+    timeout: float | None, use_bash: bool,
+) -> None:
+    """Run a command in a sandbox, streaming its output live."""
+    if command is None:
+        raise click.UsageError("interactive shells are not available yet: use -c CMD")
+    _one_target(workspace, session_id, ephemeral)
+    env_vars = parse_env(env)
+    client = app.client()
+    with spinner("Starting sandbox…"):
+        if session_id is not None:
+            session = client.sessions.get(session_id)
+        elif ephemeral:
+            session = client.sessions.create(image=image)
+        else:
+            session = workspace_session(client, workspace or DEFAULT_WORKSPACE, image)
+    try:
+        code = _run_and_follow(session, command, cwd, env_vars, _timeout_ms(timeout),
+                               _shell(use_bash))
+    finally:
+        if ephemeral:
+            with contextlib.suppress(ChaserError):
+                session.delete()
+    raise SystemExit(code)
+
+
+def _run_and_follow(
+    session: SessionHandle, command: str, cwd: str | None, env: dict[str, str] | None,
+    timeout_ms: int | None, shell_name: Shell | None,
+) -> int:
+    handle = session.exec(command, background=True, cwd=cwd, env=env,
+                          timeout_ms=timeout_ms, shell=shell_name)
+    forward_stdin(handle)
+    try:
+        exit_event = follow(handle, forward_interrupt=True)
+    except KeyboardInterrupt:
+        with contextlib.suppress(ChaserError):
+            handle.kill("KILL")
+        return EXIT_INTERRUPTED
+    return exit_code_for(exit_event.status, exit_event.exit_code, exit_event.signal)
+
+
+@click.command("exec", epilog="""\b
+Examples:
+  chaser exec "python3 -c 'print(42)'"          # ephemeral sandbox
+  chaser exec -w my-project "npm test"
+  chaser exec -w my-project --json "ls /workspace" | jq .output
+  echo data | chaser exec -i "wc -c"
+  chaser exec -s $SESSION --background "npm run dev"   # prints the command id
+
+This is POST /v1/exec: without --workspace or --session the command runs in a fresh
+ephemeral sandbox. The output is printed when the command ends and the exit code is
+the command's own (128+N if killed by signal N, 124 on timeout), also with --json.""")
+@click.argument("command", nargs=-1, required=True)
+@with_target_options
+@click.option("-i", "--stdin", "read_stdin", is_flag=True,
+              help="Send local stdin (read to the end) to the command.")
+@click.option("--background", is_flag=True,
+              help="Start in the background and print the command id (needs a session "
+                   "or workspace).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def exec_command(
+    app: AppContext, command: tuple[str, ...], workspace: str | None,
+    session_id: str | None, ephemeral: bool, image: str | None, cwd: str | None,
+    env: tuple[str, ...], timeout: float | None, use_bash: bool, read_stdin: bool,
+    background: bool, as_json: bool,
+) -> None:
+    """Run one command and print its output (POST /v1/exec)."""
+    _one_target(workspace, session_id, ephemeral)
+    text = " ".join(command)
+    env_vars = parse_env(env)
+    stdin = sys.stdin.read() if read_stdin else None
+    shell_name = _shell(use_bash)
+    client = app.client()
+    if background:
+        if session_id is None and workspace is None:
+            raise click.UsageError("--background needs --session or --workspace")
+        session = client.sessions.get(session_id) if session_id is not None \
+            else workspace_session(client, workspace or DEFAULT_WORKSPACE, image)
+        handle = session.exec(text, background=True, cwd=cwd, env=env_vars, stdin=stdin,
+                              timeout_ms=_timeout_ms(timeout),
+                              shell=shell_name)
+        if as_json:
+            print_json({"command_id": handle.id, "session_id": session.id, "pid": handle.pid})
+        else:
+            click.echo(handle.id)
+            if sys.stderr.isatty():
+                click.echo(f"follow it with: chaser commands logs -f --session {session.id} "
+                           f"{handle.id}", err=True)
+        return
+    with spinner("Running…"):
+        if session_id is not None:
+            result = client.sessions.get(session_id).exec(
+                text, cwd=cwd, env=env_vars, stdin=stdin, timeout_ms=_timeout_ms(timeout),
+                shell=shell_name)
+        else:
+            result = client.exec(
+                text, workspace=workspace, ephemeral=True if ephemeral else None,
+                image=image, cwd=cwd, env=env_vars, timeout_ms=_timeout_ms(timeout),
+                stdin=stdin, shell=shell_name)
+    if as_json:
+        print_json(result)
+    else:
+        sys.stdout.write(result.output)
+        sys.stdout.flush()
+        if result.output_truncated:
+            click.echo(f"[output truncated: {result.output_size} bytes in all]", err=True)
+    raise SystemExit(exit_code_for(result.status, result.exit_code, result.signal))

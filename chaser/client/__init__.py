@@ -1,0 +1,96 @@
+"""The Chaser Python SDK: sync and async clients for the Chaser HTTP API.
+
+    from chaser import Client
+
+    with Client() as client:                      # CHASER_API_URL / CHASER_API_KEY
+        print(client.exec("python3 -c 'print(42)'").output)
+        with client.sessions.create(workspace="demo") as session:
+            cmd = session.exec("for i in 1 2 3; do echo $i; sleep 1; done", background=True)
+            for event in cmd.stream():
+                print(event)
+"""
+
+from __future__ import annotations
+
+from chaser.models import (
+    ApiKey,
+    BackgroundStarted,
+    Command,
+    ExecResult,
+    ExitEvent,
+    Limits,
+    OutputEvent,
+    Session,
+    StdinResult,
+)
+
+from ._async_client import AsyncClient, AsyncCommands, AsyncKeys, AsyncSessions
+from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
+from ._client import Client, Commands, Keys, Sessions
+from ._config import DEFAULT_API_URL, Config, default_config_path, resolve_config
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ChaserError,
+    ConflictError,
+    ConnectionError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    ServerUnavailable,
+    StreamError,
+    TimeoutError,
+    ValidationError,
+)
+from ._handles import CommandHandle, SessionHandle
+from ._http import VERSION, output_bytes
+from ._stream import AsyncCommandStream, CommandStream, StreamEvent
+
+__version__ = VERSION
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "APIError",
+    "ApiKey",
+    "AsyncClient",
+    "AsyncCommandHandle",
+    "AsyncCommandStream",
+    "AsyncCommands",
+    "AsyncKeys",
+    "AsyncSessionHandle",
+    "AsyncSessions",
+    "AuthenticationError",
+    "BackgroundStarted",
+    "ChaserError",
+    "Client",
+    "Command",
+    "CommandHandle",
+    "CommandStream",
+    "Commands",
+    "Config",
+    "ConflictError",
+    "ConnectionError",
+    "ExecResult",
+    "ExitEvent",
+    "Keys",
+    "Limits",
+    "NotFoundError",
+    "OutputEvent",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "ServerUnavailable",
+    "Session",
+    "SessionHandle",
+    "Sessions",
+    "StdinResult",
+    "StreamError",
+    "StreamEvent",
+    "TimeoutError",
+    "ValidationError",
+    "__version__",
+    "default_config_path",
+    "output_bytes",
+    "resolve_config",
+]

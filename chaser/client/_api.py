@@ -1,0 +1,191 @@
+"""Every HTTP call the SDK makes, described once as data.
+
+Each function returns a `Call`: method, path, query, JSON body, how long the server may
+take, and how to parse the answer. The sync and async clients only differ in how they
+send a `Call`, so no request shape is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from chaser.models import (
+    DEFAULT_FOREGROUND_TIMEOUT_MS,
+    ApiKey,
+    BackgroundStarted,
+    Command,
+    CommandList,
+    ExecResult,
+    KeyList,
+    Limits,
+    Session,
+    SessionList,
+    Shell,
+    StdinResult,
+)
+
+T = TypeVar("T")
+
+# Extra seconds on top of a command's own timeout before the client gives up waiting.
+_EXEC_SLACK_S = 30.0
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API request and the parser for its successful answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    # Seconds to wait for the answer; None means the client's default timeout.
+    read_timeout: float | None = None
+
+
+def _seg(value: str) -> str:
+    """Quote one path segment so ids can never escape their place in the URL."""
+    return quote(value, safe="")
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _exec_wait(timeout_ms: int | None) -> float:
+    ms = timeout_ms if timeout_ms is not None else DEFAULT_FOREGROUND_TIMEOUT_MS
+    return ms / 1000 + _EXEC_SLACK_S
+
+
+def session_path(session_id: str) -> str:
+    return f"/v1/sessions/{_seg(session_id)}"
+
+
+def command_path(session_id: str, command_id: str) -> str:
+    return f"{session_path(session_id)}/commands/{_seg(command_id)}"
+
+
+def health() -> Call[dict[str, Any]]:
+    return Call("GET", "/healthz", parse=dict)
+
+
+def exec_(
+    command: str,
+    *,
+    workspace: str | None,
+    ephemeral: bool | None,
+    image: str | None,
+    cwd: str | None,
+    env: dict[str, str] | None,
+    timeout_ms: int | None,
+    stdin: str | None,
+    shell: Shell | None,
+    max_output_bytes: int | None,
+) -> Call[ExecResult]:
+    body = _body(
+        command=command, workspace=workspace, ephemeral=ephemeral, image=image, cwd=cwd,
+        env=env, timeout_ms=timeout_ms, stdin=stdin, shell=shell,
+        max_output_bytes=max_output_bytes,
+    )
+    return Call("POST", "/v1/exec", ExecResult.model_validate, json=body,
+                read_timeout=_exec_wait(timeout_ms))
+
+
+def session_exec(
+    session_id: str,
+    command: str,
+    *,
+    background: bool,
+    cwd: str | None,
+    env: dict[str, str] | None,
+    timeout_ms: int | None,
+    stdin: str | None,
+    shell: Shell | None,
+    max_output_bytes: int | None,
+) -> Call[Any]:
+    body = _body(
+        command=command, cwd=cwd, env=env, timeout_ms=timeout_ms, stdin=stdin, shell=shell,
+        max_output_bytes=max_output_bytes,
+    )
+    if background:
+        body["background"] = True
+        return Call("POST", f"{session_path(session_id)}/exec",
+                    BackgroundStarted.model_validate, json=body)
+    return Call("POST", f"{session_path(session_id)}/exec", ExecResult.model_validate,
+                json=body, read_timeout=_exec_wait(timeout_ms))
+
+
+def session_create(
+    *,
+    workspace: str | None,
+    image: str | None,
+    env: dict[str, str] | None,
+    cwd: str | None,
+    limits: Limits | dict[str, Any] | None,
+    idle_timeout_s: int | None,
+) -> Call[Session]:
+    if isinstance(limits, Limits):
+        limits = limits.model_dump(exclude_none=True)
+    body = _body(workspace=workspace, image=image, env=env, cwd=cwd, limits=limits,
+                 idle_timeout_s=idle_timeout_s)
+    # Starting a sandbox may pull or unpack an image: allow it a while.
+    return Call("POST", "/v1/sessions", Session.model_validate, json=body, read_timeout=300.0)
+
+
+def session_list(status: str | None) -> Call[list[Session]]:
+    return Call("GET", "/v1/sessions", lambda b: SessionList.model_validate(b).sessions,
+                params=_body(status=status))
+
+
+def session_get(session_id: str) -> Call[Session]:
+    return Call("GET", session_path(session_id), Session.model_validate)
+
+
+def session_delete(session_id: str) -> Call[Session]:
+    return Call("DELETE", session_path(session_id), Session.model_validate, read_timeout=120.0)
+
+
+def command_list(session_id: str) -> Call[list[Command]]:
+    return Call("GET", f"{session_path(session_id)}/commands",
+                lambda b: CommandList.model_validate(b).commands)
+
+
+def command_get(
+    session_id: str, command_id: str, *, from_offset: int | None = None,
+    limit: int | None = None,
+) -> Call[Command]:
+    return Call("GET", command_path(session_id, command_id), Command.model_validate,
+                params=_body(**{"from": from_offset, "limit": limit}))
+
+
+def command_stdin(
+    session_id: str, command_id: str, *, input: str | None, eof: bool,
+) -> Call[StdinResult]:
+    body = _body(input=input, eof=True if eof else None)
+    return Call("POST", f"{command_path(session_id, command_id)}/stdin",
+                StdinResult.model_validate, json=body)
+
+
+def command_kill(session_id: str, command_id: str, signal: str | int) -> Call[Command]:
+    return Call("POST", f"{command_path(session_id, command_id)}/kill", Command.model_validate,
+                json={"signal": signal})
+
+
+def stream_path(session_id: str, command_id: str) -> str:
+    return f"{command_path(session_id, command_id)}/stream"
+
+
+def key_create(name: str, admin: bool, tenant: str | None) -> Call[ApiKey]:
+    return Call("POST", "/v1/keys", ApiKey.model_validate,
+                json=_body(name=name, admin=admin, tenant=tenant))
+
+
+def key_list() -> Call[list[ApiKey]]:
+    return Call("GET", "/v1/keys", lambda b: KeyList.model_validate(b).keys)
+
+
+def key_revoke(key_id: str) -> Call[ApiKey]:
+    return Call("DELETE", f"/v1/keys/{_seg(key_id)}", ApiKey.model_validate)

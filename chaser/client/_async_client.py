@@ -1,0 +1,200 @@
+"""The asynchronous Chaser client."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from chaser.models import ApiKey, Command, ExecResult, Limits, Session, Shell
+
+from . import _api
+from ._config import Config, resolve_config
+from ._errors import ChaserError
+from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
+from ._http import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    client_options,
+    parse_response,
+    request_kwargs,
+    transport_error,
+)
+
+T = TypeVar("T")
+
+
+def _check_url(config: Config) -> None:
+    if not config.api_url.startswith(("http://", "https://")):
+        raise ChaserError(
+            f"invalid API URL {config.api_url!r}: it must start with http:// or https://"
+        )
+
+
+class AsyncClient:
+    """Asynchronous client for a Chaser server (same API as `Client`, awaitable).
+
+    `api_url` and `api_key` default to `CHASER_API_URL` / `CHASER_API_KEY`, then the
+    config file, then `http://127.0.0.1:8080`. `timeout` (seconds) bounds each request
+    (foreground exec waits for the command's own timeout); `retries` is how many times a
+    failed connection attempt is retried.
+
+        async with AsyncClient() as client:
+            print((await client.exec("echo hi", workspace="demo")).output)
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        config_file: str | Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = resolve_config(api_url, api_key, config_file)
+        _check_url(self.config)
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            transport=transport or httpx.AsyncHTTPTransport(retries=retries),
+            **client_options(self.config, timeout),
+        )
+        self.sessions = AsyncSessions(self)
+        self.commands = AsyncCommands(self)
+        self.keys = AsyncKeys(self)
+
+    @property
+    def api_url(self) -> str:
+        return self.config.api_url
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(api_url={self.api_url!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _call(self, call: _api.Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, **request_kwargs(call, self._timeout)
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise transport_error(e, self.config) from None
+        return parse_response(call, response, self.config)
+
+    async def health(self) -> dict[str, Any]:
+        """`GET /healthz`: server status and version (needs no key)."""
+        return await self._call(_api.health())
+
+    async def exec(
+        self,
+        command: str,
+        workspace: str | None = None,
+        ephemeral: bool | None = None,
+        image: str | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout_ms: int | None = None,
+        stdin: str | None = None,
+        *,
+        shell: Shell | None = None,
+        max_output_bytes: int | None = None,
+    ) -> ExecResult:
+        """Run one command and wait for it (`POST /v1/exec`).
+
+        With `workspace` it runs in that workspace's session (created on first use);
+        otherwise in a fresh ephemeral sandbox that is destroyed afterwards.
+        """
+        return await self._call(_api.exec_(
+            command, workspace=workspace, ephemeral=ephemeral, image=image, cwd=cwd,
+            env=env, timeout_ms=timeout_ms, stdin=stdin, shell=shell,
+            max_output_bytes=max_output_bytes,
+        ))
+
+
+class AsyncSessions:
+    """`client.sessions`: create, list, get and delete sessions."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        workspace: str | None = None,
+        *,
+        image: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        limits: Limits | dict[str, Any] | None = None,
+        idle_timeout_s: int | None = None,
+    ) -> AsyncSessionHandle:
+        """Start a sandbox session (backed by `workspace` if given)."""
+        info = await self._client._call(_api.session_create(
+            workspace=workspace, image=image, env=env, cwd=cwd, limits=limits,
+            idle_timeout_s=idle_timeout_s,
+        ))
+        return AsyncSessionHandle(self._client, info)
+
+    async def list(self, status: str | None = None) -> builtins.list[AsyncSessionHandle]:
+        """Sessions of this key, newest first (`status="running"` to filter)."""
+        sessions = await self._client._call(_api.session_list(status))
+        return [AsyncSessionHandle(self._client, s) for s in sessions]
+
+    async def get(self, session_id: str) -> AsyncSessionHandle:
+        """Fetch one session (NotFoundError if unknown or another tenant's)."""
+        info = await self._client._call(_api.session_get(session_id))
+        return AsyncSessionHandle(self._client, info)
+
+    async def delete(self, session_id: str) -> Session:
+        """Stop a session and kill every process in it; returns the stopped session."""
+        return await self._client._call(_api.session_delete(session_id))
+
+
+class AsyncCommands:
+    """`client.commands`: commands addressed by session id and command id."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self, session_id: str) -> builtins.list[Command]:
+        """A session's commands, newest first (without output)."""
+        return await self._client._call(_api.command_list(session_id))
+
+    async def get(self, session_id: str, command_id: str) -> AsyncCommandHandle:
+        """Fetch a command (with its first page of output) as a handle."""
+        info = await self._client._call(_api.command_get(session_id, command_id))
+        return AsyncCommandHandle(self._client, session_id, command_id, info=info)
+
+    def handle(self, session_id: str, command_id: str) -> AsyncCommandHandle:
+        """A handle on a command without fetching it first."""
+        return AsyncCommandHandle(self._client, session_id, command_id)
+
+
+class AsyncKeys:
+    """`client.keys`: manage API keys (admin keys only)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(self, name: str = "", *, admin: bool = False,
+               tenant: str | None = None) -> ApiKey:
+        """Create a key; the secret (`.key`) is returned only this once."""
+        return await self._client._call(_api.key_create(name, admin, tenant))
+
+    async def list(self) -> builtins.list[ApiKey]:
+        """All keys (without their secrets)."""
+        return await self._client._call(_api.key_list())
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        """Revoke a key; requests with it answer 401 from then on."""
+        return await self._client._call(_api.key_revoke(key_id))
