@@ -18,6 +18,7 @@ from chaser.runtime.cgroups import Cgroup
 log = logging.getLogger("chaser.runtime")
 
 MAX_PACKET = 4 * 1024 * 1024
+CLOSE_GRACE_S = 2.0
 
 
 class AgentProcess:
@@ -162,13 +163,17 @@ class AgentSandbox:
         self._exits.clear()
 
     async def close(self) -> None:
-        """Kill every process of the sandbox, then the sandbox itself."""
+        """End the sandbox: closing the socket ends the agent, so bwrap's init exits, the
+        kernel kills the rest of the pid namespace and each bwrap reaps its child. Killing
+        from outside is the fallback; it can orphan bwrap's init as a zombie for the
+        host's init to reap."""
         self._shutdown()
-        if self.cgroup is not None:
-            await asyncio.to_thread(self.cgroup.kill_all)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 9)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.proc.wait(), 5)
+        try:
+            await asyncio.wait_for(self.proc.wait(), CLOSE_GRACE_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 5)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)

@@ -33,7 +33,17 @@ def descendants(root: int) -> set[int]:
 
 
 def alive(pids: set[int]) -> set[int]:
-    return {p for p in pids if os.path.exists(f"/proc/{p}")}
+    """Those still running. bwrap's outer process exits without reaping the namespace's
+    init, which the host's init then reaps: a zombie for a moment, holding nothing."""
+    running = set()
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    running.add(p)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return running
 
 
 def test_restart_keeps_workspaces_and_settles_running_commands(fresh_server: ServerProcess) -> None:
