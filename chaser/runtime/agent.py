@@ -47,8 +47,12 @@ def spawn(msg, fds):
             os.dup2(out, 1)
             os.dup2(err, 2)
             os.closerange(3, 65536)
-            for sig in (signal.SIGPIPE, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_DFL)
+            for sig in range(1, signal.NSIG):  # ignored signals would be inherited
+                if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                    try:
+                        signal.signal(sig, signal.SIG_DFL)
+                    except (OSError, ValueError):
+                        pass
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.chdir(cwd)
             os.execve(msg["argv"][0], msg["argv"], msg["env"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shlex
@@ -50,11 +51,12 @@ class BwrapRuntime:
             )
         if os.geteuid() != 0:
             raise RuntimeError("the sandbox runtime needs root to set up uids and cgroups")
-        self.cgroups = CgroupManager.detect()
+        instance = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+        self.cgroups = CgroupManager.detect(instance)
         swept = self.cgroups.sweep()
         if swept:
             log.info("removed %d cgroups left by an earlier run", swept)
-        self.root_args = images.default_root_args(images.write_generated_etc(state_dir / "etc"))
+        self.root_args = images.root_args(images.build_default_root(state_dir / "rootfs-default", AGENT_PATH))
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", **self.cgroups.describe()}
@@ -140,8 +142,7 @@ class BwrapRuntime:
                 "--uid", str(images.SANDBOX_UID), "--gid", str(images.SANDBOX_UID),
                 "--hostname", images.SANDBOX_HOSTNAME,
                 *self.root_args,
-                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
-                "--ro-bind", str(AGENT_PATH), AGENT_IN_SANDBOX]
+                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
         home = f"/home/{images.SANDBOX_USER}"
         if spec.workspace_dir is None:
             for path, perms in (("/workspace", "0755"), (home, "0755"), ("/tmp", "1777")):
@@ -150,7 +151,7 @@ class BwrapRuntime:
             ws = spec.workspace_dir
             args += ["--bind", str(ws / "files"), "/workspace", "--bind", str(ws / "home"), home,
                      "--bind", str(ws / "tmp"), "/tmp"]
-        args += ["--symlink", "/tmp", "/var/tmp", "--remount-ro", "/", "--chdir", cwd]
+        args += ["--chdir", cwd]
         return args
 
 
@@ -179,7 +180,8 @@ class OneShotProcess:
         if self._status is None:
             rc = await self.proc.wait()
             if self.cgroup is not None:
-                await asyncio.to_thread(self.cgroup.remove)
+                # Off the request's path: rmdir waits until the kernel lets the cgroup go.
+                asyncio.get_running_loop().run_in_executor(None, self.cgroup.remove)
             # bwrap reports a command killed by signal N as 128+N, as a shell does; that
             # cannot be told from `exit 137`, so it stays an exit code. Only bwrap's own
             # death (our timeout kill) is a signal.

@@ -95,8 +95,13 @@ class CgroupManager:
     enforced: tuple[str, ...] = ()
 
     @classmethod
-    def detect(cls, parent_name: str = "chaser") -> CgroupManager:
-        """Prefer v2 when it carries the controllers; fall back to v1 controllers."""
+    def detect(cls, instance: str) -> CgroupManager:
+        """Prefer v2 when it carries the controllers; fall back to v1 controllers.
+
+        Cgroups live under `chaser/<instance>/`, one instance per data dir, so servers
+        sharing a host never sweep each other's sandboxes.
+        """
+        parent_name = f"chaser/{instance}"
         mounts = _cgroup_mounts()
         v2 = mounts.get("cgroup2")
         if v2:
@@ -107,6 +112,8 @@ class CgroupManager:
                 parent = v2 / parent_name
                 try:
                     _enable_v2(v2, wanted)
+                    parent.parent.mkdir(exist_ok=True)
+                    _enable_v2(parent.parent, wanted)
                     parent.mkdir(exist_ok=True)
                     _enable_v2(parent, wanted)
                     return cls("v2", {c: parent for c in wanted}, tuple(wanted))
@@ -119,7 +126,7 @@ class CgroupManager:
                 continue
             parent = mount / parent_name
             try:
-                parent.mkdir(exist_ok=True)
+                parent.mkdir(parents=True, exist_ok=True)
                 roots[ctrl] = parent
             except OSError as e:
                 log.warning("cgroup v1 %s at %s unusable: %s", ctrl, mount, e)
@@ -174,7 +181,7 @@ class CgroupManager:
                 put("cpu", "cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US)))
 
     def sweep(self) -> int:
-        """Remove cgroups left by an earlier server run (their processes are killed)."""
+        """Remove cgroups an earlier run of this instance left (their processes are killed)."""
         removed = 0
         for root in dict.fromkeys(self.roots.values()):
             for d in root.iterdir():

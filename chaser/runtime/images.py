@@ -7,6 +7,7 @@ SSH keys, no sudoers. Users, groups and hosts are generated for the sandbox.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from chaser.errors import ImageNotFound
@@ -49,32 +50,52 @@ def check_image(image: str | None) -> str:
     return name
 
 
-def write_generated_etc(directory: Path) -> Path:
-    """Write the generated /etc files once per server start; return their directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in GENERATED_ETC.items():
-        (directory / name).write_text(text)
-        (directory / name).chmod(0o644)
-    directory.chmod(0o755)
-    return directory
+def build_default_root(directory: Path, agent: Path) -> Path:
+    """Lay out the default image's root once per server start; sandboxes bind it read-only.
 
-
-def default_root_args(generated_etc: Path) -> list[str]:
-    """bubblewrap arguments that lay out the default image's read-only root."""
-    args = ["--ro-bind", "/usr", "/usr"]
+    One prepared directory costs bubblewrap one mount where thirty /etc binds cost
+    thirty: this is most of what makes a fresh sandbox cheap. The host's /usr is bound
+    on top at run time; /etc holds copies of the allowlist and the generated files.
+    """
+    staging = directory.with_name(directory.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    for sub in ("usr", "proc", "dev", "tmp", "workspace", f"home/{SANDBOX_USER}", "etc", "var",
+                ".chaser", "run"):
+        (staging / sub).mkdir(parents=True, exist_ok=True)
     for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
         host = Path("/") / name
         if host.is_symlink():
-            args += ["--symlink", str(host.readlink()), f"/{name}"]
+            (staging / name).symlink_to(host.readlink())
         elif host.is_dir():
-            args += ["--ro-bind", str(host), f"/{name}"]
-    args += ["--perms", "0755", "--dir", "/etc"]
+            (staging / name).mkdir()  # a mount point: bound at run time
+    (staging / "var" / "tmp").symlink_to("/tmp")
     for name in ETC_ALLOWLIST:
-        host = Path("/etc") / name
-        if host.is_symlink():
-            args += ["--symlink", str(host.readlink()), f"/etc/{name}"]
-        elif host.exists():
-            args += ["--ro-bind", str(host), f"/etc/{name}"]
-    for name in GENERATED_ETC:
-        args += ["--ro-bind", str(generated_etc / name), f"/etc/{name}"]
+        src, dst = Path("/etc") / name, staging / "etc" / name
+        try:
+            if src.is_symlink():
+                dst.symlink_to(src.readlink())
+            elif src.is_dir():
+                shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("private"))
+            elif src.is_file():
+                shutil.copy2(src, dst)
+        except OSError:
+            continue  # unreadable or vanished: the sandbox simply goes without it
+    for name, text in GENERATED_ETC.items():
+        (staging / "etc" / name).write_text(text)
+    shutil.copy2(agent, staging / ".chaser" / "agent.py")
+    for path in (staging, *staging.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return directory
+
+
+def root_args(rootfs: Path) -> list[str]:
+    """bubblewrap arguments that mount the default image's read-only root."""
+    args = ["--ro-bind", str(rootfs), "/", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
+        host = Path("/") / name
+        if host.is_dir() and not host.is_symlink():
+            args += ["--ro-bind", str(host), f"/{name}"]
     return args

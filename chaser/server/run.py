@@ -16,6 +16,8 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
     settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    # loop="asyncio": uvloop blocks its loop for milliseconds on every process spawn,
+    # which tripled the latency of one-shot sandboxes (bench/bench_exec.py).
     # access_log off: request lines cost time on the hot path and carry no secrets we need.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+    uvicorn.run(app, host=settings.host, port=settings.port, loop="asyncio", log_level="info",
                 access_log=False, timeout_graceful_shutdown=5)
