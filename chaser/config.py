@@ -38,6 +38,7 @@ class Settings:
     max_log_bytes: int = 64 * 1024 * 1024  # output kept per command, oldest dropped first
     log_retention_s: int = 7 * 24 * 3600
     max_body_bytes: int = 4 * 1024 * 1024
+    warm_pool: int = 2  # started sandboxes kept ready for ephemeral runs (0: none)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -48,7 +49,7 @@ class Settings:
             s.data_dir = Path(env["CHASER_DATA_DIR"])
         s.admin_key = env.get("CHASER_API_KEY") or None
         for name in ("memory_mb", "pids", "idle_timeout_s", "max_sandboxes",
-                     "max_sessions_per_tenant", "max_log_bytes", "log_retention_s"):
+                     "max_sessions_per_tenant", "max_log_bytes", "log_retention_s", "warm_pool"):
             value = env.get(f"CHASER_{name.upper()}")
             if value:
                 setattr(s, name, int(value))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -57,7 +58,8 @@ class SessionService:
         self.store = store
         self.runtime = runtime
         self.live: dict[str, LiveSession] = {}
-        self._uids = itertools.count()
+        # A random start keeps two servers on one host from handing out the same uids.
+        self._uids = itertools.count(secrets.randbelow(EPHEMERAL_UID_SPAN))
         self._ws_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._starting = 0
 

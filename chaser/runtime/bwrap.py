@@ -28,6 +28,7 @@ from chaser.runtime import images
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager
+from chaser.runtime.pool import PooledProcess, WarmPool
 
 log = logging.getLogger("chaser.runtime")
 
@@ -40,7 +41,7 @@ AGENT_START_TIMEOUT = 10.0
 class BwrapRuntime:
     """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, warm_pool: int = 2) -> None:
         self.bwrap = shutil.which("bwrap")
         self.setpriv = shutil.which("setpriv")
         missing = [n for n, p in (("bwrap", self.bwrap), ("setpriv", self.setpriv)) if not p]
@@ -57,6 +58,7 @@ class BwrapRuntime:
         if swept:
             log.info("removed %d cgroups left by an earlier run", swept)
         self.root_args = images.root_args(images.build_default_root(state_dir / "rootfs-default", AGENT_PATH))
+        self.pool = WarmPool(self.start, warm_pool)
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", **self.cgroups.describe()}
@@ -90,8 +92,14 @@ class BwrapRuntime:
             raise SandboxFailed(f"sandbox {spec.name} failed to start: {detail}") from None
         return sandbox
 
-    async def run_once(self, spec: SandboxSpec, proc: ProcessSpec, io: ProcessIO) -> OneShotProcess:
-        """Run one command as the sandbox's only process; the sandbox ends with it."""
+    async def run_once(self, spec: SandboxSpec, proc: ProcessSpec,
+                       io: ProcessIO) -> OneShotProcess | PooledProcess:
+        """Run one command in a sandbox of its own that ends with it: a warm one from the
+        pool when there is one, else a fresh one with the command as its only process."""
+        self.check_image(spec.image)
+        warm = self.pool.take(spec)
+        if warm is not None:
+            return await self.pool.run(warm, proc, io)
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
         try:
             child, cgroup = await self._launch(spec, proc.argv, proc.env, stdin=stdin,
@@ -104,7 +112,7 @@ class BwrapRuntime:
         return OneShotProcess(child, cgroup)
 
     async def close(self) -> None:
-        return None
+        await self.pool.close()
 
     async def _launch(self, spec: SandboxSpec, argv: list[str], env: dict[str, str], *,
                       stdin: int, stdout: int, stderr: int,

@@ -16,6 +16,7 @@ from chaser.runtime.base import Runtime
 from chaser.runtime.bwrap import BwrapRuntime
 from chaser.server import errors
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
+from chaser.server.mcp import McpEndpoint
 from chaser.server.routes import commands, health, keys, sessions
 from chaser.store.sqlite import SQLiteStore
 
@@ -39,11 +40,12 @@ def prepare_data_dir(settings: Settings) -> None:
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the app; the core starts and stops with the app's lifespan."""
+    mcp = McpEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_data_dir(settings)
-        rt = runtime or BwrapRuntime(settings.runtime_dir)
+        rt = runtime or BwrapRuntime(settings.runtime_dir, warm_pool=settings.warm_pool)
         core = Chaser(settings, SQLiteStore(settings.db_path), rt)
         await core.start()
         limits = rt.describe()
@@ -54,7 +56,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             log.warning("no cgroup controllers usable: memory, pids and cpu are NOT limited")
         app.state.core = core
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             await core.close()
 
@@ -65,4 +68,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (health, sessions, commands, keys):
         app.include_router(module.router)
+    app.include_router(mcp.router)
     return app

@@ -184,7 +184,11 @@ def input_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema, simplified for tool callers: optional fields are plain types
     (no `anyOf` with null, no `default: null`) and no generated titles."""
     schema = _strip_titles(model.model_json_schema())
-    for prop in schema.get("properties", {}).values():
+    schema.pop("description", None)  # the tool's description says it better
+    required = set(schema.get("required", []))
+    schema["properties"] = dict(sorted(schema.get("properties", {}).items(),
+                                       key=lambda item: item[0] not in required))
+    for prop in schema["properties"].values():
         options = prop.get("anyOf")
         if options and {"type": "null"} in options:
             rest = [o for o in options if o != {"type": "null"}]
@@ -196,7 +200,9 @@ def input_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return _strip_titles(model.model_json_schema(mode="serialization"))
+    schema = _strip_titles(model.model_json_schema(mode="serialization"))
+    schema.pop("description", None)
+    return schema
 
 
 def _strip_titles(schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""A few started sandboxes kept warm for one-shot runs.
+
+Starting a sandbox costs a bubblewrap start and the agent's start; running a command
+in a started one costs a fork. A one-shot run that finds a warm sandbox uses it once
+and destroys it afterwards, exactly as a freshly made one; a replacement starts in the
+background. With the pool empty (a burst), runs make their own sandbox as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from chaser.runtime.agent_client import AgentProcess, AgentSandbox
+from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
+
+log = logging.getLogger("chaser.runtime")
+
+Starter = Callable[[SandboxSpec], Awaitable[AgentSandbox]]
+
+
+class WarmPool:
+    """Up to `size` idle sandboxes shaped like the last one-shot run asked for."""
+
+    def __init__(self, start: Starter, size: int) -> None:
+        self._start = start
+        self.size = size
+        self._ready: list[tuple[SandboxSpec, AgentSandbox]] = []
+        self._refilling: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @staticmethod
+    def _shape(spec: SandboxSpec) -> tuple[object, ...]:
+        return (spec.image, spec.workspace_dir, spec.limits)
+
+    def take(self, spec: SandboxSpec) -> AgentSandbox | None:
+        """A warm sandbox shaped like `spec`, or None. Keeps the pool filling."""
+        if self.size <= 0 or spec.workspace_dir is not None:
+            return None
+        found = None
+        for i, (warm_spec, sandbox) in enumerate(self._ready):
+            if self._shape(warm_spec) == self._shape(spec) and sandbox.alive:
+                found = sandbox
+                del self._ready[i]
+                break
+        self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
+        # The request's own spec (its fresh name and uid) seeds the replacement.
+        self._refill(spec)
+        return found
+
+    def _refill(self, spec: SandboxSpec) -> None:
+        if self._closed or (self._refilling and not self._refilling.done()):
+            return
+        self._refilling = asyncio.get_running_loop().create_task(self._fill(spec))
+
+    async def _fill(self, spec: SandboxSpec) -> None:
+        n = 0
+        while not self._closed and len(self._ready) < self.size:
+            n += 1
+            warm_spec = replace(spec, name=f"{spec.name}-w{n}")
+            try:
+                sandbox = await self._start(warm_spec)
+            except Exception as e:  # noqa: BLE001 - the pool is an optimisation only
+                log.warning("could not warm a sandbox: %s", e)
+                return
+            if self._closed:
+                await sandbox.close()
+                return
+            self._ready.append((warm_spec, sandbox))
+
+    async def run(self, sandbox: AgentSandbox, proc: ProcessSpec, io: ProcessIO) -> PooledProcess:
+        try:
+            process = await sandbox.spawn(proc, io)
+        except BaseException:
+            self.discard(sandbox)
+            raise
+        return PooledProcess(process, sandbox, self)
+
+    def discard(self, sandbox: AgentSandbox) -> None:
+        """Destroy a used sandbox off the request's path."""
+        task = asyncio.get_running_loop().create_task(sandbox.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._refilling:
+            self._refilling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refilling
+        await asyncio.gather(*(sb.close() for _, sb in self._ready), *self._closing,
+                             return_exceptions=True)
+        self._ready.clear()
+
+
+class PooledProcess:
+    """A one-shot command in a warm sandbox: the sandbox is destroyed when it ends."""
+
+    def __init__(self, process: AgentProcess, sandbox: AgentSandbox, pool: WarmPool) -> None:
+        self.process = process
+        self.sandbox = sandbox
+        self.pool = pool
+        self.pid: int | None = process.pid
+        self._done = False
+
+    async def wait(self) -> ExitStatus:
+        status = await self.process.wait()
+        if not self._done:
+            self._done = True
+            self.pool.discard(self.sandbox)
+        return status
+
+    def signal(self, signum: int) -> None:
+        self.process.signal(signum)

@@ -1,0 +1,350 @@
+"""The MCP tools: each a few lines over the core (`chaser.core`), never the runtime.
+
+A tool gets the caller (core + tenant) and its validated arguments, and returns text
+for the model plus a result model that becomes `structuredContent`. Core errors
+(`chaser.errors.ChaserError`) are turned into `isError` results by the dispatcher.
+File tools run small shell commands in the session's sandbox, so they see exactly
+what commands see and never touch host paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from pydantic import BaseModel
+
+from chaser.core.service import Chaser
+from chaser.core.sessions import to_session
+from chaser.errors import BadRequest
+from chaser.models import (
+    BackgroundStarted,
+    Command,
+    CommandList,
+    ExecRequest,
+    ExecResult,
+    SessionCreate,
+    SessionExecRequest,
+    SessionList,
+    StdinRequest,
+    StdinResult,
+)
+from chaser.server.mcp import schemas as s
+
+FILE_COMMAND_TIMEOUT_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls a tool: the core and the tenant of the request's API key."""
+
+    core: Chaser
+    tenant: str
+
+
+@dataclass
+class ToolOutput:
+    """What a tool returns: text blocks for the model and the structured result."""
+
+    texts: list[str]
+    data: BaseModel
+
+
+ToolFn = Callable[[Caller, Any], Awaitable[ToolOutput]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool as advertised by `tools/list` and dispatched by `tools/call`."""
+
+    name: str
+    title: str
+    description: str
+    args: type[s.Args]
+    result: type[BaseModel]
+    run: ToolFn
+    hints: dict[str, bool] = field(default_factory=dict)
+
+
+# -- sessions as tools see them ---------------------------------------------------------
+
+
+async def _session_id(c: Caller, target: s.Target, image: str | None = None, *,
+                      provision: bool = True) -> str:
+    """The session a tool acts in: the given one, the workspace's, or a new private one."""
+    if target.session_id and target.workspace:
+        raise BadRequest("give either session_id or workspace, not both")
+    if target.session_id:
+        live = await c.core.sessions.require_live(c.tenant, target.session_id)
+    elif target.workspace:
+        live = await c.core.sessions.for_workspace(c.tenant, target.workspace)
+    elif provision:
+        live = await c.core.sessions.create(
+            c.tenant, SessionCreate(image=image),
+            idle_timeout_s=c.core.settings.workspace_idle_timeout_s)
+        return live.id
+    else:
+        raise BadRequest("give session_id or workspace")
+    if image and image != live.row["image"]:
+        raise BadRequest(f"session {live.id} runs image {live.row['image']}, not {image}")
+    return live.id
+
+
+def _status(cmd: Command | ExecResult) -> str:
+    if cmd.status == "running":
+        return f"running (pid {cmd.pid})" if isinstance(cmd, Command) else "running"
+    if cmd.status == "exited":
+        return f"exit code: {cmd.exit_code}"
+    if cmd.status == "timed_out":
+        return f"timed out and killed (signal {cmd.signal})"
+    return f"killed by signal {cmd.signal}"
+
+
+# -- terminal and background commands ---------------------------------------------------
+
+
+async def terminal(c: Caller, a: s.TerminalArgs) -> ToolOutput:
+    run: dict[str, Any] = {"command": a.command, "cwd": a.cwd, "env": a.env, "shell": a.shell,
+                           "timeout_ms": a.timeout_ms, "max_output_bytes": a.max_output_bytes}
+    res: ExecResult
+    if a.ephemeral:
+        if a.session_id or a.workspace:
+            raise BadRequest("ephemeral: true runs in a throw-away sandbox; leave out session_id "
+                             "and workspace")
+        res = await c.core.executor.exec(c.tenant, ExecRequest(ephemeral=True, image=a.image, **run))
+    elif a.workspace and not a.session_id:
+        res = await c.core.executor.exec(c.tenant, ExecRequest(workspace=a.workspace, image=a.image,
+                                                               **run))
+    else:
+        sid = await _session_id(c, a, a.image)
+        done = await c.core.executor.session_exec(c.tenant, sid, SessionExecRequest(**run))
+        assert isinstance(done, ExecResult)
+        res = done
+    shown = min(a.max_output_bytes, max(res.output_size - res.output_offset, 0))
+    result = s.TerminalResult(**res.model_dump(),
+                              next_offset=res.output_offset + shown if res.output_truncated else None)
+    text = res.output
+    if text and not text.endswith("\n"):
+        text += "\n"
+    if res.output_truncated:
+        text += f"[output truncated: showing bytes {res.output_offset}-{result.next_offset} of " \
+                f"{res.output_size}. "
+        text += (f"Call read_output with session_id={res.session_id}, command_id={res.command_id}, "
+                 f"offset={result.next_offset} for more.]\n" if res.command_id else
+                 "An ephemeral run keeps no output: redirect it to a file in a session instead.]\n")
+    text += _status(res) + "\n"
+    text += (f"session_id: {res.session_id} (pass it to the next call to reuse this sandbox)"
+             if res.session_id else "(ephemeral sandbox: removed after the command)")
+    return ToolOutput([text], result)
+
+
+async def start_command(c: Caller, a: s.StartArgs) -> ToolOutput:
+    sid = await _session_id(c, a, a.image)
+    req = SessionExecRequest(command=a.command, cwd=a.cwd, env=a.env, shell=a.shell, background=True)
+    started = await c.core.executor.session_exec(c.tenant, sid, req)
+    assert isinstance(started, BackgroundStarted)
+    return ToolOutput([f"started command_id: {started.command_id} (pid {started.pid}) in "
+                       f"session_id: {sid}. Read its output with read_output, write to its stdin "
+                       "with send_input, stop it with send_signal."], started)
+
+
+async def read_output(c: Caller, a: s.ReadOutputArgs) -> ToolOutput:
+    ex = c.core.executor
+    cmd = await ex.get_command(c.tenant, a.session_id, a.command_id, a.offset, a.limit)
+    if a.wait_ms and cmd.status == "running" and cmd.next_offset >= cmd.output_size:
+        events = await ex.events(c.tenant, a.session_id, a.command_id, cmd.next_offset)
+        try:
+            with anyio.move_on_after(a.wait_ms / 1000):
+                await anext(events)  # the first new output, or the exit
+        except StopAsyncIteration:
+            pass
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        cmd = await ex.get_command(c.tenant, a.session_id, a.command_id, a.offset, a.limit)
+    text = cmd.output or ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += f"[{_status(cmd)}; output bytes {cmd.output_offset}-{cmd.next_offset} of {cmd.output_size}"
+    if cmd.output_offset > a.offset:
+        text += f"; bytes before {cmd.output_offset} were dropped (log limit)"
+    if cmd.next_offset < cmd.output_size:
+        text += f"; more output: call read_output with offset={cmd.next_offset}"
+    elif cmd.status == "running":
+        text += f"; for new output call read_output with offset={cmd.next_offset} (wait_ms waits)"
+    return ToolOutput([text + "]"], cmd)
+
+
+async def send_input(c: Caller, a: s.SendInputArgs) -> ToolOutput:
+    if a.input is None and not a.eof:
+        raise BadRequest("give input (text) and/or eof: true")
+    res = await c.core.executor.stdin(c.tenant, a.session_id, a.command_id,
+                                      StdinRequest(input=a.input, eof=a.eof))
+    closed = " and closed stdin" if a.eof else ""
+    return ToolOutput([f"wrote {res.bytes} bytes to the stdin of {a.command_id}{closed}"], res)
+
+
+async def send_signal(c: Caller, a: s.SendSignalArgs) -> ToolOutput:
+    cmd = await c.core.executor.kill(c.tenant, a.session_id, a.command_id, a.signal)
+    return ToolOutput([f"sent {a.signal} to {a.command_id}: {_status(cmd)}"], cmd)
+
+
+async def list_commands(c: Caller, a: s.ListCommandsArgs) -> ToolOutput:
+    cmds = await c.core.executor.list_commands(c.tenant, a.session_id)
+    lines = [f"{x.id}  {_status(x)}  {'background' if x.background else 'foreground'}  "
+             f"{x.command if len(x.command) <= 100 else x.command[:97] + '...'}" for x in cmds]
+    return ToolOutput(["\n".join(lines) or f"no commands in session {a.session_id}"],
+                      CommandList(commands=cmds))
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+async def list_sessions(c: Caller, a: s.ListSessionsArgs) -> ToolOutput:
+    sessions = [to_session(r) for r in await c.core.sessions.list_rows(c.tenant, a.status)]
+    lines = [f"{x.id}  {x.status}  workspace={x.workspace or '-'}  image={x.image}  "
+             f"created {x.created_at}" for x in sessions]
+    return ToolOutput(["\n".join(lines) or "no sessions"], SessionList(sessions=sessions))
+
+
+async def stop_session(c: Caller, a: s.StopSessionArgs) -> ToolOutput:
+    row = await c.core.sessions.delete(c.tenant, a.session_id)
+    res = s.StopSessionResult(session_id=row["id"], status=row["status"], end_reason=row["end_reason"])
+    return ToolOutput([f"session {res.session_id} is {res.status}"], res)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+async def _run_script(c: Caller, sid: str, script: str, *, stdin: str | None = None,
+                      max_output_bytes: int = 4096) -> str:
+    """Run a helper command in the session; its output, or BadRequest with it on failure."""
+    req = SessionExecRequest(command=script, stdin=stdin, timeout_ms=FILE_COMMAND_TIMEOUT_MS,
+                             max_output_bytes=max_output_bytes)
+    res = await c.core.executor.session_exec(c.tenant, sid, req)
+    assert isinstance(res, ExecResult)
+    if res.exit_code != 0:
+        raise BadRequest(res.output.strip() or f"the file command failed ({_status(res)})")
+    return res.output
+
+
+async def read_file(c: Caller, a: s.ReadFileArgs) -> ToolOutput:
+    sid = await _session_id(c, a, provision=False)
+    p = shlex.quote(a.path)
+    script = (f'p={p}; [ -e "$p" ] || {{ echo "$p: no such file or directory"; exit 2; }}; '
+              f'[ -d "$p" ] && {{ echo "$p is a directory"; exit 2; }}; '
+              f'[ -r "$p" ] || {{ echo "$p: permission denied"; exit 2; }}; '
+              f'stat -L -c %s -- "$p" || exit 2; '
+              f'tail -c +{a.offset + 1} -- "$p" | head -c {a.limit} | base64 -w0')
+    out = await _run_script(c, sid, script, max_output_bytes=a.limit * 4 // 3 + 64)
+    size_line, _, b64 = out.partition("\n")
+    data = base64.b64decode(b64)
+    size = int(size_line.strip())
+    more = a.offset + len(data) < size
+    text, used = _utf8_prefix(data, cut_ok=more)
+    next_offset = a.offset + used
+    result = s.ReadFileResult(path=a.path, session_id=sid, size=size, offset=a.offset,
+                              next_offset=next_offset, truncated=next_offset < size,
+                              encoding="utf-8" if text is not None else "base64",
+                              content=text if text is not None else base64.b64encode(data).decode())
+    notes = []
+    if text is None:
+        notes.append(f"[not UTF-8 text: {len(data)} bytes, base64-encoded]\n{result.content}")
+    if result.truncated:
+        notes.append(f"[showing bytes {a.offset}-{next_offset} of {size}; call read_file with "
+                     f"offset={next_offset} for more]")
+    return ToolOutput(([text] if text is not None else []) + notes or [""], result)
+
+
+def _utf8_prefix(data: bytes, *, cut_ok: bool) -> tuple[str | None, int]:
+    """Decode as UTF-8; a character cut at the end of a partial read is left for the next."""
+    try:
+        return data.decode(), len(data)
+    except UnicodeDecodeError as e:
+        if cut_ok and e.reason == "unexpected end of data" and e.start >= len(data) - 3:
+            try:
+                return data[:e.start].decode(), e.start
+            except UnicodeDecodeError:
+                pass
+        return None, len(data)
+
+
+async def write_file(c: Caller, a: s.WriteFileArgs) -> ToolOutput:
+    if (a.content is None) == (a.content_b64 is None):
+        raise BadRequest("give exactly one of content (text) or content_b64 (base64 bytes)")
+    if a.content is not None:
+        data = a.content.encode()
+    else:
+        try:
+            data = base64.b64decode(a.content_b64 or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("content_b64 is not valid base64") from None
+    if len(data) > s.MAX_FILE_WRITE_BYTES:
+        raise BadRequest(f"content is larger than {s.MAX_FILE_WRITE_BYTES} bytes; write it in "
+                         "parts with append: true")
+    sid = await _session_id(c, a, provision=False)
+    redirect = ">>" if a.append else ">"
+    script = (f'p={shlex.quote(a.path)}; d=$(dirname -- "$p") && mkdir -p -- "$d" && '
+              f'base64 -d {redirect} "$p" && stat -L -c %s -- "$p"')
+    out = await _run_script(c, sid, script, stdin=base64.b64encode(data).decode())
+    res = s.WriteFileResult(path=a.path, session_id=sid, bytes_written=len(data),
+                            size=int(out.strip().splitlines()[-1]))
+    verb = "appended" if a.append else "wrote"
+    return ToolOutput([f"{verb} {len(data)} bytes to {a.path} (now {res.size} bytes) in session "
+                       f"{sid}"], res)
+
+
+_RO = {"read_only_hint": True}
+_DESTRUCTIVE = {"read_only_hint": False, "destructive_hint": True}
+
+TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
+    ToolSpec("terminal", "Run a command", (
+        "Run a shell command in a Linux sandbox and wait for it to finish. Returns its output "
+        "(stdout and stderr interleaved), then its exit code, and the session_id of the "
+        "sandbox. Pass that session_id to later calls to keep files, the working tree and "
+        "running processes. With workspace instead, the command runs in that persistent "
+        "workspace's sandbox (started on first use, reused after). With neither, a new private "
+        "sandbox is started; with ephemeral: true a throw-away one that is removed afterwards. "
+        "A non-zero exit code is a normal result. Long output is truncated; page through it "
+        "with read_output. For servers and other long-running processes use start_command."),
+        s.TerminalArgs, s.TerminalResult, terminal, {**_DESTRUCTIVE, "open_world_hint": True}),
+    ToolSpec("start_command", "Start a background command", (
+        "Start a long-running command (a dev server, a watcher, an interactive program) in the "
+        "background and return at once with its command_id and pid. Runs in session_id, or in "
+        "workspace's session, or in a new private session. Its stdin stays open for "
+        "send_input. Follow it with read_output; stop it with send_signal."),
+        s.StartArgs, BackgroundStarted, start_command, {**_DESTRUCTIVE, "open_world_hint": True}),
+    ToolSpec("read_output", "Read a command's output", (
+        "Read a command's status and output from a byte offset (0 for the start; next_offset "
+        "of the previous read to continue). With wait_ms, waits for new output or the exit "
+        "of a running command before answering."), s.ReadOutputArgs, Command, read_output, _RO),
+    ToolSpec("send_input", "Send stdin", (
+        "Write text to a background command's stdin (add \\n to end a line); eof: true closes "
+        "stdin."), s.SendInputArgs, StdinResult, send_input, {"read_only_hint": False}),
+    ToolSpec("send_signal", "Signal a command", (
+        "Send a signal (default TERM; INT, KILL, HUP, ... or a number) to a command's whole "
+        "process group and report its status."), s.SendSignalArgs, Command, send_signal,
+        _DESTRUCTIVE),
+    ToolSpec("list_commands", "List commands", (
+        "List the commands of a session, newest first, with status, exit code and pid."),
+        s.ListCommandsArgs, CommandList, list_commands, _RO),
+    ToolSpec("read_file", "Read a file", (
+        "Read a file in a session's sandbox (session_id, or workspace). Text comes back as "
+        "text, other bytes base64-encoded. Large files are read in pages: offset and limit "
+        "are byte counts; next_offset says where to continue."),
+        s.ReadFileArgs, s.ReadFileResult, read_file, _RO),
+    ToolSpec("write_file", "Write a file", (
+        "Create or replace a file in a session's sandbox (session_id, or workspace), making "
+        "parent directories as needed; append: true appends. Give content as text, or "
+        "content_b64 for bytes."), s.WriteFileArgs, s.WriteFileResult, write_file, _DESTRUCTIVE),
+    ToolSpec("list_sessions", "List sessions", (
+        "List this API key's sandbox sessions, newest first (status running or stopped)."),
+        s.ListSessionsArgs, SessionList, list_sessions, _RO),
+    ToolSpec("stop_session", "Stop a session", (
+        "Stop a session: kill every process in it and remove its sandbox. A workspace's files "
+        "are kept."), s.StopSessionArgs, s.StopSessionResult, stop_session, _DESTRUCTIVE),
+)}
