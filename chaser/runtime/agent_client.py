@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -19,22 +20,48 @@ log = logging.getLogger("chaser.runtime")
 
 MAX_PACKET = 4 * 1024 * 1024
 CLOSE_GRACE_S = 2.0
+SPAWN_TIMEOUT_S = 10.0
+AGENT_REPORT_GRACE_S = 1.0
 
 
 class AgentProcess:
-    """A process the agent forked; `pid` is its pid inside the sandbox."""
+    """A process the agent forked; `pid` is its pid inside the sandbox.
+
+    The agent runs as the same uid as the commands, so a command can stop or trace it.
+    What must hold even then does not depend on it: SIGKILL (timeouts, deletes) is also
+    delivered from the host, and a command whose group is gone counts as ended even when
+    the agent never reports it.
+    """
 
     def __init__(self, sandbox: AgentSandbox, pid: int, exited: asyncio.Future[ExitStatus]) -> None:
         self.sandbox = sandbox
         self.pid: int | None = pid
         self._exited = exited
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def wait(self) -> ExitStatus:
         return await asyncio.shield(self._exited)
 
     def signal(self, signum: int) -> None:
-        if not self._exited.done() and self.pid is not None:
+        if self._exited.done() or self.pid is None:
+            return
+        with contextlib.suppress(SandboxFailed):
             self.sandbox.send({"op": "kill", "pid": self.pid, "signal": signum})
+        if signum == signal.SIGKILL:
+            self.sandbox.kill_group_from_host(self.pid)
+            if self._watchdog is None:
+                self._watchdog = asyncio.get_running_loop().create_task(self._confirm_end())
+
+    async def _confirm_end(self) -> None:
+        """After a SIGKILL, settle the exit ourselves if the agent does not report it."""
+        assert self.pid is not None
+        await asyncio.sleep(AGENT_REPORT_GRACE_S)
+        while not self._exited.done():
+            if not self.sandbox.group_alive(self.pid):
+                self._exited.set_result(ExitStatus(None, signal.SIGKILL))
+                return
+            self.sandbox.kill_group_from_host(self.pid)
+            await asyncio.sleep(0.1)
 
 
 class AgentSandbox:
@@ -102,11 +129,43 @@ class AgentSandbox:
             for fd in fds:
                 os.close(fd)
         try:
-            pid = await started
+            pid = await asyncio.wait_for(started, SPAWN_TIMEOUT_S)
+        except TimeoutError:
+            self._started.pop(req, None)
+            self._exits.pop(req, None)
+            raise SandboxFailed(f"sandbox {self.name} did not start the command: its agent "
+                                "is not answering (stopped or traced by a command?)") from None
         except BaseException:
             self._exits.pop(req, None)
             raise
         return AgentProcess(self, pid, exited)
+
+    # -- the host's own view, independent of the agent ----------------------------------
+
+    def _members(self) -> list[tuple[int, int, str]]:
+        """(host pid, in-sandbox process group, state) of every process of the sandbox."""
+        pids = self.cgroup.pids() if self.cgroup is not None else _descendants(self.proc.pid)
+        out = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            nspgid = fields.get("NSpgid", "").split()
+            if nspgid:
+                out.append((pid, int(nspgid[-1]), fields.get("State", "?").strip()[:1]))
+        return out
+
+    def kill_group_from_host(self, pgid: int) -> None:
+        """SIGKILL every process in the sandbox whose process group is `pgid`."""
+        for pid, group, _ in self._members():
+            if group == pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def group_alive(self, pgid: int) -> bool:
+        return any(group == pgid and state != "Z" for _, group, state in self._members())
 
     def _on_readable(self) -> None:
         while True:
@@ -177,3 +236,21 @@ class AgentSandbox:
                 await asyncio.wait_for(self.proc.wait(), 5)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
+
+
+def _descendants(root: int) -> list[int]:
+    """Host pids below `root`, for hosts where the sandbox has no cgroup to list."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return sorted(found)

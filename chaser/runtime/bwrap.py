@@ -134,7 +134,7 @@ class BwrapRuntime:
             cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd="/",
                 start_new_session=True, pass_fds=[args_r])
         except OSError as e:
             if cgroup is not None:
