@@ -78,6 +78,8 @@ class Executor:
         state = CommandState(id=new_id("cmd"), session_id=live.id, tenant=live.tenant,
                              command=req.command, cwd=cwd, background=req.background)
         cmd = RunningCommand(state, self._new_log(live.id, state.id))
+        if req.background:
+            await asyncio.to_thread(cmd.output.prepare)
         spec = self.process_spec(req, live.row["env"], cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,

@@ -95,6 +95,13 @@ class OutputLog:
         seg.end += len(data)
         self._notify()
 
+    def prepare(self) -> None:
+        """Create the log's directory and first segment now (blocking: call it from a
+        thread) rather than on the event loop at the first byte, where hundreds of
+        commands starting to print together would stall every request."""
+        if not self._segments:
+            self._roll()
+
     def _roll(self) -> _Segment:
         self._close_files()
         start = self.size
