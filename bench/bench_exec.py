@@ -63,7 +63,17 @@ def api(n: int) -> dict[str, float]:
             r = c.post("/v1/exec", json={"ephemeral": True, "command": "true"}).json()
             assert r["exit_code"] == 0, r
 
-        res["ephemeral"] = report("POST /v1/exec ephemeral true", timed(ephemeral, n))
+        res["ephemeral"] = report("POST /v1/exec ephemeral true, back to back", timed(ephemeral, n))
+
+        def paced() -> None:
+            time.sleep(0.15)  # sporadic calls, as an agent makes them: the warm pool refills
+            t = time.perf_counter()
+            ephemeral()
+            paced_ms.append((time.perf_counter() - t) * 1000)
+
+        paced_ms: list[float] = []
+        timed(paced, max(n // 4, 20))
+        res["ephemeral_paced"] = report("POST /v1/exec ephemeral true, 150 ms apart", paced_ms)
         sid = c.post("/v1/sessions", json={}).json()["id"]
 
         def session() -> None:
@@ -105,7 +115,8 @@ def main() -> None:
     f = floor(args.n)
     a = api(args.n)
     print("targets")
-    print(f"  ephemeral p50 / bare bwrap p50 = {a['ephemeral'] / f['bwrap']:.2f}  (target <= 1.5)")
+    print(f"  ephemeral p50 / bare bwrap p50 = {a['ephemeral'] / f['bwrap']:.2f} back to back, "
+          f"{a['ephemeral_paced'] / f['bwrap']:.2f} paced  (target <= 1.5)")
     print(f"  session exec p50 = {a['session']:.2f} ms, workspace exec p50 = {a['workspace']:.2f} ms  (target < 8)")
     print(f"  {a['per_s']:.0f} session execs/s with 8 clients  (target >= 150)")
 

@@ -19,6 +19,8 @@ from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 
 log = logging.getLogger("chaser.runtime")
 
+REFILL_AFTER_IDLE_S = 0.05
+
 Starter = Callable[[SandboxSpec], Awaitable[AgentSandbox]]
 
 
@@ -30,6 +32,7 @@ class WarmPool:
         self.size = size
         self._ready: list[tuple[SandboxSpec, AgentSandbox]] = []
         self._refilling: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -48,11 +51,16 @@ class WarmPool:
                 del self._ready[i]
                 break
         self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
-        # The request's own spec (its fresh name and uid) seeds the replacement.
-        self._refill(spec)
+        # Refill once runs pause: under a steady stream of runs, starting replacements
+        # would only compete with the runs for the CPU. The request's own spec (its
+        # fresh name and uid) seeds the replacement.
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(REFILL_AFTER_IDLE_S, self._refill, spec)
         return found
 
     def _refill(self, spec: SandboxSpec) -> None:
+        self._timer = None
         if self._closed or (self._refilling and not self._refilling.done()):
             return
         self._refilling = asyncio.get_running_loop().create_task(self._fill(spec))
@@ -88,6 +96,8 @@ class WarmPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._refilling:
             self._refilling.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
