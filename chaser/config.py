@@ -53,9 +53,9 @@ class Settings:
             value = env.get(f"CHASER_{name.upper()}")
             if value:
                 setattr(s, name, int(value))
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(s, key, Path(str(value)) if key == "data_dir" else value)
+        for key, override in overrides.items():
+            if override is not None:
+                setattr(s, key, Path(str(override)) if key == "data_dir" else override)
         return s
 
     @property

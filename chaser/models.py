@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_COMMAND_BYTES = 128 * 1024 - 1  # one argv string: the kernel's MAX_ARG_STRLEN less the NUL
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
@@ -27,9 +27,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _check_env(env: dict[str, str] | None) -> dict[str, str] | None:
-    if env is None:
-        return None
+def _check_env(env: dict[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not ENV_NAME_RE.match(name):
             raise ValueError(f"invalid environment variable name {name!r}")
@@ -47,6 +45,17 @@ def check_workspace_name(name: str) -> str:
     return name
 
 
+def _check_abs_path(path: str) -> str:
+    if "\0" in path or not path.startswith("/"):
+        raise ValueError("cwd must be an absolute path")
+    return path
+
+
+WorkspaceName = Annotated[str, AfterValidator(check_workspace_name)]
+EnvVars = Annotated[dict[str, str], AfterValidator(_check_env)]
+AbsPath = Annotated[str, AfterValidator(_check_abs_path)]
+
+
 class Limits(BaseModel):
     """Per-sandbox resource limits (enforced through cgroups where the host allows)."""
 
@@ -59,8 +68,8 @@ class CommandRequest(_Strict):
     """What to run: the fields every exec endpoint shares."""
 
     command: str = Field(min_length=1)
-    cwd: str | None = None
-    env: dict[str, str] | None = None
+    cwd: AbsPath | None = None
+    env: EnvVars | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS)
     stdin: str | None = Field(default=None, max_length=MAX_STDIN_BYTES)
     shell: Shell = "sh"
@@ -77,17 +86,6 @@ class CommandRequest(_Strict):
             raise ValueError(f"command is longer than {MAX_COMMAND_BYTES} bytes")
         return v
 
-    @field_validator("cwd")
-    @classmethod
-    def _cwd(cls, v: str | None) -> str | None:
-        if v is not None and ("\0" in v or not v.startswith("/")):
-            raise ValueError("cwd must be an absolute path")
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_env(v)
 
 
 class SessionExecRequest(CommandRequest):
@@ -99,14 +97,9 @@ class SessionExecRequest(CommandRequest):
 class ExecRequest(CommandRequest):
     """`POST /v1/exec`: one command in a workspace's sandbox or an ephemeral one."""
 
-    workspace: str | None = None
+    workspace: WorkspaceName | None = None
     ephemeral: bool | None = None
     image: str | None = None
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, v: str | None) -> str | None:
-        return None if v is None else check_workspace_name(v)
 
     @model_validator(mode="after")
     def _one_target(self) -> ExecRequest:
@@ -120,29 +113,12 @@ class ExecRequest(CommandRequest):
 class SessionCreate(_Strict):
     """`POST /v1/sessions`."""
 
-    workspace: str | None = None
+    workspace: WorkspaceName | None = None
     image: str | None = None
-    env: dict[str, str] | None = None
-    cwd: str | None = None
+    env: EnvVars | None = None
+    cwd: AbsPath | None = None
     limits: Limits | None = None
     idle_timeout_s: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, v: str | None) -> str | None:
-        return None if v is None else check_workspace_name(v)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_env(v)
-
-    @field_validator("cwd")
-    @classmethod
-    def _cwd(cls, v: str | None) -> str | None:
-        if v is not None and ("\0" in v or not v.startswith("/")):
-            raise ValueError("cwd must be an absolute path")
-        return v
 
 
 class Session(BaseModel):

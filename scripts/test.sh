@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --dev
+.venv/bin/python -m mypy chaser  # type-checked, as the style guide asks
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -110,9 +110,9 @@ class RunningCommand:
         try:
             self.process = await launch(ProcessIO(stdout=out_w, stderr=err_w, stdin=in_r))
         except BaseException:
-            for fd in (out_r, err_r, in_w):
-                if fd is not None:
-                    os.close(fd)
+            for leftover in (out_r, err_r, in_w):
+                if leftover is not None:
+                    os.close(leftover)
             self.output.close()
             raise
         self.state.pid = self.process.pid

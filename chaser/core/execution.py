@@ -116,7 +116,9 @@ class Executor:
             if req.image and req.image != live.row["image"]:
                 raise BadRequest(f"workspace {req.workspace} runs image {live.row['image']}")
             body = req.model_dump(exclude={"workspace", "ephemeral", "image"})
-            return await self.session_exec(tenant, live.id, SessionExecRequest(**body))
+            result = await self.session_exec(tenant, live.id, SessionExecRequest(**body))
+            assert isinstance(result, ExecResult)  # a foreground request
+            return result
         return await self._ephemeral(req)
 
     async def _ephemeral(self, req: ExecRequest) -> ExecResult:

@@ -144,7 +144,7 @@ class AgentSandbox:
 
     def _members(self) -> list[tuple[int, int, str]]:
         """(host pid, in-sandbox process group, state) of every process of the sandbox."""
-        pids = self.cgroup.pids() if self.cgroup is not None else _descendants(self.proc.pid)
+        pids = self.cgroup.pids() if self.cgroup is not None else descendants(self.proc.pid)
         out = []
         for pid in pids:
             try:
@@ -238,8 +238,8 @@ class AgentSandbox:
             await asyncio.to_thread(self.cgroup.remove)
 
 
-def _descendants(root: int) -> list[int]:
-    """Host pids below `root`, for hosts where the sandbox has no cgroup to list."""
+def descendants(root: int) -> list[int]:
+    """Host pids below `root` (for hosts where the sandbox has no cgroup to list)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():

@@ -12,24 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from chaser.runtime.agent_client import descendants
+
 from tests.conftest import ServerProcess
-
-
-def descendants(root: int) -> set[int]:
-    """Every live process below `root` (the server's sandboxes and their commands)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                pass
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
 
 
 def alive(pids: set[int]) -> set[int]:
@@ -54,7 +39,7 @@ def test_restart_keeps_workspaces_and_settles_running_commands(fresh_server: Ser
         bg = c.post(f"/v1/sessions/{sid}/exec", json={"command": "sleep 300", "background": True}).json()
         s2 = c.post("/v1/sessions", json={}).json()["id"]
         c.post(f"/v1/sessions/{s2}/exec", json={"command": "sleep 300 & sleep 301", "background": True})
-    before = descendants(srv.proc.pid)  # type: ignore[union-attr]
+    before = set(descendants(srv.proc.pid))  # type: ignore[union-attr]
     assert len(before) >= 6, "two sandboxes with their commands should be running"
     srv.stop(signal.SIGKILL)  # a crash: no chance to clean up
     deadline = time.monotonic() + 10
@@ -83,7 +68,7 @@ def test_graceful_stop_kills_sandboxes(fresh_server: ServerProcess) -> None:
     with srv.client() as c:
         s = c.post("/v1/sessions", json={}).json()["id"]
         c.post(f"/v1/sessions/{s}/exec", json={"command": "sleep 300", "background": True})
-    before = descendants(srv.proc.pid)  # type: ignore[union-attr]
+    before = set(descendants(srv.proc.pid))  # type: ignore[union-attr]
     assert before
     srv.stop(signal.SIGTERM)
     # uvicorn re-raises the signal after a graceful shutdown, hence -15.

@@ -170,14 +170,15 @@ def test_finished_command_replays_then_exits(tenant: Tenant, session_id: str) ->
     assert beyond.data == b"" and beyond.exit is not None
 
 
-def test_killed_command_exit_event(tenant: Tenant, session_id: str) -> None:
+def test_killed_command_exit_event(server: ServerProcess, tenant: Tenant, session_id: str) -> None:
     c = tenant.client
     cid = bg(c, session_id, "echo started; sleep 100")
     time.sleep(0.2)
 
     def kill_soon() -> None:
         time.sleep(0.3)
-        c.post(f"/v1/sessions/{session_id}/commands/{cid}/kill", json={"signal": "INT"})
+        with server.client(tenant.key) as own:  # httpx clients are not shared across threads
+            own.post(f"/v1/sessions/{session_id}/commands/{cid}/kill", json={"signal": "INT"})
 
     threading.Thread(target=kill_soon).start()
     s = stream(c, session_id, cid)

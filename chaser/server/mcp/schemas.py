@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from chaser.models import (
     MAX_TIMEOUT_MS,
     ExecResult,
-    check_workspace_name,
+    WorkspaceName,
 )
 
 DEFAULT_TOOL_OUTPUT_BYTES = 64 * 1024  # what an agent's context comfortably takes per call
@@ -42,12 +42,7 @@ class Target(Args):
     """Where a tool acts: a running session, or a workspace (its session is reused or started)."""
 
     session_id: str | None = Field(default=None, description=_SESSION_ID)
-    workspace: str | None = Field(default=None, description=_WORKSPACE)
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, v: str | None) -> str | None:
-        return None if v is None else check_workspace_name(v)
+    workspace: WorkspaceName | None = Field(default=None, description=_WORKSPACE)
 
 
 class RunArgs(Target):
