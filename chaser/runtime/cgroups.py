@@ -95,14 +95,14 @@ class CgroupManager:
     enforced: tuple[str, ...] = ()
 
     @classmethod
-    def detect(cls, instance: str) -> CgroupManager:
+    def detect(cls, instance: str, mounts: dict[str, Path] | None = None) -> CgroupManager:
         """Prefer v2 when it carries the controllers; fall back to v1 controllers.
 
         Cgroups live under `chaser/<instance>/`, one instance per data dir, so servers
         sharing a host never sweep each other's sandboxes.
         """
         parent_name = f"chaser/{instance}"
-        mounts = _cgroup_mounts()
+        mounts = _cgroup_mounts() if mounts is None else mounts
         v2 = mounts.get("cgroup2")
         if v2:
             available = set((v2 / "cgroup.controllers").read_text().split()) if (

@@ -1,0 +1,63 @@
+"""Cgroup layouts: v1 runs for real on this host; v2 file writes against a stand-in tree.
+
+The development and CI machines have a hybrid layout (v1 controllers), so the v2 path
+cannot run for real here; its file names and values are checked on a directory laid
+out like a cgroup2 mount instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from chaser.runtime.cgroups import CgroupManager, ResourceLimits, _cgroup_mounts
+
+
+def fake_cgroup2(root: Path, instance: str) -> Path:
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
+    for d in (root, root / "chaser", root / "chaser" / instance):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.subtree_control").write_text("")
+    return root
+
+
+def test_v2_limits_are_written_as_the_kernel_expects(tmp_path: Path) -> None:
+    root = fake_cgroup2(tmp_path, "inst")
+    mgr = CgroupManager.detect("inst", mounts={"cgroup2": root})
+    assert mgr.version == "v2" and set(mgr.enforced) == {"memory", "pids", "cpu"}
+    cg = mgr.create("ses_1", ResourceLimits(memory_bytes=256 * 2**20, pids=64, cpus=0.5))
+    assert cg is not None
+    d = root / "chaser" / "inst" / "ses_1"
+    assert (d / "memory.max").read_text() == str(256 * 2**20)
+    assert (d / "memory.swap.max").read_text() == "0"
+    assert (d / "pids.max").read_text() == "64"
+    assert (d / "cpu.max").read_text() == "50000 100000"
+    assert cg.procs_files == [d / "cgroup.procs"]
+
+
+def test_v2_without_controllers_falls_back(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("hugetlb\n")
+    mgr = CgroupManager.detect("inst", mounts={"cgroup2": tmp_path})
+    assert mgr.version == "none" and mgr.enforced == ()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make cgroups")
+def test_host_layout_enforces_limits_for_real() -> None:
+    mounts = _cgroup_mounts()
+    mgr = CgroupManager.detect("test-" + os.urandom(4).hex())
+    if mgr.version == "none":
+        pytest.skip(f"no usable cgroup controllers on this host: {mounts}")
+    cg = mgr.create("sbx", ResourceLimits(memory_bytes=64 * 2**20, pids=32, cpus=1.0))
+    assert cg is not None
+    try:
+        if mgr.version == "v1":
+            mem = next(d for d in cg.dirs if "memory" in str(d))
+            assert int((mem / "memory.limit_in_bytes").read_text()) == 64 * 2**20
+        assert all(f.exists() for f in cg.procs_files)
+    finally:
+        cg.remove()
+        for root in set(mgr.roots.values()):
+            root.rmdir()
+    assert not any(d.exists() for d in cg.dirs)
