@@ -147,10 +147,11 @@ class OutputLog:
 
     def read(self, offset: int, max_bytes: int = 256 * 1024) -> list[Chunk]:
         """Chunks from `offset` (clamped to what is kept), at most `max_bytes` in all."""
-        offset = max(offset, self.start)
+        segments = list(self._segments)  # a snapshot: readers may run in a worker thread
+        offset = max(offset, segments[0].start if segments else 0)
         chunks: list[Chunk] = []
         left = max_bytes
-        for seg in self._segments:
+        for seg in segments:
             if seg.end <= offset or left <= 0:
                 continue
             path = self.dir / f"{seg.start:020d}.out"
