@@ -60,3 +60,45 @@ def docker_available() -> bool:
     if not shutil.which("docker"):
         return False
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+DOCKER_IMAGE = "chaser-bench:host"
+DOCKER_BINARIES = ("/usr/bin/true", "/usr/bin/dash", "/usr/bin/sleep", "/usr/bin/cat",
+                   "/usr/bin/head", "/usr/bin/date", "/usr/bin/python3")
+
+
+def docker_image() -> str:
+    """A small image made from this host's own binaries (sh, coreutils bits, python3),
+    imported locally: no registry needed, and the same programs Chaser's default image
+    runs, so the comparison is of the sandboxes, not of the images."""
+    if subprocess.run(["docker", "image", "inspect", DOCKER_IMAGE], capture_output=True).returncode == 0:
+        return DOCKER_IMAGE
+    root = Path(tempfile.mkdtemp(prefix="chaser-bench-image-"))
+    try:
+        files: set[str] = set()
+        for binary in DOCKER_BINARIES:
+            real = str(Path(binary).resolve())
+            files.add(real)
+            ldd = subprocess.run(["ldd", real], capture_output=True, text=True).stdout
+            files.update(w for w in ldd.split() if w.startswith("/"))
+        for f in files:
+            # /lib and /lib64 are symlinks into /usr on merged-/usr hosts: copy to the real place.
+            dst = root / str(Path(f).parent.resolve()).lstrip("/") / Path(f).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+        stdlib = Path("/usr/lib/python3.11")
+        if stdlib.is_dir():
+            shutil.copytree(stdlib, root / "usr/lib/python3.11", symlinks=True, dirs_exist_ok=True)
+        for name, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
+            (root / name).symlink_to(target)
+        (root / "usr/bin/sh").symlink_to("dash")
+        py = Path("/usr/bin/python3").resolve().name
+        if not (root / "usr/bin/python3").exists():
+            (root / "usr/bin/python3").symlink_to(py)
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", DOCKER_IMAGE], stdin=tar.stdout, check=True,
+                       capture_output=True)
+        tar.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return DOCKER_IMAGE

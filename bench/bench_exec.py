@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from _common import docker_available, report, run_quiet, running_server, timed
+from _common import docker_available, docker_image, report, run_quiet, running_server, timed
 
 BWRAP_TRUE = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
               "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
@@ -39,10 +39,11 @@ def floor(n: int) -> dict[str, float]:
     holder.kill()
     holder.wait()
     if docker_available():
-        run_quiet(["docker", "run", "-d", "--name", "chaser-bench", "debian:bookworm", "sleep", "600"])
+        image = docker_image()
+        run_quiet(["docker", "run", "-d", "--name", "chaser-bench", image, "sleep", "600"])
         try:
-            report("docker run --rm debian true", timed(
-                lambda: run_quiet(["docker", "run", "--rm", "debian:bookworm", "true"]), max(n // 10, 5), 1))
+            report("docker run --rm true", timed(
+                lambda: run_quiet(["docker", "run", "--rm", image, "true"]), max(n // 10, 5), 1))
             report("docker exec true", timed(
                 lambda: run_quiet(["docker", "exec", "chaser-bench", "true"]), max(n // 4, 10), 2))
         finally:

@@ -32,7 +32,7 @@ from datetime import datetime
 import httpx
 from httpx_sse import aconnect_sse, connect_sse
 
-from _common import docker_available, pct, running_server
+from _common import docker_available, docker_image, pct, running_server
 
 TICK = os.sysconf("SC_CLK_TCK")
 PRINTER = ("import time\n"
@@ -401,7 +401,8 @@ def docker(n: int) -> None:
               "docker exec / docker logs -f figures")
         return
     name = "chaser-bench-stream"
-    subprocess.run(["docker", "run", "-d", "--name", name, "python:3.11-slim", "sleep", "600"],
+    image = docker_image()
+    subprocess.run(["docker", "run", "-d", "--name", name, image, "sleep", "600"],
                    check=True, capture_output=True)
     try:
         # docker exec: the printer's stdout through the exec attach stream.
@@ -414,7 +415,7 @@ def docker(n: int) -> None:
         p.wait(60)
         ms_line("docker exec printer (first byte)", clock.lat_ms)
         # docker logs -f: a container whose main process is the printer, after a 1 s wait.
-        subprocess.run(["docker", "run", "-d", "--name", name + "-logs", "python:3.11-slim",
+        subprocess.run(["docker", "run", "-d", "--name", name + "-logs", image,
                         "sh", "-c", "sleep 2; " + printer_cmd(n)], check=True, capture_output=True)
         try:
             p = subprocess.Popen(["docker", "logs", "-f", name + "-logs"], stdout=subprocess.PIPE)
