@@ -5,22 +5,26 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chaser.core.keys import Principal
 from chaser.core.service import Chaser
+
+# auto_error off: a missing or malformed header gets our own JSON 401, not FastAPI's 403.
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer chs_...`")
 
 
 def get_core(request: Request) -> Chaser:
     return request.app.state.core  # type: ignore[no-any-return]
 
 
-async def get_principal(request: Request) -> Principal:
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
     """The caller behind `Authorization: Bearer KEY` (401 otherwise)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    return await get_core(request).keys.authenticate(token.strip() or None)
+    token = credentials.credentials.strip() if credentials else None
+    return await get_core(request).keys.authenticate(token or None)
 
 
 Core = Annotated[Chaser, Depends(get_core)]
