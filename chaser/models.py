@@ -56,12 +56,12 @@ EnvVars = Annotated[dict[str, str], AfterValidator(_check_env)]
 AbsPath = Annotated[str, AfterValidator(_check_abs_path)]
 
 
-class Limits(BaseModel):
+class Limits(_Strict):
     """Per-sandbox resource limits (enforced through cgroups where the host allows)."""
 
     memory_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
     pids: int | None = Field(default=None, ge=8, le=1_000_000)
-    cpus: float | None = Field(default=None, gt=0, le=1024)
+    cpus: float | None = Field(default=None, ge=0.01, le=1024)  # the kernel's smallest quota
 
 
 class CommandRequest(_Strict):

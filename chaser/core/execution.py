@@ -71,8 +71,15 @@ class Executor:
 
     async def start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
         """Start a command in a running session and record it."""
-        if len(live.running_commands()) >= self.settings.max_running_commands_per_session:
+        if len(live.running_commands()) + live.starting >= self.settings.max_running_commands_per_session:
             raise OverLimit("too many commands are running in this session", "too_many_commands")
+        live.starting += 1
+        try:
+            return await self._start_in_session(live, req)
+        finally:
+            live.starting -= 1
+
+    async def _start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
         self.sessions.touch(live)
         cwd = req.cwd or str(live.row["cwd"])
         state = CommandState(id=new_id("cmd"), session_id=live.id, tenant=live.tenant,
@@ -89,11 +96,12 @@ class Executor:
 
         async def on_end(c: RunningCommand) -> None:
             self.sessions.touch(live)
-            live.commands.pop(c.state.id, None)
             s = c.state
+            # The row first, then out of the live map: a reader never finds neither.
             await self.store.update_command(s.id, status=s.status, exit_code=s.exit_code,
                                             signal=s.signal, end_reason=s.end_reason,
                                             ended_at=s.ended_at)
+            live.commands.pop(c.state.id, None)
 
         asyncio.get_running_loop().create_task(cmd.run(on_end))
         return cmd
@@ -130,8 +138,7 @@ class Executor:
                              background=False)
         cmd = RunningCommand(state, self._new_log("_ephemeral", cmd_id))
         limits = self.sessions.limits_for(None)
-        spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"),
-                           uid=self.sessions.ephemeral_uid(), image=image,
+        spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image,
                            limits=self.sessions.resource_limits(limits))
         pspec = self.process_spec(req, {}, cwd)
         self.sessions.reserve_sandbox()
@@ -140,8 +147,6 @@ class Executor:
                             stdin_text=req.stdin,
                             timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
             await cmd.run(_nothing)
-            if state.exit_code == 1 and cmd.output.read_bytes(0, 64)[1].startswith(b"bwrap: Can't chdir"):
-                raise BadRequest(f"cwd {cwd} does not exist in the sandbox", "invalid_cwd")
             result = self._result(cmd, req.max_output_bytes, None)
             result.command_id = None
             return result
@@ -178,10 +183,11 @@ class Executor:
             raise NotFound(f"command {command_id} not found in session {session_id}")
         return row, None
 
-    def _log(self, row: Row, cmd: RunningCommand | None) -> OutputLog:
+    async def _log(self, row: Row, cmd: RunningCommand | None) -> OutputLog:
         if cmd is not None:
             return cmd.output
-        return OutputLog.load(self.settings.logs_dir / row["session_id"] / row["id"])
+        return await asyncio.to_thread(OutputLog.load,
+                                       self.settings.logs_dir / row["session_id"] / row["id"])
 
     async def list_commands(self, tenant: str, session_id: str) -> list[Command]:
         await self.sessions.get_row(tenant, session_id)
@@ -196,7 +202,7 @@ class Executor:
     async def get_command(self, tenant: str, session_id: str, command_id: str,
                           offset: int = 0, limit: int = 1024 * 1024) -> Command:
         row, cmd = await self._find(tenant, session_id, command_id)
-        log = self._log(row, cmd)
+        log = await self._log(row, cmd)
         start, data = await asyncio.to_thread(log.read_bytes, offset, limit)
         size = log.size
         return _command(row, output=data.decode(errors="replace"), output_offset=start,
@@ -207,7 +213,7 @@ class Executor:
                      offset: int = 0) -> AsyncIterator[Event]:
         """Output from `offset` as it is produced, then the exit; resumable by offset."""
         row, cmd = await self._find(tenant, session_id, command_id)
-        return self._follow(self._log(row, cmd), cmd, row, offset)
+        return self._follow(await self._log(row, cmd), cmd, row, offset)
 
     async def _follow(self, log: OutputLog, cmd: RunningCommand | None, row: Row,
                       pos: int) -> AsyncIterator[Event]:
@@ -215,9 +221,9 @@ class Executor:
         flush = False
         while True:
             pos = max(pos, log.start)  # bytes a chatty command's log dropped are skipped
-            chunks = log.read(pos, STREAM_READ_BYTES)
-            if chunks and not (log.closed or flush):
-                chunks = _hold_partial_char(chunks, log.size)
+            chunks = await asyncio.to_thread(log.read, pos, STREAM_READ_BYTES)
+            if chunks and not flush and not (log.closed and chunks[-1].end >= log.size):
+                chunks = _hold_partial_char(chunks)
             flush = False
             if chunks:
                 for c in chunks:
@@ -252,6 +258,9 @@ class Executor:
         row, cmd = await self._find(tenant, session_id, command_id)
         if cmd is None:
             raise Conflict(f"command {command_id} has already finished", "command_finished")
+        live = self.sessions.get_live(tenant, session_id)
+        if live is not None:
+            self.sessions.touch(live)
         cmd.kill(signum)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cmd.finished.wait(), KILL_SETTLE_S)
@@ -287,11 +296,10 @@ def _incomplete_utf8_tail(data: bytes) -> int:
     return 0
 
 
-def _hold_partial_char(chunks: list[Any], size: int) -> list[Any]:
-    """Keep a character split across writes whole: hold its first bytes back for now."""
+def _hold_partial_char(chunks: list[Any]) -> list[Any]:
+    """Keep a character split across writes (or reads) whole: hold its first bytes back
+    until the rest is read."""
     last = chunks[-1]
-    if last.end != size:
-        return chunks
     cut = _incomplete_utf8_tail(last.data)
     if not cut:
         return chunks

@@ -154,12 +154,14 @@ class OutputLog:
         for seg in segments:
             if seg.end <= offset or left <= 0:
                 continue
+            offset = max(offset, seg.start)  # a segment dropped meanwhile leaves a gap
             path = self.dir / f"{seg.start:020d}.out"
             try:
                 with open(path, "rb") as f:
                     f.seek(offset - seg.start)
                     data = f.read(min(left, seg.end - offset))
             except FileNotFoundError:  # dropped between the check and the read
+                offset = max(offset, seg.end)
                 continue
             chunks.extend(_split_runs(seg, offset, data))
             offset += len(data)

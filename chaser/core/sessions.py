@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -21,8 +20,6 @@ from chaser.store.base import Row, Store
 
 log = logging.getLogger("chaser.core")
 
-EPHEMERAL_UID_BASE = 1_000_000  # host uids for sandboxes without a workspace
-EPHEMERAL_UID_SPAN = 1_000_000
 
 
 @dataclass
@@ -34,6 +31,9 @@ class LiveSession:
     sandbox: Sandbox
     commands: dict[str, RunningCommand] = field(default_factory=dict)
     last_activity: float = field(default_factory=time.monotonic)
+    starting: int = 0  # commands between the limit check and their start
+    stopping: bool = False  # still findable while its commands settle; takes no new ones
+    auto: bool = False  # made by /v1/exec for its workspace, so /v1/exec may reuse it
 
     @property
     def id(self) -> str:
@@ -58,10 +58,9 @@ class SessionService:
         self.store = store
         self.runtime = runtime
         self.live: dict[str, LiveSession] = {}
-        # A random start keeps two servers on one host from handing out the same uids.
-        self._uids = itertools.count(secrets.randbelow(EPHEMERAL_UID_SPAN))
         self._ws_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._starting = 0
+        self._starting_by_tenant: dict[str, int] = {}
 
     # -- limits -----------------------------------------------------------------------
 
@@ -88,23 +87,32 @@ class SessionService:
         return ResourceLimits(memory_bytes=(limits.memory_mb or 0) * 1024 * 1024 or None,
                               pids=limits.pids, cpus=limits.cpus)
 
-    def ephemeral_uid(self) -> int:
-        """A host uid no other live sandbox uses (the span makes wrap-around harmless)."""
-        return EPHEMERAL_UID_BASE + next(self._uids) % EPHEMERAL_UID_SPAN
-
     # -- lifecycle --------------------------------------------------------------------
 
     async def create(self, tenant: str, req: SessionCreate, *, idle_timeout_s: int | None = None) -> LiveSession:
-        image = req.image or "default"
-        self.runtime.check_image(image)
+        """Start a session's sandbox and record it."""
+        self.runtime.check_image(req.image or "default")
+        # Counted with the sessions still starting, in the same step as the check, so
+        # concurrent creates cannot slip past the limit while sandboxes start.
         mine = sum(1 for s in self.live.values() if s.tenant == tenant)
+        mine += self._starting_by_tenant.get(tenant, 0)
         if mine >= self.settings.max_sessions_per_tenant:
             raise OverLimit(f"this key already has {mine} running sessions; delete some first",
                             "too_many_sessions")
+        self._starting_by_tenant[tenant] = self._starting_by_tenant.get(tenant, 0) + 1
+        try:
+            return await self._create(tenant, req, idle_timeout_s)
+        finally:
+            left = self._starting_by_tenant.pop(tenant) - 1
+            if left:
+                self._starting_by_tenant[tenant] = left
+
+    async def _create(self, tenant: str, req: SessionCreate, idle_timeout_s: int | None) -> LiveSession:
+        image = req.image or "default"
         limits = self.limits_for(req.limits)
         session_id = new_id("ses")
         workspace_dir = None
-        uid = self.ephemeral_uid()
+        uid = None
         if req.workspace:
             ws = await self.store.workspace(tenant, req.workspace, create_at=now_iso())
             assert ws is not None
@@ -143,20 +151,35 @@ class SessionService:
             await self.stop(live, "sandbox_exited")
 
     async def stop(self, live: LiveSession, reason: str) -> Row:
-        """Kill everything in the session and mark it stopped."""
-        if self.live.pop(live.id, None) is None:
+        """Kill everything in the session and mark it stopped.
+
+        The session stays findable until its commands have settled, so nobody reads a
+        command's stale `running` row in between.
+        """
+        if live.stopping or self.live.get(live.id) is not live:
             return live.row
-        for cmd in live.running_commands():
-            with contextlib.suppress(Conflict):
-                cmd.kill(9, reason="session_" + reason if reason == "deleted" else reason)
-        await live.sandbox.close()
-        running = live.running_commands()
-        if running:
-            await asyncio.wait([asyncio.ensure_future(c.finished.wait()) for c in running], timeout=5)
-        live.row.update(status="stopped", ended_at=now_iso(), end_reason=reason)
-        await self.store.update_session(live.id, status="stopped", ended_at=live.row["ended_at"],
-                                        end_reason=reason)
+        live.stopping = True
+        try:
+            for cmd in live.running_commands():
+                with contextlib.suppress(Conflict):
+                    cmd.kill(9, reason="session_" + reason if reason == "deleted" else reason)
+            await live.sandbox.close()
+            running = live.running_commands()
+            if running:
+                await asyncio.wait([asyncio.ensure_future(c.finished.wait()) for c in running],
+                                   timeout=5)
+            live.row.update(status="stopped", ended_at=now_iso(), end_reason=reason)
+            await self.store.update_session(live.id, status="stopped",
+                                            ended_at=live.row["ended_at"], end_reason=reason)
+        finally:
+            self.live.pop(live.id, None)
+            self._touch_logs(live.id)
         return live.row
+
+    def _touch_logs(self, session_id: str) -> None:
+        """Log retention counts from when the session ended (the directory's mtime)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.settings.logs_dir / session_id)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.stop(s, "server_shutdown") for s in list(self.live.values())),
@@ -179,7 +202,7 @@ class SessionService:
 
     async def require_live(self, tenant: str, session_id: str) -> LiveSession:
         live = self.get_live(tenant, session_id)
-        if live is None:
+        if live is None or live.stopping:
             await self.get_row(tenant, session_id)  # 404 when it never existed
             raise Conflict(f"session {session_id} is stopped", "session_stopped")
         return live
@@ -196,13 +219,23 @@ class SessionService:
 
     async def for_workspace(self, tenant: str, workspace: str) -> LiveSession:
         """The workspace's running session, started on first use (one at a time)."""
-        lock = self._ws_locks.setdefault((tenant, workspace), asyncio.Lock())
-        async with lock:
-            for live in self.live.values():
-                if live.tenant == tenant and live.row["workspace"] == workspace:
-                    return live
-            return await self.create(tenant, SessionCreate(workspace=workspace),
-                                     idle_timeout_s=self.settings.workspace_idle_timeout_s)
+        key = (tenant, workspace)
+        lock = self._ws_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                # Only sessions made here: one a user created with its own env, cwd or
+                # limits is theirs, not /v1/exec's.
+                for live in self.live.values():
+                    if (live.auto and not live.stopping and live.tenant == tenant
+                            and live.row["workspace"] == workspace):
+                        return live
+                live = await self.create(tenant, SessionCreate(workspace=workspace),
+                                         idle_timeout_s=self.settings.workspace_idle_timeout_s)
+                live.auto = True
+                return live
+        finally:
+            if not lock.locked() and self._ws_locks.get(key) is lock:
+                del self._ws_locks[key]
 
     # -- idle timeouts ----------------------------------------------------------------
 
@@ -212,7 +245,8 @@ class SessionService:
             now = time.monotonic()
             for live in list(self.live.values()):
                 idle = now - live.last_activity
-                if not live.running_commands() and idle > int(live.row["idle_timeout_s"]):
+                if (not live.running_commands() and not live.starting
+                        and idle > int(live.row["idle_timeout_s"])):
                     log.info("session %s idle for %.0fs: stopping", live.id, idle)
                     with contextlib.suppress(Exception):
                         await self.stop(live, "idle_timeout")

@@ -20,7 +20,7 @@ log = logging.getLogger("chaser.runtime")
 
 MAX_PACKET = 4 * 1024 * 1024
 CLOSE_GRACE_S = 2.0
-SPAWN_TIMEOUT_S = 10.0
+SPAWN_TIMEOUT_S = 5.0
 AGENT_REPORT_GRACE_S = 1.0
 
 
@@ -99,13 +99,11 @@ class AgentSandbox:
         try:
             socket.send_fds(self.sock, [data], fds or [])
         except BlockingIOError:
-            # The agent reads as fast as it can; a full buffer means it is wedged.
-            self.sock.setblocking(True)
-            self.sock.settimeout(5)
-            try:
-                socket.send_fds(self.sock, [data], fds or [])
-            finally:
-                self.sock.setblocking(False)
+            # The agent reads as fast as it can: megabytes of unread requests mean it was
+            # stopped or traced from inside. Waiting would block the server; end the sandbox.
+            self._shutdown()
+            raise SandboxFailed(f"sandbox {self.name} stopped answering (its agent is "
+                                "wedged) and has been ended") from None
         except OSError as e:
             self._shutdown()
             raise SandboxFailed(f"sandbox {self.name} is gone: {e}") from e
@@ -131,10 +129,10 @@ class AgentSandbox:
         try:
             pid = await asyncio.wait_for(started, SPAWN_TIMEOUT_S)
         except TimeoutError:
-            self._started.pop(req, None)
-            self._exits.pop(req, None)
+            self._shutdown()
             raise SandboxFailed(f"sandbox {self.name} did not start the command: its agent "
-                                "is not answering (stopped or traced by a command?)") from None
+                                "is not answering (stopped or traced by a command?), so the "
+                                "sandbox has been ended") from None
         except BaseException:
             self._exits.pop(req, None)
             raise

@@ -20,11 +20,13 @@ class SandboxSpec:
 
     `workspace_dir` is a host directory whose `files`, `home` and `tmp` subdirectories
     become `/workspace`, `/home/user` and `/tmp`; None gives private, empty tmpfs mounts
-    that vanish with the sandbox.
+    that vanish with the sandbox. `uid` is the host uid the sandbox runs as; None lets
+    the runtime pick one no other live sandbox uses (what sandboxes without a
+    workspace want).
     """
 
     name: str
-    uid: int
+    uid: int | None = None
     image: str = "default"
     workspace_dir: Path | None = None
     limits: ResourceLimits = field(default_factory=ResourceLimits)

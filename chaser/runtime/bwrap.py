@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import socket
 from pathlib import Path
 
-from chaser.errors import SandboxFailed
+from chaser.errors import BadRequest, SandboxFailed
 from chaser.runtime import images
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
@@ -36,6 +38,8 @@ AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_IN_SANDBOX = "/.chaser/agent.py"
 TMPFS_BYTES = 1024 * 1024 * 1024  # private /tmp, /workspace, /home of a sandbox without workspace
 AGENT_START_TIMEOUT = 10.0
+EPHEMERAL_UID_BASE = 1_000_000  # host uids of sandboxes without a workspace
+EPHEMERAL_UID_SPAN = 1_000_000
 
 
 class BwrapRuntime:
@@ -57,14 +61,24 @@ class BwrapRuntime:
         swept = self.cgroups.sweep()
         if swept:
             log.info("removed %d cgroups left by an earlier run", swept)
-        self.root_args = images.root_args(images.build_default_root(state_dir / "rootfs-default", AGENT_PATH))
+        self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH)
+        self.root_args = images.root_args(self.rootfs)
         self.pool = WarmPool(self.start, warm_pool)
+        # A random start keeps two servers on one host from handing out the same uids;
+        # the span makes wrap-around onto a still-live sandbox practically impossible.
+        self._uids = itertools.count(secrets.randbelow(EPHEMERAL_UID_SPAN))
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", **self.cgroups.describe()}
 
     def check_image(self, image: str) -> None:
         images.check_image(image)
+
+    def _uid(self, spec: SandboxSpec) -> int:
+        """The sandbox's host uid: the spec's own, or a fresh one no live sandbox shares."""
+        if spec.uid is not None:
+            return spec.uid
+        return EPHEMERAL_UID_BASE + next(self._uids) % EPHEMERAL_UID_SPAN
 
     async def start(self, spec: SandboxSpec) -> AgentSandbox:
         """Start a long-lived sandbox whose agent forks every later command."""
@@ -77,6 +91,9 @@ class BwrapRuntime:
             proc, cgroup = await self._launch(spec, argv, env, stdin=agent_end.fileno(),
                                               stdout=asyncio.subprocess.DEVNULL,
                                               stderr=asyncio.subprocess.PIPE)
+        except BaseException:
+            server_end.close()
+            raise
         finally:
             agent_end.close()
         sandbox = AgentSandbox(spec.name, proc, server_end, cgroup)
@@ -100,6 +117,11 @@ class BwrapRuntime:
         warm = self.pool.take(spec)
         if warm is not None:
             return await self.pool.run(warm, proc, io)
+        if spec.workspace_dir is None and not images.dir_in_fresh_sandbox(self.rootfs, proc.cwd):
+            for fd in (io.stdin, io.stdout, io.stderr):
+                if fd is not None:
+                    os.close(fd)
+            raise BadRequest(f"cwd {proc.cwd} does not exist in the sandbox", "invalid_cwd")
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
         try:
             child, cgroup = await self._launch(spec, proc.argv, proc.env, stdin=stdin,
@@ -118,19 +140,24 @@ class BwrapRuntime:
                       stdin: int, stdout: int, stderr: int,
                       cwd: str = "/workspace") -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         self.check_image(spec.image)
+        uid = self._uid(spec)
         if spec.workspace_dir is not None:
-            prepare_workspace_dir(spec.workspace_dir, spec.uid)
-        cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits)
+            await asyncio.to_thread(prepare_workspace_dir, spec.workspace_dir, uid)
+        try:
+            cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits)
+        except OSError as e:
+            raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
         # bwrap reads its options from a pipe (--args), so host paths stay out of the
         # sandbox's /proc/1/cmdline.
         args_r, args_w = os.pipe2(os.O_CLOEXEC)
         os.write(args_w, b"".join(a.encode() + b"\0" for a in self._bwrap_args(spec, cwd)))
         os.close(args_w)
-        cmd = [self.setpriv or "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}",
+        cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
                self.bwrap or "bwrap", "--args", str(args_r), "--", *argv]
         if cgroup is not None:
-            joins = "; ".join(f"echo $$ > {shlex.quote(str(f))}" for f in cgroup.procs_files)
+            # && : a sandbox that cannot join every cgroup must not start unlimited.
+            joins = " && ".join(f"echo $$ > {shlex.quote(str(f))}" for f in cgroup.procs_files)
             cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -198,7 +225,7 @@ class OneShotProcess:
 
     def signal(self, signum: int) -> None:
         """Any signal ends the whole one-shot sandbox (it is only used for timeouts)."""
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, 9)
+        if self.cgroup is not None:
+            asyncio.get_running_loop().run_in_executor(None, self.cgroup.kill_all)

@@ -52,8 +52,7 @@ class WarmPool:
                 break
         self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
         # Refill once runs pause: under a steady stream of runs, starting replacements
-        # would only compete with the runs for the CPU. The request's own spec (its
-        # fresh name and uid) seeds the replacement.
+        # would only compete with the runs for the CPU. The request's spec gives the shape.
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(REFILL_AFTER_IDLE_S, self._refill, spec)
@@ -69,7 +68,8 @@ class WarmPool:
         n = 0
         while not self._closed and len(self._ready) < self.size:
             n += 1
-            warm_spec = replace(spec, name=f"{spec.name}-w{n}")
+            # A fresh uid each: warm sandboxes never share a host uid (nor per-uid limits).
+            warm_spec = replace(spec, name=f"{spec.name}-w{n}", uid=None)
             try:
                 sandbox = await self._start(warm_spec)
             except Exception as e:  # noqa: BLE001 - the pool is an optimisation only

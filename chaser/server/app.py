@@ -32,8 +32,8 @@ def prepare_data_dir(settings: Settings) -> None:
         os.chmod(path, mode)
     for parent in settings.data_dir.resolve().parents:
         if not os.stat(parent).st_mode & 0o001:
-            raise SystemExit(
-                f"chaser: {parent} is not enterable by other users (it needs o+x); sandboxes run "
+            raise RuntimeError(
+                f"{parent} is not enterable by other users (it needs o+x); sandboxes run "
                 f"as unprivileged uids and must reach their workspace under {settings.data_dir}. "
                 f"Run 'chmod o+x {parent}' or choose another --data-dir.")
 

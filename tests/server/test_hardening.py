@@ -1,0 +1,99 @@
+"""Regressions from review: limits under concurrency, wedged agents, workspace reuse."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+from pathlib import Path
+
+import httpx
+
+from chaser.runtime.agent_client import descendants
+from tests.conftest import ServerProcess, Tenant
+
+
+def test_session_limit_holds_under_concurrent_creates(tmp_root: Path) -> None:
+    import tempfile
+    data = Path(tempfile.mkdtemp(dir=tmp_root)) / "data"
+    data.parent.chmod(0o711)
+    srv = ServerProcess(data_dir=data, extra_env={"CHASER_MAX_SESSIONS_PER_TENANT": "2"}).start()
+    try:
+        def create(_: int) -> int:
+            with srv.client() as c:
+                return c.post("/v1/sessions", json={}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(create, range(8)))
+        assert codes.count(201) == 2 and codes.count(429) == 6, codes
+    finally:
+        srv.stop()
+
+
+def test_a_wedged_agent_ends_its_sandbox_not_the_server(server: ServerProcess, tenant: Tenant,
+                                                        session_id: str) -> None:
+    c = tenant.client
+    url = f"/v1/sessions/{session_id}/exec"
+    # The agent is the sandbox's pid 2; a command can stop it (same uid).
+    c.post(url, json={"command": "kill -STOP 2", "timeout_ms": 5000})
+    t = time.monotonic()
+    r = c.post(url, json={"command": "echo never"}, timeout=30)
+    assert r.status_code in (409, 503), r.text
+    assert time.monotonic() - t < 15
+    assert httpx.get(server.url + "/healthz", timeout=2).status_code == 200
+    deadline = time.monotonic() + 10
+    while c.get(f"/v1/sessions/{session_id}").json()["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    other = c.post("/v1/sessions", json={}).json()["id"]
+    assert c.post(f"/v1/sessions/{other}/exec", json={"command": "echo ok"}).json()["output"] == "ok\n"
+
+
+def test_workspace_exec_does_not_take_over_a_users_session(tenant: Tenant) -> None:
+    c = tenant.client
+    c.post("/v1/sessions", json={"workspace": "mine", "env": {"FOO": "session"}, "cwd": "/tmp",
+                                 "limits": {"memory_mb": 64}})
+    r = c.post("/v1/exec", json={"workspace": "mine", "command": "echo ${FOO:-unset}; pwd"}).json()
+    assert r["output"] == "unset\n/workspace\n"
+
+
+def test_limits_are_validated(tenant: Tenant) -> None:
+    c = tenant.client
+    assert c.post("/v1/sessions", json={"limits": {"cpus": 0.001}}).status_code == 422
+    assert c.post("/v1/sessions", json={"limits": {"memry_mb": 64}}).status_code == 422
+
+
+def test_ephemeral_output_cannot_fake_a_bad_cwd(tenant: Tenant) -> None:
+    r = tenant.client.post("/v1/exec", json={"command": "printf \"bwrap: Can't chdir to x\"; exit 1"})
+    assert r.status_code == 200 and r.json()["exit_code"] == 1
+    for cwd in ("/tmp", "/var/tmp", "/usr/lib", "/"):
+        r = tenant.client.post("/v1/exec", json={"command": "pwd", "cwd": cwd})
+        assert r.status_code == 200 and r.json()["output"] == cwd + "\n", r.text
+
+
+def test_stream_never_splits_valid_utf8(tenant: Tenant, session_id: str) -> None:
+    c = tenant.client
+    r = c.post(f"/v1/sessions/{session_id}/exec",
+               json={"command": "python3 -c \"print('€' * 100000)\""}).json()
+    with c.stream("GET", f"/v1/sessions/{session_id}/commands/{r['command_id']}/stream") as s:
+        body = s.read().decode()
+    assert "\\ufffd" not in body and "data_b64" not in body
+    assert body.count("€") == 100000
+
+
+def test_warm_sandboxes_never_share_a_host_uid(server: ServerProcess, tenant: Tenant) -> None:
+    for _ in range(3):
+        tenant.client.post("/v1/exec", json={"command": "true"})
+    time.sleep(1.5)  # the pool refills once runs pause
+    agents = []
+    for pid in descendants(server.proc.pid):  # type: ignore[union-attr]
+        try:
+            uid = os.stat(f"/proc/{pid}").st_uid
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            # the agent itself (not its bwrap parents), in sandboxes without a workspace
+            if cmdline.startswith(b"/usr/bin/python3") and uid >= 1_000_000:
+                agents.append(uid)
+        except FileNotFoundError:
+            pass
+    assert len(agents) >= 2
+    assert len(set(agents)) == len(agents), agents
