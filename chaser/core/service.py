@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from chaser.config import Settings
@@ -58,8 +59,14 @@ class Chaser:
         await self.store.close()
 
     async def _expire_logs_forever(self, every_s: float = 3600) -> None:
-        """Delete output logs of sessions that ended longer ago than the retention."""
+        """Forget sessions (rows and output logs) that ended longer ago than the retention,
+        so state does not grow without bound."""
         while True:
+            cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.log_retention_s)
+            forgotten = await self.store.forget_ended_before(
+                cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            if forgotten:
+                log.info("forgot %d sessions that ended before %s", len(forgotten), cutoff)
             await asyncio.to_thread(self._expire_logs)
             await asyncio.sleep(every_s)
 

@@ -64,7 +64,19 @@ def spawn(msg, fds):
     return pid, None
 
 
+def make_undumpable():
+    """Commands run as the agent's uid; an undumpable agent cannot be traced by them, nor
+    its /proc entries (fds, memory) read. Commands get dumpable back when they exec."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:  # noqa: BLE001 - best effort on exotic libcs
+        pass
+
+
 def main():
+    make_undumpable()
     sock = socket.socket(fileno=0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

@@ -67,5 +67,8 @@ class Store(Protocol):
 
     async def list_commands(self, tenant: str, session_id: str, limit: int = 1000) -> list[Row]: ...
 
+    async def forget_ended_before(self, cutoff: str) -> list[str]:
+        """Delete sessions that ended before `cutoff`, with their commands; return their ids."""
+
     async def end_all_running(self, when: str) -> tuple[int, int]:
         """After a restart: stop sessions and end commands left `running`; returns counts."""

@@ -171,6 +171,19 @@ class SQLiteStore:
             (session_id, tenant, limit)).fetchall())
         return [r for r in map(_row, rows) if r is not None]
 
+    async def forget_ended_before(self, cutoff: str) -> list[str]:
+        def forget(db: sqlite3.Connection) -> list[str]:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM sessions WHERE status = 'stopped' AND ended_at < ?", (cutoff,))]
+            for i in range(0, len(ids), 500):
+                batch = ids[i:i + 500]
+                marks = ", ".join("?" for _ in batch)
+                db.execute(f"DELETE FROM commands WHERE session_id IN ({marks})", batch)
+                db.execute(f"DELETE FROM sessions WHERE id IN ({marks})", batch)
+            return ids
+
+        return await self._run(forget)
+
     async def end_all_running(self, when: str) -> tuple[int, int]:
         def end(db: sqlite3.Connection) -> tuple[int, int]:
             s = db.execute("UPDATE sessions SET status = 'stopped', ended_at = ?, "

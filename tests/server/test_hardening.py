@@ -97,3 +97,12 @@ def test_warm_sandboxes_never_share_a_host_uid(server: ServerProcess, tenant: Te
             pass
     assert len(agents) >= 2
     assert len(set(agents)) == len(agents), agents
+
+
+def test_commands_cannot_trace_or_inspect_the_agent(tenant: Tenant, session_id: str) -> None:
+    r = tenant.client.post(f"/v1/sessions/{session_id}/exec", json={"command": (
+        "ls /proc/2/fd >/dev/null 2>&1 && echo fds-readable; "
+        "cat /proc/2/environ >/dev/null 2>&1 && echo environ-readable; "
+        "python3 -c 'import ctypes; print(\"attach\", ctypes.CDLL(None).ptrace(16, 2, 0, 0))'; "
+        "ls /proc/self/fd >/dev/null && echo own-fds-ok")}).json()
+    assert r["output"] == "attach -1\nown-fds-ok\n", r["output"]
