@@ -15,8 +15,6 @@ import os
 import subprocess
 import time
 
-import httpx
-
 from _common import docker_available, docker_image, report, run_quiet, running_server, timed
 
 BWRAP_TRUE = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
@@ -123,5 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    httpx  # imported for the clients the server helper makes
     main()
