@@ -45,7 +45,7 @@ BASE_ENV = {
     "LANG": "C.UTF-8",
 }
 SHELLS = {"sh": "/bin/sh", "bash": "/bin/bash"}
-STREAM_READ_BYTES = 256 * 1024
+STREAM_READ_BYTES = 1024 * 1024
 KILL_SETTLE_S = 2.0
 IDLE_FLUSH_S = 1.0
 
@@ -221,6 +221,9 @@ class Executor:
         flush = False
         while True:
             pos = max(pos, log.start)  # bytes a chatty command's log dropped are skipped
+            # The size is taken before the (threaded) read: bytes appended while it runs
+            # must wake the wait below, not be waited past.
+            seen = log.size
             chunks = await asyncio.to_thread(log.read, pos, STREAM_READ_BYTES)
             if chunks and not flush and not (log.closed and chunks[-1].end >= log.size):
                 chunks = _hold_partial_char(chunks)
@@ -234,7 +237,7 @@ class Executor:
                 break
             # Wait for bytes past everything seen, a held-back partial character included;
             # a character still incomplete after a quiet spell is sent as it is.
-            flush = not await log.wait_for(max(pos, log.size), IDLE_FLUSH_S)
+            flush = not await log.wait_for(max(pos, seen), IDLE_FLUSH_S)
         if cmd is not None:
             await cmd.finished.wait()
             row = cmd.state.row()
