@@ -32,6 +32,13 @@ fi
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
+log=$(mktemp)
+if ! .venv/bin/python -m pip install -q -e ".${extra}" >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "chaser: pip install failed" >&2
+  exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c 'import chaser.server.app' # fails loudly if the install is broken
 echo "chaser: installed in $(pwd)/.venv"
