@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import logging
 import os
+import platform
 import secrets
 import shlex
 import shutil
@@ -26,7 +27,7 @@ import socket
 from pathlib import Path
 
 from chaser.errors import BadRequest, SandboxFailed
-from chaser.runtime import images
+from chaser.runtime import images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager
@@ -63,13 +64,18 @@ class BwrapRuntime:
             log.info("removed %d cgroups left by an earlier run", swept)
         self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH)
         self.root_args = images.root_args(self.rootfs)
+        self.seccomp = seccomp.filter_program()
+        if self.seccomp is None:
+            log.warning("no seccomp filter for %s: sandboxes get the full syscall surface",
+                        platform.machine())
         self.pool = WarmPool(self.start, warm_pool)
         # A random start keeps two servers on one host from handing out the same uids;
         # the span makes wrap-around onto a still-live sandbox practically impossible.
         self._uids = itertools.count(secrets.randbelow(EPHEMERAL_UID_SPAN))
 
     def describe(self) -> dict[str, object]:
-        return {"runtime": "bubblewrap", **self.cgroups.describe()}
+        return {"runtime": "bubblewrap", "seccomp": self.seccomp is not None,
+                **self.cgroups.describe()}
 
     def check_image(self, image: str) -> None:
         images.check_image(image)
@@ -148,10 +154,12 @@ class BwrapRuntime:
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
         # bwrap reads its options from a pipe (--args), so host paths stay out of the
-        # sandbox's /proc/1/cmdline.
-        args_r, args_w = os.pipe2(os.O_CLOEXEC)
-        os.write(args_w, b"".join(a.encode() + b"\0" for a in self._bwrap_args(spec, cwd)))
-        os.close(args_w)
+        # sandbox's /proc/1/cmdline; the seccomp program comes through a pipe as well.
+        pass_fds = []
+        options = self._bwrap_args(spec, cwd)
+        if self.seccomp is not None:
+            options = ["--seccomp", str(_pipe_with(self.seccomp, pass_fds)), *options]
+        args_r = _pipe_with(b"".join(a.encode() + b"\0" for a in options), pass_fds)
         cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
                self.bwrap or "bwrap", "--args", str(args_r), "--", *argv]
@@ -162,13 +170,14 @@ class BwrapRuntime:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd="/",
-                start_new_session=True, pass_fds=[args_r])
+                start_new_session=True, pass_fds=pass_fds)
         except OSError as e:
             if cgroup is not None:
                 cgroup.remove()
             raise SandboxFailed(f"cannot start sandbox: {e}") from e
         finally:
-            os.close(args_r)
+            for fd in pass_fds:
+                os.close(fd)
         return proc, cgroup
 
     def _bwrap_args(self, spec: SandboxSpec, cwd: str) -> list[str]:
@@ -188,6 +197,15 @@ class BwrapRuntime:
                      "--bind", str(ws / "tmp"), "/tmp"]
         args += ["--chdir", cwd]
         return args
+
+
+def _pipe_with(data: bytes, keep: list[int]) -> int:
+    """A pipe holding `data` for a child to read; its read end is added to `keep`."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    os.write(w, data)  # well under a pipe's 64 KiB buffer
+    os.close(w)
+    keep.append(r)
+    return r
 
 
 def prepare_workspace_dir(path: Path, uid: int) -> None:

@@ -106,3 +106,30 @@ def test_commands_cannot_trace_or_inspect_the_agent(tenant: Tenant, session_id: 
         "python3 -c 'import ctypes; print(\"attach\", ctypes.CDLL(None).ptrace(16, 2, 0, 0))'; "
         "ls /proc/self/fd >/dev/null && echo own-fds-ok")}).json()
     assert r["output"] == "attach -1\nown-fds-ok\n", r["output"]
+
+
+SYSCALL_PROBE = (
+    "grep '^Seccomp:' /proc/self/status; python3 -c \""
+    "import ctypes, errno\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "for name, nr in (('keyctl', 250), ('bpf', 321), ('userfaultfd', 323), "
+    "('io_uring_setup', 425), ('perf_event_open', 298), ('x32_getpid', 0x40000000 | 39)):\n"
+    "    ctypes.set_errno(0)\n"
+    "    rc = libc.syscall(nr, 0, 0, 0, 0, 0)\n"
+    "    print(name, rc, errno.errorcode.get(ctypes.get_errno()))\n"
+    "print('getpid', libc.syscall(39) > 0)\"")
+
+
+def test_seccomp_refuses_risky_kernel_interfaces(server: ServerProcess, tenant: Tenant,
+                                                 session_id: str) -> None:
+    if not httpx.get(server.url + "/healthz").json()["limits"].get("seccomp"):
+        import pytest
+        pytest.skip("no seccomp filter on this architecture")
+    expected = ("Seccomp:\t2\nkeyctl -1 EPERM\nbpf -1 EPERM\nuserfaultfd -1 EPERM\n"
+                "io_uring_setup -1 EPERM\nperf_event_open -1 EPERM\nx32_getpid -1 EPERM\n"
+                "getpid True\n")
+    c = tenant.client
+    for url, body in ((f"/v1/sessions/{session_id}/exec", {}), ("/v1/exec", {"ephemeral": True}),
+                      ("/v1/exec", {"workspace": "sec"})):
+        r = c.post(url, json={"command": SYSCALL_PROBE, **body}).json()
+        assert r["output"] == expected, (url, body, r["output"])
