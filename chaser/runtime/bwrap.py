@@ -155,7 +155,7 @@ class BwrapRuntime:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
         # bwrap reads its options from a pipe (--args), so host paths stay out of the
         # sandbox's /proc/1/cmdline; the seccomp program comes through a pipe as well.
-        pass_fds = []
+        pass_fds: list[int] = []
         options = self._bwrap_args(spec, cwd)
         if self.seccomp is not None:
             options = ["--seccomp", str(_pipe_with(self.seccomp, pass_fds)), *options]
