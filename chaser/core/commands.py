@@ -28,7 +28,6 @@ log = logging.getLogger("chaser.core")
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1024 * 1024  # bigger pipes: fewer wake-ups for chatty commands
 DRAIN_GRACE_S = 0.25  # after exit, how long output held open by orphans may still arrive
-KILL_GRACE_S = 2.0
 MAX_STDIN_BUFFER = 16 * 1024 * 1024
 
 Launcher = Callable[[ProcessIO], Awaitable[Process]]
@@ -87,6 +86,7 @@ class RunningCommand:
         self.started_mono = time.monotonic()
         self.ended_mono: float | None = None
         self._stdin: asyncio.WriteTransport | None = None
+        self._pumps: list[_Pump] = []
         self._timed_out = False
         self._end_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -116,10 +116,10 @@ class RunningCommand:
             self.output.close()
             raise
         self.state.pid = self.process.pid
-        self._pumps = [
-            (await loop.connect_read_pipe(lambda: _Pump(self.output, STDOUT), os.fdopen(out_r, "rb", 0)))[1],
-            (await loop.connect_read_pipe(lambda: _Pump(self.output, STDERR), os.fdopen(err_r, "rb", 0)))[1],
-        ]
+        for fd, stream in ((out_r, STDOUT), (err_r, STDERR)):
+            pump = _Pump(self.output, stream)
+            await loop.connect_read_pipe(lambda p=pump: p, os.fdopen(fd, "rb", 0))  # type: ignore[misc]
+            self._pumps.append(pump)
         if in_w is not None:
             os.set_blocking(in_w, False)
             transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
@@ -146,11 +146,10 @@ class RunningCommand:
             self.finished.set()
 
     async def _drain(self) -> None:
-        pumps: list[_Pump] = self._pumps  # type: ignore[assignment]
-        waiting = [p.done for p in pumps if not p.done.done()]
+        waiting = [p.done for p in self._pumps if not p.done.done()]
         if waiting:
             await asyncio.wait(waiting, timeout=DRAIN_GRACE_S)
-        for p in pumps:
+        for p in self._pumps:
             if p.transport is not None and not p.done.done():
                 p.transport.close()
 

@@ -80,7 +80,7 @@ class Executor:
             live.starting -= 1
 
     async def _start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
-        self.sessions.touch(live)
+        live.touch()
         cwd = req.cwd or str(live.row["cwd"])
         state = CommandState(id=new_id("cmd"), session_id=live.id, tenant=live.tenant,
                              command=req.command, cwd=cwd, background=req.background)
@@ -95,7 +95,7 @@ class Executor:
         await self.store.insert_command(state.row())
 
         async def on_end(c: RunningCommand) -> None:
-            self.sessions.touch(live)
+            live.touch()
             s = c.state
             # The row first, then out of the live map: a reader never finds neither.
             await self.store.update_command(s.id, status=s.status, exit_code=s.exit_code,
@@ -246,24 +246,24 @@ class Executor:
 
     # -- acting on commands -----------------------------------------------------------
 
-    async def stdin(self, tenant: str, session_id: str, command_id: str, req: StdinRequest) -> StdinResult:
-        row, cmd = await self._find(tenant, session_id, command_id)
+    async def _running(self, tenant: str, session_id: str, command_id: str) -> RunningCommand:
+        """A command still running (409 once it ended); acting on it is session activity."""
+        _, cmd = await self._find(tenant, session_id, command_id)
         if cmd is None:
             raise Conflict(f"command {command_id} has already finished", "command_finished")
         live = self.sessions.get_live(tenant, session_id)
         if live is not None:
-            self.sessions.touch(live)
+            live.touch()
+        return cmd
+
+    async def stdin(self, tenant: str, session_id: str, command_id: str, req: StdinRequest) -> StdinResult:
+        cmd = await self._running(tenant, session_id, command_id)
         n = cmd.write_stdin((req.input or "").encode(), eof=req.eof)
         return StdinResult(bytes=n)
 
     async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
         signum = parse_signal(sig)
-        row, cmd = await self._find(tenant, session_id, command_id)
-        if cmd is None:
-            raise Conflict(f"command {command_id} has already finished", "command_finished")
-        live = self.sessions.get_live(tenant, session_id)
-        if live is not None:
-            self.sessions.touch(live)
+        cmd = await self._running(tenant, session_id, command_id)
         cmd.kill(signum)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cmd.finished.wait(), KILL_SETTLE_S)

@@ -40,7 +40,9 @@ class LiveSession:
         return str(self.row["id"])
 
     def touch(self) -> None:
+        """Activity: the idle timeout counts from here."""
         self.last_activity = time.monotonic()
+        self.row["last_activity_at"] = now_iso()
 
     def running_commands(self) -> list[RunningCommand]:
         return [c for c in self.commands.values() if c.running]
@@ -250,8 +252,3 @@ class SessionService:
                     log.info("session %s idle for %.0fs: stopping", live.id, idle)
                     with contextlib.suppress(Exception):
                         await self.stop(live, "idle_timeout")
-
-    def touch(self, live: LiveSession) -> None:
-        live.touch()
-        live.row["last_activity_at"] = now_iso()
-

@@ -78,13 +78,6 @@ class Cgroup:
                 except OSError:
                     time.sleep(0.005)
 
-    def memory_peak(self) -> int | None:
-        for d in self.dirs:
-            for name in ("memory.peak", "memory.max_usage_in_bytes"):
-                with contextlib.suppress(OSError, ValueError):
-                    return int((d / name).read_text())
-        return None
-
 
 @dataclass
 class CgroupManager:
