@@ -105,6 +105,8 @@ def server(tmp_root: Path) -> Iterator[ServerProcess]:
     srv = ServerProcess(data_dir=tmp_root / "data").start()
     yield srv
     srv.stop()
+    if os.environ.get("CHASER_KEEP_SERVER_LOG"):
+        shutil.copy(srv.log_path, os.environ["CHASER_KEEP_SERVER_LOG"])  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -82,6 +82,7 @@ class RunningCommand:
         self.state = state
         self.output = output
         self.process: Process | None = None
+        self.exit_status: ExitStatus | None = None
         self.finished = asyncio.Event()
         self.started_mono = time.monotonic()
         self.ended_mono: float | None = None
@@ -132,7 +133,7 @@ class RunningCommand:
     async def run(self, on_end: Callable[[RunningCommand], Awaitable[None]]) -> None:
         """Wait for the process, drain its output, record the end, then call `on_end`."""
         assert self.process is not None
-        status = await self.process.wait()
+        status = self.exit_status = await self.process.wait()
         if self._timer is not None:
             self._timer.cancel()
         await self._drain()

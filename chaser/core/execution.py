@@ -18,7 +18,14 @@ from chaser.core.commands import CommandState, RunningCommand
 from chaser.core.output import STREAM_NAMES, OutputLog
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.util import new_id, parse_signal
-from chaser.errors import BadRequest, Conflict, NotFound, OverLimit
+from chaser.errors import (
+    BadRequest,
+    ChaserError,
+    Conflict,
+    NotFound,
+    OverLimit,
+    SandboxFailed,
+)
 from chaser.models import (
     DEFAULT_FOREGROUND_TIMEOUT_MS,
     BackgroundStarted,
@@ -147,6 +154,8 @@ class Executor:
                             stdin_text=req.stdin,
                             timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
             await cmd.run(_nothing)
+            if cmd.exit_status is not None and cmd.exit_status.setup_failed:
+                raise _setup_error(cmd.output.read_bytes(0, 1000)[1].decode(errors="replace"))
             result = self._result(cmd, req.max_output_bytes, None)
             result.command_id = None
             return result
@@ -268,6 +277,15 @@ class Executor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cmd.finished.wait(), KILL_SETTLE_S)
         return _command(cmd.state.row())
+
+
+def _setup_error(reason: str) -> ChaserError:
+    """The error for a one-shot sandbox that could not be set up (`reason`: the runtime's
+    words). A cwd is entered inside the sandbox, so every missing one answers the same."""
+    if reason.startswith("bwrap: Can't chdir"):
+        return BadRequest("cwd does not exist in the sandbox or is not a directory",
+                          "invalid_cwd")
+    return SandboxFailed(f"the sandbox could not be set up: {reason.strip()[:300]}")
 
 
 async def _nothing(_: RunningCommand) -> None:

@@ -40,6 +40,7 @@ class Chaser:
         if sessions or commands:
             log.info("marked %d sessions and %d commands of the previous run as ended",
                      sessions, commands)
+        await self._adopt_workspaces()
         key_file = await self.keys.bootstrap(self.settings.admin_key_file)
         if key_file:
             log.warning("created the first admin API key; it is in %s (mode 0600)", key_file)
@@ -47,6 +48,17 @@ class Chaser:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.sessions.reap_idle_forever()),
                        loop.create_task(self._expire_logs_forever())]
+
+    async def _adopt_workspaces(self) -> None:
+        """Workspaces whose uid is outside this data dir's block (made by an older version,
+        or a copy of the data dir given a block of its own) move to their uid in it."""
+        for ws in await self.store.all_workspaces():
+            uid = self.runtime.workspace_uid(ws.id)
+            if ws.uid != uid:
+                if ws.uid:
+                    await asyncio.to_thread(self.runtime.adopt_workspace,
+                                            self.settings.workspaces_dir / str(ws.id), ws.uid, uid)
+                await self.store.set_workspace_uid(ws.id, uid)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -118,7 +118,9 @@ class SessionService:
         if req.workspace:
             ws = await self.store.workspace(tenant, req.workspace, create_at=now_iso())
             assert ws is not None
-            uid = ws.uid
+            uid = self.runtime.workspace_uid(ws.id)
+            if ws.uid != uid:  # new: its uid comes from this data dir's block
+                await self.store.set_workspace_uid(ws.id, uid)
             workspace_dir = self.settings.workspaces_dir / str(ws.id)
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
                            limits=self.resource_limits(limits))
@@ -150,7 +152,12 @@ class SessionService:
         """A sandbox that ends by itself (its agent died, OOM) stops its session."""
         await live.sandbox.wait_closed()
         if self.live.get(live.id) is live:
-            await self.stop(live, "sandbox_exited")
+            # A sandbox we ended for breaking the agent protocol says so; any other end
+            # (its agent died, the kernel's OOM killer) is the sandbox exiting.
+            failure = getattr(live.sandbox, "failure", None)
+            if failure:
+                log.warning("session %s: %s", live.id, failure)
+            await self.stop(live, "sandbox_violation" if failure else "sandbox_exited")
 
     async def stop(self, live: LiveSession, reason: str) -> Row:
         """Kill everything in the session and mark it stopped.

@@ -1,4 +1,4 @@
-"""The in-sandbox agent: the long-lived process every command of a sandbox is forked from.
+"""The in-sandbox agent: PID 1 of a session's sandbox, which every command is forked from.
 
 It runs inside the sandbox (all namespaces, the cgroup, the unprivileged uid, no
 capabilities) with only the standard library, and talks to the server over a
@@ -6,15 +6,31 @@ SOCK_SEQPACKET socket on its stdin. The server keeps the pipes: it sends the com
 stdin/stdout/stderr file descriptors with each `spawn` (SCM_RIGHTS), so output never
 passes through this process.
 
+Why PID 1 and undumpable: commands run as the agent's uid. As the namespace's init, the
+agent ignores every signal a command sends it (SIGKILL and SIGSTOP included), and being
+undumpable, no command can ptrace it, read its memory or take its socket with
+pidfd_getfd. bwrap runs it with --as-pid-1, so no other process in the sandbox holds a
+server channel.
+
+Every command gets a shepherd: a fork of the agent that is a child subreaper
+(PR_SET_CHILD_SUBREAPER), forks the command and waits. Whatever the command starts, with
+setsid, double forks, nohup or disown, stays below its shepherd, so the command's whole
+tree can be ended: a SIGKILL from the server (kill, timeout, abandoned request) kills
+the shepherd's whole subtree. When the command's main process exits by itself, the
+shepherd reports it at once and stays as the subreaper of what the command left running
+(as `docker exec` leaves it), until that ends too or the session does. A command that
+kills a shepherd loses its processes: anything orphaned to the agent is killed at once.
+
 Messages are JSON objects, one per packet:
   server -> agent: {"op": "spawn", "id", "argv", "env", "cwd", "stdin": bool} + fds
                    {"op": "kill", "pid", "signal"}
   agent -> server: {"op": "ready"}
-                   {"op": "started", "id", "pid"} or {"op": "failed", "id", "error"}
+                   {"op": "started", "id", "pid"} or {"op": "failed", "id", "error", "reason"}
                    {"op": "exit", "id", "pid", "code", "signal"}
-When the server's end closes, the agent exits and the sandbox goes with it.
+When the server's end closes, the agent exits and the kernel ends the whole sandbox.
 """
 
+import errno
 import json
 import os
 import select
@@ -22,61 +38,320 @@ import signal
 import socket
 import sys
 
-MAX_PACKET = 4 * 1024 * 1024
+MAX_PACKET = 8 * 1024 * 1024
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+KILL_ROUNDS = 200
 
 
 def send(sock, msg):
     sock.send(json.dumps(msg).encode())
 
 
-def spawn(msg, fds):
-    """Fork the command in a new session (so its whole tree is one process group)."""
-    cwd = msg.get("cwd") or "/"
-    if not os.path.isdir(cwd):
-        return None, "cwd %s does not exist or is not a directory" % cwd
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            if msg.get("stdin"):
-                stdin, out, err = fds
-            else:
-                stdin = os.open("/dev/null", os.O_RDONLY)
-                out, err = fds
-            os.dup2(stdin, 0)
-            os.dup2(out, 1)
-            os.dup2(err, 2)
-            os.closerange(3, 65536)
-            for sig in range(1, signal.NSIG):  # ignored signals would be inherited
-                if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                    try:
-                        signal.signal(sig, signal.SIG_DFL)
-                    except (OSError, ValueError):
-                        pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            os.chdir(cwd)
-            os.execve(msg["argv"][0], msg["argv"], msg["env"])
-        except BaseException as e:  # noqa: BLE001 - report anything and never return
-            try:
-                os.write(2, ("chaser: cannot start command: %s\n" % e).encode())
-            finally:
-                os._exit(127)
-    return pid, None
-
-
-def make_undumpable():
-    """Commands run as the agent's uid; an undumpable agent cannot be traced by them, nor
-    its /proc entries (fds, memory) read. Commands get dumpable back when they exec."""
+def prctl(option, value):
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
     except Exception:  # noqa: BLE001 - best effort on exotic libcs
         pass
 
 
+def children_of(parents):
+    """{pid: state} of live processes whose parent is in `parents` (this sandbox's /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) in parents and fields[0] != b"Z":
+            found[int(entry)] = fields[0]
+    return found
+
+
+def descendants(root):
+    """Live pids below `root`, found by walking the parent links."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def kill_tree(root):
+    """SIGKILL everything below `root` until nothing is left (orphans of killed processes
+    reparent to `root`, a subreaper, so the walk sees them next round)."""
+    for _ in range(KILL_ROUNDS):
+        pids = descendants(root)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reap_any()
+
+
+def reap_any():
+    """Reap exited children without blocking (a subreaper inherits orphans' zombies)."""
+    reaped = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def exec_command(msg, fds):
+    """In the forked command: take the pipes, reset what the agent changed, exec."""
+    try:
+        # Signals first: once setsid makes the command its own group, the server may
+        # signal it, and the agent's ignored SIGINT/SIGTERM must not swallow that.
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        if msg.get("stdin"):
+            stdin, out, err = fds
+        else:
+            stdin = os.open("/dev/null", os.O_RDONLY)
+            out, err = fds
+        os.dup2(stdin, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        for fd in (0, 1, 2):  # dup2 onto itself keeps O_CLOEXEC (os.open sets it)
+            os.set_inheritable(fd, True)
+        os.closerange(3, 65536)
+        os.chdir(msg.get("cwd") or "/")
+        os.execve(msg["argv"][0], msg["argv"], msg["env"])
+    except BaseException as e:  # noqa: BLE001 - report anything and never return
+        try:
+            os.write(2, ("chaser: cannot start command: %s\n" % e).encode())
+        finally:
+            os._exit(127)
+
+
+def shepherd(msg, fds, report):
+    """The command's subreaper: fork it, report how it ended, then reap what it left.
+
+    Reports go to the agent through `report` (a pipe): "S pid", then "E code" or
+    "K signal"; "F reason" when the command could not be forked.
+    """
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        pid = os.fork()
+    except OSError as e:
+        os.write(report, ("F %s\n" % ("pids" if e.errno == errno.EAGAIN else e.strerror)).encode())
+        os._exit(0)
+    if pid == 0:
+        os.close(report)
+        exec_command(msg, fds)
+    # Keep only the report pipe: the command's pipes must close when its processes end,
+    # and the agent's other fds (other commands' report pipes) are none of ours.
+    os.closerange(0, report)
+    os.closerange(report + 1, 65536)
+    # Reported once the command leads its own session, so a signal the server sends
+    # right away reaches its group (killpg before setsid would find no such group).
+    for _ in range(1_000_000):
+        try:
+            if os.getsid(pid) == pid:
+                break
+        except ProcessLookupError:
+            break
+        os.sched_yield()
+    os.write(report, ("S %d\n" % pid).encode())
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)  # everything the command started has ended
+        if done != pid:
+            continue
+        if os.WIFSIGNALED(status):
+            os.write(report, ("K %d\n" % os.WTERMSIG(status)).encode())
+        else:
+            os.write(report, ("E %d\n" % os.WEXITSTATUS(status)).encode())
+        os.close(report)
+
+
+class Agent:
+    """PID 1's state: the socket, and the shepherd of every running command."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.shepherds = {}  # shepherd pid -> [request id, command pid, report fd or None]
+        self.reports = {}  # report fd -> shepherd pid, until the command's end is reported
+        self.poll = select.poll()
+        self.closing = []  # closed after each poll round, so no fd number is reused mid-round
+
+    def spawn(self, msg, fds):
+        cwd = msg.get("cwd") or "/"
+        if not os.path.isdir(cwd):
+            return self.fail(msg, "cwd %s does not exist or is not a directory" % cwd, "invalid_cwd")
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            return self.fail_fork(msg, e.errno)
+        if pid == 0:
+            os.close(r)
+            self.sock.close()
+            shepherd(msg, fds, w)
+        os.close(w)
+        line = read_line(r)
+        if line.startswith("S "):
+            self.shepherds[pid] = [msg["id"], int(line[2:]), r]
+            self.reports[r] = pid
+            self.poll.register(r, select.POLLIN)
+            send(self.sock, {"op": "started", "id": msg["id"], "pid": int(line[2:])})
+            return
+        os.close(r)
+        reason = line[2:].strip() if line.startswith("F ") else "the command could not start"
+        if reason == "pids":
+            return self.fail_fork(msg, errno.EAGAIN)
+        return self.fail(msg, reason, "spawn_failed")
+
+    def fail_fork(self, msg, err):
+        if err == errno.EAGAIN:
+            return self.fail(msg, "the sandbox is at its process limit (its pids limit): "
+                             "the command was not started; end some of its processes, or "
+                             "wait for them to exit, and try again", "pids_limit")
+        return self.fail(msg, "cannot start the command: %s" % os.strerror(err), "spawn_failed")
+
+    def fail(self, msg, error, reason):
+        send(self.sock, {"op": "failed", "id": msg["id"], "error": error, "reason": reason})
+
+    def kill(self, pid, sig):
+        for shep, (_, cmd_pid, fd) in self.shepherds.items():
+            if cmd_pid != pid or fd is None:  # only a command still running
+                continue
+            if sig == signal.SIGKILL:
+                kill_tree(shep)
+                try:
+                    os.kill(shep, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            else:
+                try:
+                    os.killpg(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            return
+
+    def report(self, fd):
+        """A shepherd wrote (or closed) its report pipe: send the command's end once."""
+        shep = self.reports.pop(fd)
+        self.poll.unregister(fd)
+        entry = self.shepherds[shep]
+        req, cmd_pid, _ = entry
+        entry[2] = None
+        code, sig = None, signal.SIGKILL  # a shepherd killed before it could report
+        for line in read_all(fd).splitlines():
+            if line.startswith("E "):
+                code, sig = int(line[2:]), None
+            elif line.startswith("K "):
+                code, sig = None, int(line[2:])
+        self.closing.append(fd)
+        send(self.sock, {"op": "exit", "id": req, "pid": cmd_pid, "code": code, "signal": sig})
+
+    def reap(self):
+        """Reap every child (PID 1 inherits all orphans); a shepherd gone reports last."""
+        swept = False
+        for pid, status in reap_any():
+            entry = self.shepherds.get(pid)
+            if entry is None:
+                continue
+            if entry[2] is not None:
+                self.report(entry[2])
+            del self.shepherds[pid]
+            if os.WIFSIGNALED(status) and not swept:
+                self.sweep()  # a killed shepherd orphaned its command's processes to us
+                swept = True
+
+    def sweep(self):
+        """Kill every child of PID 1 that is not a shepherd: processes whose shepherd was
+        killed, which no command answers for any more."""
+        for _ in range(KILL_ROUNDS):
+            strays = [p for p in children_of({os.getpid()}) if p not in self.shepherds]
+            if not strays:
+                return
+            for pid in strays:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            reap_any()
+
+    def handle(self, data, fds):
+        msg = json.loads(data)
+        if msg["op"] == "spawn":
+            try:
+                self.spawn(msg, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        elif msg["op"] == "kill":
+            for fd in fds:
+                os.close(fd)
+            self.kill(msg["pid"], msg["signal"])
+
+
+def read_line(fd):
+    data = b""
+    while not data.endswith(b"\n"):
+        try:
+            chunk = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")
+
+
+def read_all(fd):
+    os.set_blocking(fd, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")
+
+
 def main():
-    make_undumpable()
+    prctl(PR_SET_DUMPABLE, 0)
     sock = socket.socket(fileno=0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -84,52 +359,34 @@ def main():
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    children = {}  # pid -> request id
+    agent = Agent(sock)
+    agent.poll.register(sock, select.POLLIN)
+    agent.poll.register(wake_r, select.POLLIN)
     send(sock, {"op": "ready", "pid": os.getpid()})
     while True:
         try:
-            ready, _, _ = select.select([sock, wake_r], [], [])
+            ready = [fd for fd, _ in agent.poll.poll()]
         except InterruptedError:
             continue
-        if wake_r in ready:
-            os.read(wake_r, 4096)
-        if sock in ready:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, 3)
-            except InterruptedError:
+        for fd in ready:
+            if fd in agent.closing:
                 continue
-            if not data:
-                return
-            msg = json.loads(data)
-            if msg["op"] == "spawn":
-                pid, error = spawn(msg, fds)
-                for fd in fds:
-                    os.close(fd)
-                if pid is None:
-                    send(sock, {"op": "failed", "id": msg["id"], "error": error})
-                else:
-                    children[pid] = msg["id"]
-                    send(sock, {"op": "started", "id": msg["id"], "pid": pid})
-            elif msg["op"] == "kill":
-                pid, sig = msg["pid"], msg["signal"]
-                if pid in children:
-                    try:
-                        os.killpg(pid, sig)
-                    except ProcessLookupError:
-                        pass
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            req = children.pop(pid, None)
-            if req is None:
-                continue
-            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            send(sock, {"op": "exit", "id": req, "pid": pid, "code": code, "signal": sig})
+            if fd == wake_r:
+                os.read(wake_r, 4096)
+            elif fd in agent.reports:
+                agent.report(fd)
+            elif fd == sock.fileno():
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, 3)
+                except InterruptedError:
+                    continue
+                if not data:
+                    return
+                agent.handle(data, fds)
+        agent.reap()
+        for fd in agent.closing:
+            os.close(fd)
+        agent.closing.clear()
 
 
 if __name__ == "__main__":

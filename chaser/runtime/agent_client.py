@@ -12,13 +12,14 @@ import signal
 import socket
 from typing import Any
 
-from chaser.errors import BadRequest, SandboxFailed
+from chaser.errors import BadRequest, ChaserError, OverLimit, SandboxFailed
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec
 from chaser.runtime.cgroups import Cgroup
 
 log = logging.getLogger("chaser.runtime")
 
-MAX_PACKET = 4 * 1024 * 1024
+MAX_AGENT_PACKET = 4096  # the agent's messages are tiny; anything bigger is an attack
+MAX_MESSAGES_PER_WAKEUP = 64
 CLOSE_GRACE_S = 2.0
 SPAWN_TIMEOUT_S = 5.0
 AGENT_REPORT_GRACE_S = 1.0
@@ -74,6 +75,9 @@ class AgentSandbox:
         self.sock = sock
         self.cgroup = cgroup
         self._ids = itertools.count(1)
+        self._last_id = 0  # ids above it were never issued
+        self.failure: str | None = None
+        self._closing = False  # close() was asked for: the agent's end is ours  # why the sandbox was ended, when it was our doing
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._started: dict[int, asyncio.Future[int]] = {}
@@ -110,7 +114,7 @@ class AgentSandbox:
 
     async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> AgentProcess:
         """Ask the agent to fork `spec` with the caller's pipes; returns once it runs."""
-        req = next(self._ids)
+        req = self._last_id = next(self._ids)
         started: asyncio.Future[int] = self._loop.create_future()
         exited: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._started[req] = started
@@ -166,44 +170,84 @@ class AgentSandbox:
         return any(group == pgid and state != "Z" for _, group, state in self._members())
 
     def _on_readable(self) -> None:
-        while True:
+        """Read what the agent sent. Everything from a sandbox is untrusted: packets are
+        bounded, each wake-up does bounded work (the loop serves everyone else between
+        wake-ups), and a malformed or impossible message ends this sandbox."""
+        for _ in range(MAX_MESSAGES_PER_WAKEUP):
             try:
-                data = self.sock.recv(MAX_PACKET)
+                data, _, flags, _ = self.sock.recvmsg(MAX_AGENT_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data = b""
+                data, flags = b"", 0
             if not data:
                 self._shutdown()
                 return
-            self._handle(json.loads(data))
+            if flags & socket.MSG_TRUNC:
+                self._violation(f"a message over {MAX_AGENT_PACKET} bytes")
+                return
+            try:
+                self._handle(json.loads(data))
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                self._violation(f"a malformed message ({type(e).__name__})")
+                return
+            except ProtocolViolation as e:
+                self._violation(str(e))
+                return
+            if not self.alive:
+                return
 
     def _handle(self, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
+        op = msg["op"]
         if op == "ready":
-            if not self._ready.done():
-                self._ready.set_result(None)
+            if self._ready.done():
+                raise ProtocolViolation("a second 'ready'")
+            self._ready.set_result(None)
         elif op == "started":
-            fut = self._started.pop(msg["id"], None)
-            if fut and not fut.done():
-                fut.set_result(int(msg["pid"]))
+            fut = self._started.pop(_req_id(msg), None)
+            if fut is None:
+                raise ProtocolViolation("'started' for no pending spawn")
+            if not fut.done():
+                fut.set_result(_int(msg["pid"]))
         elif op == "failed":
-            fut = self._started.pop(msg["id"], None)
-            self._exits.pop(msg["id"], None)
-            if fut and not fut.done():
-                fut.set_exception(BadRequest(msg.get("error", "cannot start"), "invalid_cwd"))
+            req = _req_id(msg)
+            fut = self._started.pop(req, None)
+            if fut is None:
+                raise ProtocolViolation("'failed' for no pending spawn")
+            self._exits.pop(req, None)
+            reason = str(msg.get("reason") or "spawn_failed")[:64]
+            error = str(msg.get("error") or "cannot start the command")[:500]
+            if not fut.done():
+                fut.set_exception(_refusal(error, reason))
         elif op == "exit":
-            exit_fut = self._exits.pop(msg["id"], None)
+            req = _req_id(msg)
+            if req in self._started or not 0 < req <= self._last_id:
+                raise ProtocolViolation("'exit' for a command that never started")
+            exit_fut = self._exits.pop(req, None)
+            code, sig = msg.get("code"), msg.get("signal")
+            if code is not None:
+                code = _int(code)
+            if sig is not None:
+                sig = _int(sig)
             if exit_fut and not exit_fut.done():
-                exit_fut.set_result(ExitStatus(msg.get("code"), msg.get("signal")))
+                exit_fut.set_result(ExitStatus(code, sig))
         else:
-            log.warning("sandbox %s: unknown agent message %r", self.name, op)
+            raise ProtocolViolation("an unknown message")
+
+    def _violation(self, what: str) -> None:
+        """End this sandbox: its agent broke the protocol (logged once, bounded)."""
+        self.failure = f"the sandbox sent {what} and was ended"
+        log.warning("sandbox %s: %s", self.name, self.failure[:300])
+        self._shutdown()
+        self._loop.create_task(self.close())
 
     def _shutdown(self) -> None:
         """The agent is gone: fail what waits on it; its processes died with the sandbox."""
         if self._closed.is_set():
             return
         self._closed.set()
+        if not self._closing:
+            self._loop.create_task(self._log_agent_stderr())
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
@@ -219,11 +263,22 @@ class AgentSandbox:
         self._started.clear()
         self._exits.clear()
 
+    async def _log_agent_stderr(self) -> None:
+        """The agent went by itself: log what it printed (a crash's traceback), bounded,
+        since only the agent holds that pipe but it runs in the sandbox."""
+        if self.proc.stderr is None:
+            return
+        with contextlib.suppress(Exception):
+            data = await asyncio.wait_for(self.proc.stderr.read(2000), 1.0)
+            if data:
+                log.warning("sandbox %s: its agent ended and wrote: %r", self.name, data)
+
     async def close(self) -> None:
         """End the sandbox: closing the socket ends the agent, so bwrap's init exits, the
         kernel kills the rest of the pid namespace and each bwrap reaps its child. Killing
         from outside is the fallback; it can orphan bwrap's init as a zombie for the
         host's init to reap."""
+        self._closing = True
         self._shutdown()
         try:
             await asyncio.wait_for(self.proc.wait(), CLOSE_GRACE_S)
@@ -234,6 +289,29 @@ class AgentSandbox:
                 await asyncio.wait_for(self.proc.wait(), 5)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
+
+
+class ProtocolViolation(Exception):
+    """The agent sent something it never would: the sandbox is compromised or broken."""
+
+
+def _int(value: object) -> int:
+    if type(value) is not int or not -(2**31) <= value < 2**31:
+        raise ProtocolViolation("a field that is not a small integer")
+    return value
+
+
+def _refusal(error: str, reason: str) -> ChaserError:
+    """The error for a command the agent could not start, by the agent's reason."""
+    if reason == "invalid_cwd":
+        return BadRequest(error, "invalid_cwd")
+    if reason == "pids_limit":
+        return OverLimit(error, "pids_limit")
+    return SandboxFailed(error, "spawn_failed")
+
+
+def _req_id(msg: dict[str, Any]) -> int:
+    return _int(msg["id"])
 
 
 def descendants(root: int) -> list[int]:

@@ -55,10 +55,15 @@ class ProcessIO:
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a process ended: `code` when it exited, `signal` when a signal ended it."""
+    """How a process ended: `code` when it exited, `signal` when a signal ended it.
+
+    `setup_failed`: the sandbox could not be set up and the process never ran; its
+    stderr holds the runtime's reason (a one-shot cwd that does not exist, say).
+    """
 
     code: int | None
     signal: int | None
+    setup_failed: bool = False
 
 
 class Process(Protocol):
@@ -96,6 +101,12 @@ class Runtime(Protocol):
 
     def check_image(self, image: str) -> None:
         """Raise ImageNotFound when `image` cannot be used."""
+
+    def workspace_uid(self, workspace_id: int) -> int:
+        """The host uid a workspace's sandboxes run as (its files belong to it)."""
+
+    def adopt_workspace(self, workspace_dir: Path, old_uid: int, new_uid: int) -> None:
+        """Give a workspace's files to `new_uid` (blocking; call it from a thread)."""
 
     async def start(self, spec: SandboxSpec) -> Sandbox: ...
 

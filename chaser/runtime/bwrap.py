@@ -6,7 +6,14 @@ How a sandbox starts (see docs/sandbox.md for the reasons):
              --exec--> setpriv: become the sandbox's unprivileged host uid, drop caps
              --exec--> bwrap: new user/mount/pid/net/ipc/uts/cgroup namespaces,
                        read-only root, private /workspace, /home/user, /tmp
-             --exec--> the in-sandbox agent (sessions) or the command (ephemeral runs)
+             --exec--> the in-sandbox agent as PID 1 (sessions), or a fixed wrapper
+                       that applies the request inside the sandbox (one-shot runs)
+
+Nothing from a request reaches the root-run `sh` or `setpriv`: their environment is
+fixed and their argv holds only server-chosen values. A one-shot run's command, cwd and
+environment travel in bwrap's option file (`--setenv`, read from a memfd), are applied
+by bwrap after it dropped to the sandbox's uid, and the cwd is entered inside the
+sandbox by bwrap as the sandbox's uid (never checked on the host).
 
 Sandboxes die with the server (`--die-with-parent`), so a restart leaves no orphans.
 """
@@ -26,12 +33,13 @@ import shutil
 import socket
 from pathlib import Path
 
-from chaser.errors import BadRequest, SandboxFailed
+from chaser.errors import SandboxFailed
 from chaser.runtime import images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager
 from chaser.runtime.pool import PooledProcess, WarmPool
+from chaser.runtime.uids import UidRange, reown_tree
 
 log = logging.getLogger("chaser.runtime")
 
@@ -39,14 +47,19 @@ AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_IN_SANDBOX = "/.chaser/agent.py"
 TMPFS_BYTES = 1024 * 1024 * 1024  # private /tmp, /workspace, /home of a sandbox without workspace
 AGENT_START_TIMEOUT = 10.0
-EPHEMERAL_UID_BASE = 1_000_000  # host uids of sandboxes without a workspace
-EPHEMERAL_UID_SPAN = 1_000_000
+# The only environment any host-side launcher process ever gets.
+LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+# The one-shot wrapper: the command reaches the sandbox in an environment variable
+# (argv is visible to every host user); positional parameters, never exported, carry it
+# past the `unset`, so the command's environment is exactly the request's.
+ONESHOT_WRAPPER = ('set -- "$CHASER_RUN_SHELL" "$CHASER_RUN_CMD"; '
+                   'unset CHASER_RUN_SHELL CHASER_RUN_CMD; exec "$1" -c "$2"')
 
 
 class BwrapRuntime:
     """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
 
-    def __init__(self, state_dir: Path, warm_pool: int = 2) -> None:
+    def __init__(self, state_dir: Path, uids: UidRange, warm_pool: int = 2) -> None:
         self.bwrap = shutil.which("bwrap")
         self.setpriv = shutil.which("setpriv")
         missing = [n for n, p in (("bwrap", self.bwrap), ("setpriv", self.setpriv)) if not p]
@@ -69,9 +82,8 @@ class BwrapRuntime:
             log.warning("no seccomp filter for %s: sandboxes get the full syscall surface",
                         platform.machine())
         self.pool = WarmPool(self.start, warm_pool)
-        # A random start keeps two servers on one host from handing out the same uids;
-        # the span makes wrap-around onto a still-live sandbox practically impossible.
-        self._uids = itertools.count(secrets.randbelow(EPHEMERAL_UID_SPAN))
+        self.uids = uids
+        self._uids = itertools.count(secrets.randbelow(uids.ephemeral_span))
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", "seccomp": self.seccomp is not None,
@@ -80,11 +92,19 @@ class BwrapRuntime:
     def check_image(self, image: str) -> None:
         images.check_image(image)
 
+    def workspace_uid(self, workspace_id: int) -> int:
+        return self.uids.workspace(workspace_id)
+
+    def adopt_workspace(self, workspace_dir: Path, old_uid: int, new_uid: int) -> None:
+        changed = reown_tree(workspace_dir, old_uid, new_uid)
+        log.info("workspace %s: moved %d files from uid %d to %d", workspace_dir.name,
+                 changed, old_uid, new_uid)
+
     def _uid(self, spec: SandboxSpec) -> int:
         """The sandbox's host uid: the spec's own, or a fresh one no live sandbox shares."""
         if spec.uid is not None:
             return spec.uid
-        return EPHEMERAL_UID_BASE + next(self._uids) % EPHEMERAL_UID_SPAN
+        return self.uids.ephemeral(next(self._uids))
 
     async def start(self, spec: SandboxSpec) -> AgentSandbox:
         """Start a long-lived sandbox whose agent forks every later command."""
@@ -92,9 +112,9 @@ class BwrapRuntime:
         for s in (server_end, agent_end):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         argv = ["/usr/bin/python3", "-I", "-S", AGENT_IN_SANDBOX]
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         try:
-            proc, cgroup = await self._launch(spec, argv, env, stdin=agent_end.fileno(),
+            proc, cgroup = await self._launch(spec, ["--as-pid-1", "--chdir", "/"], argv,
+                                              stdin=agent_end.fileno(),
                                               stdout=asyncio.subprocess.DEVNULL,
                                               stderr=asyncio.subprocess.PIPE)
         except BaseException:
@@ -123,28 +143,38 @@ class BwrapRuntime:
         warm = self.pool.take(spec)
         if warm is not None:
             return await self.pool.run(warm, proc, io)
-        if spec.workspace_dir is None and not images.dir_in_fresh_sandbox(self.rootfs, proc.cwd):
-            for fd in (io.stdin, io.stdout, io.stderr):
-                if fd is not None:
-                    os.close(fd)
-            raise BadRequest(f"cwd {proc.cwd} does not exist in the sandbox", "invalid_cwd")
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        env = {**proc.env, "CHASER_RUN_SHELL": proc.argv[0], "CHASER_RUN_CMD": proc.argv[-1]}
+        options = ["--json-status-fd", str(status_w), "--chdir", proc.cwd, "--clearenv"]
+        for name, value in env.items():
+            options += ["--setenv", name, value]
         try:
-            child, cgroup = await self._launch(spec, proc.argv, proc.env, stdin=stdin,
-                                               stdout=io.stdout, stderr=io.stderr,
-                                               cwd=proc.cwd)
+            child, cgroup = await self._launch(spec, options, ["/bin/sh", "-c", ONESHOT_WRAPPER],
+                                               stdin=stdin, stdout=io.stdout, stderr=io.stderr,
+                                               keep=[status_w])
+        except BaseException:
+            os.close(status_r)
+            raise
         finally:
+            os.close(status_w)
             for fd in (io.stdin, io.stdout, io.stderr):
                 if fd is not None:
                     os.close(fd)
-        return OneShotProcess(child, cgroup)
+        return OneShotProcess(child, cgroup, status_r)
 
     async def close(self) -> None:
         await self.pool.close()
 
-    async def _launch(self, spec: SandboxSpec, argv: list[str], env: dict[str, str], *,
+    async def _launch(self, spec: SandboxSpec, extra: list[str], argv: list[str], *,
                       stdin: int, stdout: int, stderr: int,
-                      cwd: str = "/workspace") -> tuple[asyncio.subprocess.Process, Cgroup | None]:
+                      keep: list[int] | None = None,
+                      ) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
+        """Start bwrap for `spec` with `extra` options and the fixed `argv` inside.
+
+        `extra` may carry request data (it goes to bwrap through a memfd, never argv);
+        `argv` must not: it is visible in the argv of the root-run launchers.
+        """
         self.check_image(spec.image)
         uid = self._uid(spec)
         if spec.workspace_dir is not None:
@@ -153,34 +183,36 @@ class BwrapRuntime:
             cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits)
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
-        # bwrap reads its options from a pipe (--args), so host paths stay out of the
-        # sandbox's /proc/1/cmdline; the seccomp program comes through a pipe as well.
-        pass_fds: list[int] = []
-        options = self._bwrap_args(spec, cwd)
+        # bwrap reads its options from a memfd (--args), so host paths stay out of the
+        # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
+        # program comes through a memfd as well.
+        pass_fds: list[int] = list(keep or ())
+        opened: list[int] = []
+        options = [*self._bwrap_args(spec), *extra]
         if self.seccomp is not None:
-            options = ["--seccomp", str(_pipe_with(self.seccomp, pass_fds)), *options]
-        args_r = _pipe_with(b"".join(a.encode() + b"\0" for a in options), pass_fds)
+            options = ["--seccomp", str(_memfd_with(self.seccomp, opened)), *options]
+        args_fd = _memfd_with(b"".join(a.encode() + b"\0" for a in options), opened)
         cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
-               self.bwrap or "bwrap", "--args", str(args_r), "--", *argv]
+               self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
         if cgroup is not None:
             # && : a sandbox that cannot join every cgroup must not start unlimited.
             joins = " && ".join(f"echo $$ > {shlex.quote(str(f))}" for f in cgroup.procs_files)
             cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd="/",
-                start_new_session=True, pass_fds=pass_fds)
+                *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=LAUNCH_ENV, cwd="/",
+                start_new_session=True, pass_fds=pass_fds + opened)
         except OSError as e:
             if cgroup is not None:
                 cgroup.remove()
             raise SandboxFailed(f"cannot start sandbox: {e}") from e
         finally:
-            for fd in pass_fds:
+            for fd in opened:
                 os.close(fd)
         return proc, cgroup
 
-    def _bwrap_args(self, spec: SandboxSpec, cwd: str) -> list[str]:
+    def _bwrap_args(self, spec: SandboxSpec) -> list[str]:
         args = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
                 "--die-with-parent", "--new-session",
                 "--uid", str(images.SANDBOX_UID), "--gid", str(images.SANDBOX_UID),
@@ -195,17 +227,30 @@ class BwrapRuntime:
             ws = spec.workspace_dir
             args += ["--bind", str(ws / "files"), "/workspace", "--bind", str(ws / "home"), home,
                      "--bind", str(ws / "tmp"), "/tmp"]
-        args += ["--chdir", cwd]
         return args
 
 
-def _pipe_with(data: bytes, keep: list[int]) -> int:
-    """A pipe holding `data` for a child to read; its read end is added to `keep`."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    os.write(w, data)  # well under a pipe's 64 KiB buffer
-    os.close(w)
-    keep.append(r)
-    return r
+def _memfd_with(data: bytes, opened: list[int]) -> int:
+    """An in-memory file holding `data` for a child to read (any size, unlike a pipe);
+    its fd is added to `opened`."""
+    fd = os.memfd_create("chaser-bwrap", os.MFD_CLOEXEC)
+    opened.append(fd)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_all(fd: int) -> bytes:
+    """Read a pipe to its end and close it (bwrap's status: a few hundred bytes)."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    finally:
+        os.close(fd)
+    return data
 
 
 def prepare_workspace_dir(path: Path, uid: int) -> None:
@@ -223,18 +268,27 @@ def prepare_workspace_dir(path: Path, uid: int) -> None:
 class OneShotProcess:
     """The command of an ephemeral sandbox: bwrap's exit status is the command's."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, cgroup: Cgroup | None) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, cgroup: Cgroup | None,
+                 status_fd: int) -> None:
         self.proc = proc
         self.cgroup = cgroup
+        self.status_fd = status_fd
+        self._killed = False
         self.pid: int | None = None
         self._status: ExitStatus | None = None
 
     async def wait(self) -> ExitStatus:
         if self._status is None:
             rc = await self.proc.wait()
+            status = await asyncio.to_thread(_read_all, self.status_fd)
             if self.cgroup is not None:
                 # Off the request's path: rmdir waits until the kernel lets the cgroup go.
                 asyncio.get_running_loop().run_in_executor(None, self.cgroup.remove)
+            if rc == 1 and b'"exit-code"' not in status and not self._killed:
+                # bwrap failed before the command ran, so its stderr (the command's) holds
+                # only bwrap's reason and the command cannot fake this.
+                self._status = ExitStatus(1, None, setup_failed=True)
+                return self._status
             # bwrap reports a command killed by signal N as 128+N, as a shell does; that
             # cannot be told from `exit 137`, so it stays an exit code. Only bwrap's own
             # death (our timeout kill) is a signal.
@@ -243,6 +297,7 @@ class OneShotProcess:
 
     def signal(self, signum: int) -> None:
         """Any signal ends the whole one-shot sandbox (it is only used for timeouts)."""
+        self._killed = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, 9)
         if self.cgroup is not None:

@@ -7,7 +7,6 @@ SSH keys, no sudoers. Users, groups and hosts are generated for the sandbox.
 
 from __future__ import annotations
 
-import posixpath
 import shutil
 from pathlib import Path
 
@@ -100,34 +99,3 @@ def root_args(rootfs: Path) -> list[str]:
         if host.is_dir() and not host.is_symlink():
             args += ["--ro-bind", str(host), f"/{name}"]
     return args
-
-
-FRESH_MOUNTS = ("/workspace", f"/home/{SANDBOX_USER}", "/tmp", "/dev", "/dev/shm", "/dev/pts",
-                "/proc")
-
-
-def dir_in_fresh_sandbox(rootfs: Path, path: str) -> bool:
-    """Whether `path` is a directory in a new default-image sandbox without a workspace.
-
-    Checked on the host before a one-shot sandbox starts, so a bad `cwd` is a clear
-    error rather than bubblewrap's message mixed into the command's own output.
-    """
-    parts = [p for p in posixpath.normpath(path).split("/") if p]
-    if not parts:
-        return True
-    first = Path("/") / parts[0]
-    if first.is_symlink() and str(first.readlink()).startswith("usr/"):
-        parts = ["usr", *str(first.readlink()).split("/")[1:], *parts[1:]]  # /bin -> /usr/bin
-    full = "/" + "/".join(parts)
-    if full in FRESH_MOUNTS or full == "/home":
-        return True
-    if any(full.startswith(m + "/") for m in FRESH_MOUNTS):
-        return False  # fresh mounts are empty
-    if parts[0] == "usr":
-        return Path(full).is_dir()  # the host's /usr is bound as it is
-    candidate = rootfs / "/".join(parts)
-    if candidate.is_symlink():  # e.g. /var/tmp -> /tmp
-        target = candidate.readlink()
-        return dir_in_fresh_sandbox(rootfs, str(target if target.is_absolute()
-                                                 else Path(full).parent / target))
-    return candidate.is_dir()

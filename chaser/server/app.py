@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +14,9 @@ from chaser.config import Settings
 from chaser.core.service import Chaser
 from chaser.runtime.base import Runtime
 from chaser.runtime.bwrap import BwrapRuntime
+from chaser.runtime.uids import allocate as allocate_uids
 from chaser.server import errors
+from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
 from chaser.server.routes import commands, health, keys, sessions
@@ -23,43 +25,25 @@ from chaser.store.sqlite import SQLiteStore
 log = logging.getLogger("chaser")
 
 
-def prepare_data_dir(settings: Settings) -> None:
-    """Lay out the data dir. Sandboxes run as other uids and must be able to traverse to
-    their own workspace, so directories on that path are 0711: enterable, not listable."""
-    for path, mode in ((settings.data_dir, 0o711), (settings.workspaces_dir, 0o711),
-                       (settings.runtime_dir, 0o711), (settings.logs_dir, 0o700)):
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, mode)
-    for parent in settings.data_dir.resolve().parents:
-        if not os.stat(parent).st_mode & 0o001:
-            raise RuntimeError(
-                f"{parent} is not enterable by other users (it needs o+x); sandboxes run "
-                f"as unprivileged uids and must reach their workspace under {settings.data_dir}. "
-                f"Run 'chmod o+x {parent}' or choose another --data-dir.")
+def create_app(settings: Settings, runtime: Runtime | None = None,
+               lock: DataDirLock | None = None) -> FastAPI:
+    """Build the app; the core starts and stops with the app's lifespan.
 
-
-def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
-    """Build the app; the core starts and stops with the app's lifespan."""
+    `lock` is the data dir, already taken by the caller (`chaser server` takes it before
+    serving, to refuse with one clear line); without it the lifespan takes it.
+    """
     mcp = McpEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        prepare_data_dir(settings)
-        rt = runtime or BwrapRuntime(settings.runtime_dir, warm_pool=settings.warm_pool)
-        core = Chaser(settings, SQLiteStore(settings.db_path), rt)
-        await core.start()
-        limits = rt.describe()
-        enforced = [k for k in ("memory", "pids", "cpu") if limits.get(k)]
-        log.info("sandbox limits enforced: %s (cgroup %s)", ", ".join(enforced) or "none",
-                 limits.get("cgroup"))
-        if not enforced:
-            log.warning("no cgroup controllers usable: memory, pids and cpu are NOT limited")
-        app.state.core = core
+        held = lock or open_data_dir(settings)
         try:
-            async with mcp.run():
-                yield
+            async with _core(settings, runtime) as core:
+                app.state.core = core
+                async with mcp.run():
+                    yield
         finally:
-            await core.close()
+            held.release()
 
     app = FastAPI(title="Chaser", version=__version__, lifespan=lifespan,
                   description="Run commands in real Linux sandboxes over HTTP.")
@@ -70,3 +54,23 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(mcp.router)
     return app
+
+
+@asynccontextmanager
+async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Chaser]:
+    """The core over the real runtime (or the one given), started and closed."""
+    if runtime is None:
+        uids = await asyncio.to_thread(allocate_uids, settings.data_dir)
+        runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool)
+    core = Chaser(settings, SQLiteStore(settings.db_path), runtime)
+    await core.start()
+    try:
+        limits = runtime.describe()
+        enforced = [k for k in ("memory", "pids", "cpu") if limits.get(k)]
+        log.info("sandbox limits enforced: %s (cgroup %s)", ", ".join(enforced) or "none",
+                 limits.get("cgroup"))
+        if not enforced:
+            log.warning("no cgroup controllers usable: memory, pids and cpu are NOT limited")
+        yield core
+    finally:
+        await core.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 import uvicorn
 
 from chaser.config import Settings
-from chaser.server.app import create_app, prepare_data_dir
+from chaser.server.app import create_app
+from chaser.server.datadir import open_data_dir
 
 
 def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None) -> None:
@@ -17,11 +18,11 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
     settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        prepare_data_dir(settings)  # fail before serving, with one clear line
+        lock = open_data_dir(settings)  # fail before serving, with one clear line
     except (RuntimeError, OSError) as e:
         print(f"chaser: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    app = create_app(settings)
+    app = create_app(settings, lock=lock)
     # loop="asyncio": uvloop blocks its loop for milliseconds on every process spawn,
     # which tripled the latency of one-shot sandboxes (bench/bench_exec.py).
     # access_log off: request lines cost time on the hot path and carry no secrets we need.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +16,6 @@ from typing import Any, TypeVar
 from chaser.store.base import KeyRecord, Row, WorkspaceRecord
 
 T = TypeVar("T")
-
-WORKSPACE_UID_BASE = 200_000  # host uids of workspace sandboxes: base + workspace id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -72,7 +72,10 @@ class SQLiteStore:
             db.executescript(SCHEMA)
             self._seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM commands").fetchone()[0]
             self._db = db
-            self.path.chmod(0o600)
+            # Private even when an older version created them before it set its umask.
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(f"{self.path}{suffix}", 0o600)
 
         await asyncio.get_running_loop().run_in_executor(self._pool, connect)
 
@@ -116,17 +119,24 @@ class SQLiteStore:
             q = "SELECT * FROM workspaces WHERE tenant = ? AND name = ?"
             row = db.execute(q, (tenant, name)).fetchone()
             if row is None and create_at is not None:
-                cur = db.execute("INSERT INTO workspaces (tenant, name, created_at) VALUES (?, ?, ?)",
-                                 (tenant, name, create_at))
-                db.execute("UPDATE workspaces SET uid = ? WHERE id = ?",
-                           (WORKSPACE_UID_BASE + int(cur.lastrowid or 0), cur.lastrowid))
+                # uid 0 until the core gives it one from this data dir's uid block
+                db.execute("INSERT INTO workspaces (tenant, name, created_at) VALUES (?, ?, ?)",
+                           (tenant, name, create_at))
                 row = db.execute(q, (tenant, name)).fetchone()
             return row  # type: ignore[no-any-return]
 
         row = await self._run(get)
         if row is None:
             return None
-        return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"])
+        return _workspace(row)
+
+    async def all_workspaces(self) -> list[WorkspaceRecord]:
+        rows = await self._run(lambda db: db.execute("SELECT * FROM workspaces").fetchall())
+        return [_workspace(r) for r in rows]
+
+    async def set_workspace_uid(self, workspace_id: int, uid: int) -> None:
+        await self._run(lambda db: db.execute("UPDATE workspaces SET uid = ? WHERE id = ?",
+                                              (uid, workspace_id)))
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -217,6 +227,10 @@ class SQLiteStore:
 def _key(row: sqlite3.Row) -> KeyRecord:
     return KeyRecord(row["id"], row["name"], row["hash"], row["tenant"], bool(row["admin"]),
                      row["created_at"], row["revoked_at"])
+
+
+def _workspace(row: sqlite3.Row) -> WorkspaceRecord:
+    return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"])
 
 
 def _row(row: sqlite3.Row | None) -> Row | None:
