@@ -212,7 +212,8 @@ class Agent:
     def spawn(self, msg, fds):
         cwd = msg.get("cwd") or "/"
         if not os.path.isdir(cwd):
-            return self.fail(msg, "cwd %s does not exist or is not a directory" % cwd, "invalid_cwd")
+            return self.fail(msg, "cwd does not exist in the sandbox or is not a directory",
+                             "invalid_cwd")
         r, w = os.pipe()
         try:
             pid = os.fork()

@@ -1,0 +1,381 @@
+"""Regression tests for the holes a tenant-side review found: each performs the attack.
+
+Every attack is made with an ordinary (non-admin) key through the public API, as the
+review made it; each test then checks the server (and other tenants) are unharmed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chaser.runtime.agent_client import descendants
+from tests.conftest import ServerProcess, Tenant
+
+EVIL_SO = r"""
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void pwn(void) {
+    char path[256];
+    /* host /tmp: only a process outside every sandbox sees it (theirs is a tmpfs) */
+    snprintf(path, sizeof path, "/tmp/chaser-preload-%s-%d", "TOKEN", (int)geteuid());
+    FILE *f = fopen(path, "w"); if (f) fclose(f);
+    if (geteuid() == 0) { f = fopen("/root/chaser-pwned-TOKEN", "w"); if (f) fclose(f); }
+}
+"""
+HOSTILE_ENV_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "BASH_ENV", "ENV", "IFS",
+                     "SHELLOPTS")
+
+
+def markers(token: str) -> list[str]:
+    found = [p for p in os.listdir("/tmp") if token in p]
+    return found + (["/root"] if Path(f"/root/chaser-pwned-{token}").exists() else [])
+
+
+def healthy(srv: ServerProcess, other: httpx.Client) -> None:
+    """The server answers at once and another tenant's sandbox still works."""
+    t = time.monotonic()
+    assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
+    assert time.monotonic() - t < 2
+    r = other.post("/v1/exec", json={"ephemeral": True, "command": "echo ok"}, timeout=30)
+    assert r.json()["output"] == "ok\n", r.text
+
+
+@pytest.fixture
+def cold_server(tmp_root: Path) -> Iterator[ServerProcess]:
+    """A server with no warm pool: every one-shot run takes the fresh-sandbox path."""
+    data = Path(os.path.join(str(tmp_root), "cold-" + secrets.token_hex(4), "data"))
+    data.parent.mkdir(mode=0o711)
+    srv = ServerProcess(data_dir=data, extra_env={"CHASER_WARM_POOL": "0"}).start()
+    yield srv
+    srv.stop()
+
+
+def make_tenant(srv: ServerProcess) -> httpx.Client:
+    with srv.client() as admin:
+        key = admin.post("/v1/keys", json={"name": "t"}).json()["key"]
+    return srv.client(key)
+
+
+# -- 1. nothing from a request reaches a privileged host process ----------------------
+
+def test_request_env_never_reaches_a_host_process(cold_server: ServerProcess) -> None:
+    token = secrets.token_hex(6)
+    c, other = make_tenant(cold_server), make_tenant(cold_server)
+    ws = "evil-" + token
+    r = c.post("/v1/exec", json={"workspace": ws, "command": (
+        f"cat > e.c <<'EOF'\n{EVIL_SO.replace('TOKEN', token)}\nEOF\n"
+        "gcc -shared -fPIC -o evil.so e.c && mkdir -p bin && "
+        "for b in sh setpriv bwrap echo env python3; do "
+        f"printf '#!/bin/sh\\ntouch /tmp/chaser-path-{token}-$b\\n' > bin/$b; chmod +x bin/$b; done; "
+        f"printf 'touch /tmp/chaser-rc-{token}\\n' > rc; chmod 644 evil.so; echo built")})
+    assert r.json()["output"].endswith("built\n"), r.text
+    files = next(cold_server.data_dir.glob("workspaces/*/files/evil.so")).parent
+    hostile = {"LD_PRELOAD": str(files / "evil.so"), "LD_LIBRARY_PATH": str(files),
+               "PATH": f"{files / 'bin'}:/usr/bin:/bin", "BASH_ENV": str(files / "rc"),
+               "ENV": str(files / "rc"), "IFS": "/", "SHELLOPTS": "xtrace"}
+
+    def one_shot(_: int) -> dict[str, Any]:
+        return dict(c.post("/v1/exec", json={"ephemeral": True, "command": "true",
+                                             "env": hostile}).json())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one_shot, range(8)))
+    assert all(r.get("exit_code") is not None for r in results), results
+    sid = c.post("/v1/sessions", json={"env": hostile}).json()["id"]
+    c.post(f"/v1/sessions/{sid}/exec", json={"command": "true", "env": hostile})
+    c.post("/v1/exec", json={"workspace": ws, "command": "true", "env": hostile})
+    assert markers(token) == []
+    # ...and the request's values are applied inside the sandbox, as asked.
+    r = c.post("/v1/exec", json={"ephemeral": True, "env": {"LD_LIBRARY_PATH": "/x",
+                                                            "MY_VAR": "v"},
+                                 "command": "echo \"$MY_VAR $LD_LIBRARY_PATH\""}).json()
+    assert r["output"] == "v /x\n", r
+    healthy(cold_server, other)
+
+
+def test_request_data_is_in_no_host_process_environ_or_argv(cold_server: ServerProcess) -> None:
+    """While one-shot and session commands run, no process outside the sandboxes carries
+    the request's env, command or cwd in its environment or argv."""
+    token = secrets.token_hex(8)
+    c = make_tenant(cold_server)
+    sid = c.post("/v1/sessions", json={"env": {"S_" + token: token}}).json()["id"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        one = pool.submit(c.post, "/v1/exec", json={
+            "ephemeral": True, "command": f"sleep 2; echo {token}", "cwd": "/tmp",
+            "env": {"E_" + token: token}})
+        two = pool.submit(c.post, f"/v1/sessions/{sid}/exec", json={
+            "command": f"sleep 2; echo {token}", "env": {"E_" + token: token}})
+        time.sleep(1.0)
+        seen = []
+        assert cold_server.proc is not None
+        for pid in descendants(cold_server.proc.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                if len(status.split("NSpid:")[1].split("\n")[0].split()) > 1:
+                    continue  # inside a sandbox's pid namespace: that is where it belongs
+                blob = Path(f"/proc/{pid}/environ").read_bytes()
+                blob += Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            seen.append(pid)
+            assert token.encode() not in blob, (pid, blob[:300])
+        assert seen, "no host-side launcher process was found to inspect"
+        assert one.result().json()["output"] == token + "\n"
+        assert two.result().json()["output"] == token + "\n"
+
+
+# -- 2. no process a command can reach holds a server channel --------------------------
+
+PIDFD_PROBE = r"""
+import ctypes, os, json
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+for pid in sorted(int(p) for p in os.listdir('/proc') if p.isdigit()):
+    if pid == os.getpid():
+        continue
+    pidfd = libc.syscall(434, pid, 0)           # pidfd_open
+    if pidfd < 0:
+        out[pid] = 'no-pidfd'
+        continue
+    got = []
+    for fd in range(0, 16):
+        r = libc.syscall(438, pidfd, fd, 0)     # pidfd_getfd
+        if r >= 0:
+            got.append(os.readlink('/proc/self/fd/%d' % r))
+    out[pid] = got
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["session", "workspace", "ephemeral"])
+def test_no_reachable_process_holds_a_server_channel(server: ServerProcess, tenant: Tenant,
+                                                     new_tenant: Any, kind: str) -> None:
+    c = tenant.client
+    body = {"command": "python3 - <<'EOF'\n" + PIDFD_PROBE + "\nEOF", "timeout_ms": 20000}
+    if kind == "session":
+        sid = c.post("/v1/sessions", json={}).json()["id"]
+        c.post(f"/v1/sessions/{sid}/exec", json={"command": "sleep 30", "background": True})
+        r = c.post(f"/v1/sessions/{sid}/exec", json=body)
+    else:
+        target = {"workspace": "pidfd"} if kind == "workspace" else {"ephemeral": True}
+        r = c.post("/v1/exec", json={**body, **target})
+    stolen = json.loads(r.json()["output"])
+    for pid, fds in stolen.items():
+        assert not [f for f in fds if "socket" in f], (pid, fds)  # the agent's channel
+    healthy(server, new_tenant().client)
+
+
+async def test_a_hostile_agent_ends_only_its_own_sandbox() -> None:
+    """Play a compromised agent against the server's protocol reader: malformed, huge,
+    flooding and forged messages each end that sandbox and never stall the loop."""
+    import asyncio
+    import socket as socketlib
+
+    from chaser.runtime.agent_client import AgentSandbox
+
+    attacks: list[list[bytes]] = [
+        [b"not json"],
+        [b"x" * 100_000],
+        [json.dumps({"op": "exit", "id": 99, "pid": 1, "code": 0, "signal": None}).encode()],
+        [json.dumps({"op": "started", "id": 5, "pid": 7}).encode()],
+        [json.dumps({"op": "ready"}).encode()] * 2,
+        [json.dumps({"op": "exit", "id": 1, "pid": 2**70, "code": 0}).encode()],
+        [json.dumps({"op": "?" * 3000}).encode()],
+    ]
+    for packets in attacks:
+        server_end, agent_end = socketlib.socketpair(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
+        proc = await asyncio.create_subprocess_exec("sleep", "30")
+        sandbox = AgentSandbox("hostile", proc, server_end, None)
+        agent_end.setblocking(False)
+        for p in [json.dumps({"op": "ready"}).encode(), *packets]:
+            agent_end.send(p)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.get_running_loop().create_task(ticker())
+        await asyncio.wait_for(sandbox.wait_closed(), 5)
+        t.cancel()
+        assert sandbox.failure and "ended" in sandbox.failure, packets[:1]
+        await sandbox.close()
+        agent_end.close()
+
+    # A flood of well-formed messages is read in bounded slices: the loop keeps turning.
+    server_end, agent_end = socketlib.socketpair(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
+    agent_end.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_SNDBUF, 4 * 1024 * 1024)
+    proc = await asyncio.create_subprocess_exec("sleep", "30")
+    sandbox = AgentSandbox("flood", proc, server_end, None)
+    agent_end.send(json.dumps({"op": "ready"}).encode())
+    agent_end.setblocking(False)
+    for _ in range(5000):
+        try:
+            agent_end.send(json.dumps({"op": "exit", "id": 0, "pid": 1}).encode())
+        except BlockingIOError:
+            break
+    await asyncio.wait_for(sandbox.wait_closed(), 5)
+    assert sandbox.failure
+    await sandbox.close()
+    agent_end.close()
+
+
+# -- 3. every process of a command ends with it ----------------------------------------
+
+def host_sleepers(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line]
+
+
+@pytest.mark.parametrize("escape", [
+    "setsid sleep {m} &", "( (sleep {m} &) & );", "nohup sleep {m} >/dev/null 2>&1 &",
+    "sleep {m} & disown;",
+])
+def test_kills_and_timeouts_end_the_whole_tree(server: ServerProcess, tenant: Tenant,
+                                               escape: str) -> None:
+    c = tenant.client
+    sid = c.post("/v1/sessions", json={}).json()["id"]
+    marker = f"30{secrets.randbelow(10**6)}.5"
+    cmd = escape.format(m=marker)
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"command": f"{cmd} sleep 301",
+                                                 "shell": "bash", "timeout_ms": 1500}).json()
+    assert r["status"] == "timed_out", r
+    time.sleep(0.5)
+    assert host_sleepers(marker) == []
+    bg = c.post(f"/v1/sessions/{sid}/exec", json={"command": f"{cmd} sleep 302",
+                                                  "shell": "bash", "background": True}).json()
+    time.sleep(0.5)
+    assert host_sleepers(marker), "the escape did not even start"
+    c.post(f"/v1/sessions/{sid}/commands/{bg['command_id']}/kill", json={"signal": "KILL"})
+    time.sleep(0.5)
+    assert host_sleepers(marker) == []
+
+
+# -- 4. state is private -----------------------------------------------------------------
+
+def test_state_is_unreadable_by_other_host_users(fresh_server: ServerProcess) -> None:
+    secret = secrets.token_hex(8)
+    c = make_tenant(fresh_server)
+    sid = c.post("/v1/sessions", json={"env": {"TOKEN": secret}}).json()["id"]
+    c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo $TOKEN"})
+    data = fresh_server.data_dir
+    readable = []
+    for path in data.rglob("*"):
+        rel = path.relative_to(data).parts
+        if rel[0] in ("runtime", "workspaces") or path.is_symlink():
+            continue  # the image root (public by design) and tenants' own files
+        mode = path.stat().st_mode
+        if mode & 0o077 and not (path.is_dir() and mode & 0o777 == 0o711):
+            readable.append((str(path), oct(mode)))
+    assert readable == []
+    for name in ("chaser.db", "chaser.db-wal", "chaser.db-shm", "server.lock"):
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                "cat", str(data / name)], capture_output=True)
+        assert probe.returncode != 0 and b"Permission denied" in probe.stderr, name
+
+
+# -- 5. one server per data dir ---------------------------------------------------------
+
+def test_a_second_server_on_the_data_dir_refuses_and_harms_nothing(
+        fresh_server: ServerProcess) -> None:
+    c = make_tenant(fresh_server)
+    sid = c.post("/v1/sessions", json={}).json()["id"]
+    second = ServerProcess(data_dir=fresh_server.data_dir)
+    with pytest.raises(RuntimeError) as err:
+        second.start(timeout=20)
+    assert f"another Chaser server (pid {fresh_server.proc.pid})" in str(err.value)  # type: ignore[union-attr]
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo alive"}).json()
+    assert r["output"] == "alive\n"
+
+
+# -- 6. host uids never collide between servers -----------------------------------------
+
+def workspace_uid(srv: ServerProcess, c: httpx.Client, ws: str) -> int:
+    """The host uid a workspace's sandbox runs as: the owner of a file it just made."""
+    name = "uid-probe-" + secrets.token_hex(4)
+    assert c.post("/v1/exec", json={"workspace": ws, "command": f"touch {name}"}).json()[
+        "exit_code"] == 0
+    return next(srv.data_dir.glob(f"workspaces/*/files/{name}")).stat().st_uid
+
+
+def test_two_servers_never_share_host_uids(tmp_root: Path) -> None:
+    base = tmp_root / ("uids-" + secrets.token_hex(4))
+    base.mkdir(mode=0o711)
+    a = ServerProcess(data_dir=base / "a").start()
+    b = ServerProcess(data_dir=base / "b").start()
+    try:
+        ca, cb = make_tenant(a), make_tenant(b)
+        ua, ub = workspace_uid(a, ca, "w"), workspace_uid(b, cb, "w")  # id 1 in both
+        assert ua != ub
+        ca.post("/v1/exec", json={"workspace": "w", "command": "echo mine > f"})
+        a.stop()
+        # A copy of a's data dir beside it gets its own block; its files follow.
+        shutil.copytree(base / "a", base / "copy", symlinks=True)
+        a.start()
+        copy = ServerProcess(data_dir=base / "copy").start()
+        try:
+            key = ca.headers["Authorization"].split()[1]  # the copy holds the same keys
+            cc = copy.client(key)
+            uc = workspace_uid(copy, cc, "w")
+            assert len({workspace_uid(a, a.client(key), "w"), ub, uc}) == 3
+            r = cc.post("/v1/exec", json={"workspace": "w", "command": "cat f; echo x >> f"})
+            assert r.json()["exit_code"] == 0 and r.json()["output"] == "mine\n", r.text
+        finally:
+            copy.stop()
+    finally:
+        a.stop()
+        b.stop()
+
+
+# -- 7. no cwd oracle --------------------------------------------------------------------
+
+def test_cwd_answers_the_same_for_every_missing_path(server: ServerProcess, tenant: Tenant) -> None:
+    hidden = Path("/root") / ("chaser-secret-" + secrets.token_hex(4))
+    hidden.mkdir(mode=0o700)
+    try:
+        answers = set()
+        for cwd in (str(hidden), "/root", "/var/lib/dpkg", "/etc/ssh", str(server.data_dir),
+                    "/no/such/dir", "/var/tmp/nope", "/usr/nope"):
+            r = tenant.client.post("/v1/exec", json={"ephemeral": True, "command": "pwd",
+                                                     "cwd": cwd})
+            answers.add((r.status_code, r.text))
+        assert len(answers) == 1, answers
+        assert next(iter(answers))[0] == 400
+    finally:
+        hidden.rmdir()
+
+
+# -- 9. a fork bomb's leftovers never break the next call ---------------------------------
+
+def test_fork_bomb_then_the_workspace_works(server: ServerProcess, tenant: Tenant) -> None:
+    c = tenant.client
+    ws = "bomb-" + secrets.token_hex(3)
+    c.post("/v1/exec", json={"workspace": ws, "timeout_ms": 3000, "shell": "bash",
+                             "command": "bomb(){ bomb | bomb & }; bomb; sleep 3"})
+    r = c.post("/v1/exec", json={"workspace": ws, "command": "echo fine"})
+    assert r.status_code == 200 and r.json()["output"] == "fine\n", r.text
+
+
+def test_a_sandbox_at_its_pids_limit_says_so(server: ServerProcess, tenant: Tenant) -> None:
+    c = tenant.client
+    sid = c.post("/v1/sessions", json={"limits": {"pids": 16}}).json()["id"]
+    c.post(f"/v1/sessions/{sid}/exec", json={"background": True, "command":
+                                              "while :; do sleep 100 & done 2>/dev/null"})
+    time.sleep(1.0)
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo hi"})
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "pids_limit" and "process limit" in r.text
