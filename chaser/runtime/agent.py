@@ -134,6 +134,7 @@ def exec_command(msg, fds):
                     pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
+        os.umask(0o022)  # the server's own umask (077) is not the command's
         if msg.get("stdin"):
             stdin, out, err = fds
         else:

@@ -53,7 +53,7 @@ LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 # (argv is visible to every host user); positional parameters, never exported, carry it
 # past the `unset`, so the command's environment is exactly the request's.
 ONESHOT_WRAPPER = ('set -- "$CHASER_RUN_SHELL" "$CHASER_RUN_CMD"; '
-                   'unset CHASER_RUN_SHELL CHASER_RUN_CMD; exec "$1" -c "$2"')
+                   'unset CHASER_RUN_SHELL CHASER_RUN_CMD; umask 022; exec "$1" -c "$2"')
 
 
 class BwrapRuntime:

@@ -10,7 +10,6 @@ import concurrent.futures
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -97,6 +96,9 @@ def test_request_env_never_reaches_a_host_process(cold_server: ServerProcess) ->
     c.post(f"/v1/sessions/{sid}/exec", json={"command": "true", "env": hostile})
     c.post("/v1/exec", json={"workspace": ws, "command": "true", "env": hostile})
     assert markers(token) == []
+    # The server's private umask is not the commands': their files are 0644 as usual.
+    r = c.post("/v1/exec", json={"workspace": ws, "command": "touch m; stat -c %a m"}).json()
+    assert r["output"] == "644\n", r
     # ...and the request's values are applied inside the sandbox, as asked.
     r = c.post("/v1/exec", json={"ephemeral": True, "env": {"LD_LIBRARY_PATH": "/x",
                                                             "MY_VAR": "v"},
@@ -324,7 +326,7 @@ def test_two_servers_never_share_host_uids(tmp_root: Path) -> None:
         ca.post("/v1/exec", json={"workspace": "w", "command": "echo mine > f"})
         a.stop()
         # A copy of a's data dir beside it gets its own block; its files follow.
-        shutil.copytree(base / "a", base / "copy", symlinks=True)
+        subprocess.run(["cp", "-a", str(base / "a"), str(base / "copy")], check=True)
         a.start()
         copy = ServerProcess(data_dir=base / "copy").start()
         try:
