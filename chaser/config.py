@@ -1,9 +1,11 @@
-"""Server settings: defaults, the data dir and the limits users may ask for."""
+"""Server settings: one declarative table drives the defaults, the `CHASER_*` variables
+and the docs test, and a bad value names its variable and the form it expects."""
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -15,6 +17,15 @@ def default_data_dir() -> Path:
     return Path(base) / "chaser"
 
 
+class SettingError(ValueError):
+    """A setting's value is not of the form it takes (the message says which and how)."""
+
+
+def _env(help: str, *, lo: float | None = None, hi: float | None = None) -> dict[str, object]:
+    """Metadata of a setting read from `CHASER_<NAME>`, with its range and meaning."""
+    return {"env": True, "help": help, "lo": lo, "hi": hi}
+
+
 @dataclass
 class Settings:
     """Everything the server can be tuned with (see docs/configuration.md)."""
@@ -24,39 +35,74 @@ class Settings:
     port: int = 8080
     admin_key: str | None = None  # CHASER_API_KEY from the server's environment
     # Default and maximum per-sandbox limits.
-    memory_mb: int = 2048
+    memory_mb: int = field(default=2048, metadata=_env("default memory limit per sandbox (MiB)", lo=16))
     max_memory_mb: int = 16384
-    pids: int = 1024
+    pids: int = field(default=1024, metadata=_env("default process limit per sandbox", lo=8))
     max_pids: int = 16384
     cpus: float = 2.0
     max_cpus: float = 64.0
-    idle_timeout_s: int = 1800
+    idle_timeout_s: int = field(default=1800, metadata=_env("default idle timeout of sessions", lo=1))
     workspace_idle_timeout_s: int = 600  # sessions /v1/exec makes for a workspace
-    max_sandboxes: int = 256  # running sandboxes on this server, all tenants
-    max_sessions_per_tenant: int = 64
+    max_sandboxes: int = field(default=256, metadata=_env(
+        "running sandboxes on this server, all tenants (503 `no_capacity` past it)", lo=1))
+    max_running_commands: int = field(default=4096, metadata=_env(
+        "running commands on this server, all tenants", lo=1))
+    memory_fraction: float = field(default=4.0, metadata=_env(
+        "how many times host memory the memory limits of running sandboxes may add up to "
+        "(limits are ceilings: 1 or less admits no overcommit)", lo=0.01, hi=1000))
+    tenant_share: float = field(default=0.25, metadata=_env(
+        "share of each server-wide limit one tenant may use by default", lo=0.0001, hi=1))
+    max_sandboxes_per_tenant: int | None = field(default=None, metadata=_env(
+        "running sandboxes of every kind per tenant [default: max_sandboxes x tenant_share]", lo=1))
+    max_sessions_per_tenant: int | None = field(default=None, metadata=_env(
+        "running sessions per tenant [default: max_sandboxes x tenant_share]", lo=1))
+    max_commands_per_tenant: int | None = field(default=None, metadata=_env(
+        "running commands per tenant [default: max_running_commands x tenant_share]", lo=1))
+    max_memory_mb_per_tenant: int | None = field(default=None, metadata=_env(
+        "sum of memory limits of a tenant's running sandboxes [default: the memory budget "
+        "x tenant_share]", lo=16))
     max_running_commands_per_session: int = 256
-    max_log_bytes: int = 64 * 1024 * 1024  # output kept per command, oldest dropped first
-    log_retention_s: int = 7 * 24 * 3600
+    max_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_env(
+        "output kept per command (oldest dropped first)", lo=4096))
+    log_retention_s: int = field(default=7 * 24 * 3600, metadata=_env(
+        "how long logs of ended sessions are kept", lo=1))
     max_body_bytes: int = 4 * 1024 * 1024
-    warm_pool: int = 2  # started sandboxes kept ready for ephemeral runs (0: none)
+    warm_pool: int = field(default=2, metadata=_env(
+        "started sandboxes kept ready for ephemeral runs (each used once)", lo=0, hi=64))
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Settings from `CHASER_*` environment variables, then explicit overrides."""
+        """Settings from `CHASER_*` environment variables, then explicit overrides.
+
+        Raises SettingError naming the variable and the expected form.
+        """
         s = cls()
         env = os.environ
         if env.get("CHASER_DATA_DIR"):
             s.data_dir = Path(env["CHASER_DATA_DIR"])
         s.admin_key = env.get("CHASER_API_KEY") or None
-        for name in ("memory_mb", "pids", "idle_timeout_s", "max_sandboxes",
-                     "max_sessions_per_tenant", "max_log_bytes", "log_retention_s", "warm_pool"):
-            value = env.get(f"CHASER_{name.upper()}")
-            if value:
-                setattr(s, name, int(value))
+        for f in fields(cls):
+            if not f.metadata.get("env"):
+                continue
+            name = f"CHASER_{f.name.upper()}"
+            raw = env.get(name)
+            if raw:
+                setattr(s, f.name, _parse(name, raw, f.type, f.metadata))
         for key, override in overrides.items():
             if override is not None:
                 setattr(s, key, Path(str(override)) if key == "data_dir" else override)
         return s
+
+    @staticmethod
+    def variables() -> dict[str, str]:
+        """Every `CHASER_*` setting and what it means (the docs test reads this)."""
+        return {f"CHASER_{f.name.upper()}": str(f.metadata["help"])
+                for f in fields(Settings) if f.metadata.get("env")}
+
+    # -- derived ------------------------------------------------------------------------
+
+    def share(self, total: int) -> int:
+        return max(1, math.floor(total * self.tenant_share))
 
     @property
     def db_path(self) -> Path:
@@ -77,3 +123,23 @@ class Settings:
     @property
     def admin_key_file(self) -> Path:
         return self.data_dir / "admin.key"
+
+
+def _parse(name: str, raw: str, kind: object, meta: object) -> int | float:
+    """`raw` as the setting's type, in its range; SettingError naming `name` otherwise."""
+    assert isinstance(meta, dict) or hasattr(meta, "get")
+    as_float = "float" in str(kind)
+    form = "a number" if as_float else "a whole number"
+    lo, hi = meta.get("lo"), meta.get("hi")  # type: ignore[attr-defined]
+    if lo is not None:
+        form += f" >= {lo:g}"
+    if hi is not None:
+        form += f" and <= {hi:g}"
+    try:
+        value: int | float = float(raw) if as_float else int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not valid: it takes {form}") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi) or (
+            as_float and not math.isfinite(value)):
+        raise SettingError(f"{name}={raw!r} is out of range: it takes {form}")
+    return value

@@ -7,7 +7,7 @@
     ├── NotFound              code: not_found, image_not_found
     ├── Conflict              code: conflict, session_stopped, command_finished
     ├── PayloadTooLarge       code: payload_too_large
-    ├── OverLimit             code: too_many_sessions, too_many_commands
+    ├── OverLimit             code: tenant_limit, too_many_commands, pids_limit
     └── Unavailable           code: no_capacity, sandbox_failed
 
 Each carries a machine-readable `code` and a human message. The HTTP layer maps the
@@ -22,9 +22,11 @@ class ChaserError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, *,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after  # seconds; sent as Retry-After (429, 503)
         if code is not None:
             self.code = code
 

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from ._app import AppContext, pass_app, print_json, print_table
+from chaser.models import TenantLimits
+
+from ._app import AppContext, pass_app, print_fields, print_json, print_table
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def limit_options(fn: F) -> F:
+    """--max-sandboxes, --max-sessions, --max-commands, --max-memory-mb."""
+    for name, what in reversed([("sandboxes", "running sandboxes of every kind"),
+                                ("sessions", "running sessions"),
+                                ("commands", "running commands"),
+                                ("memory-mb", "sum of sandbox memory limits (MiB)")]):
+        fn = click.option(f"--max-{name}", type=click.IntRange(0), metavar="N",
+                          help=f"Limit: {what} at once [default: the server's share].")(fn)
+    return fn
+
+
+def _limits(kw: dict[str, int | None]) -> TenantLimits | None:
+    given = {k: v for k, v in kw.items() if v is not None}
+    return TenantLimits(**given) if given else None
 
 
 @click.group(epilog="""\b
@@ -26,15 +49,18 @@ def keys() -> None:
 Examples:
   chaser keys create --name ci                 # prints the new secret key
   export CHASER_API_KEY=$(chaser keys create --name me)
-  chaser keys create --name ops --admin --json""")
+  chaser keys create --name ops --admin --json
+  chaser keys create --name ci --max-sandboxes 8 --max-memory-mb 16384""")
 @click.option("--name", default="", help="A label for the key.")
 @click.option("--admin", is_flag=True, help="An admin key (may manage keys).")
 @click.option("--tenant", metavar="ID", help="Share this existing tenant instead of a new one.")
+@limit_options
 @json_option
 @pass_app
-def create(app: AppContext, name: str, admin: bool, tenant: str | None, as_json: bool) -> None:
+def create(app: AppContext, name: str, admin: bool, tenant: str | None, as_json: bool,
+           **limits: int | None) -> None:
     """Create a key and print its secret (shown only once)."""
-    key = app.client().keys.create(name, admin=admin, tenant=tenant)
+    key = app.client().keys.create(name, admin=admin, tenant=tenant, limits=_limits(limits))
     if as_json:
         print_json(key)
         return
@@ -57,6 +83,24 @@ def list_(app: AppContext, as_json: bool) -> None:
     print_table(["id", "name", "admin", "tenant", "created", "revoked"],
                 [[k.id, k.name or None, k.admin, k.tenant, k.created_at, k.revoked_at]
                  for k in items])
+
+
+@keys.command("limits", epilog="""\b
+Examples:
+  chaser keys limits key_123 --max-sandboxes 4 --max-sessions 2
+  chaser keys limits key_123                     # back to the server's defaults""")
+@click.argument("key_id", metavar="KEY_ID")
+@limit_options
+@json_option
+@pass_app
+def limits_(app: AppContext, key_id: str, as_json: bool, **limits: int | None) -> None:
+    """Set the limits of a key's tenant (options left out: the server's defaults)."""
+    key = app.client().keys.set_limits(key_id, _limits(limits) or TenantLimits())
+    if as_json:
+        print_json(key)
+        return
+    assert key.limits is not None
+    print_fields([(k, v) for k, v in key.limits.model_dump().items()])
 
 
 @keys.command(epilog="""\b

@@ -9,7 +9,7 @@ import click
 
 from chaser.client import ChaserError, Client, __version__
 
-from ._app import AppContext, ChaserGroup, fail
+from ._app import AppContext, ChaserGroup, fail, print_json, print_table
 from .commands import commands
 from .keys import keys
 from .run import exec_command, shell
@@ -92,6 +92,28 @@ def version(app: AppContext, as_json: bool) -> None:
         click.echo(f"server {info['server']} at {info['api_url']}")
     else:
         click.echo(f"server: not reachable ({problem})")
+
+
+@cli.command(epilog="""\b
+Examples:
+  chaser usage
+  chaser usage --json | jq .usage""")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def usage(app: AppContext, as_json: bool) -> None:
+    """Show what this key's tenant holds against its limits (admins: every tenant)."""
+    report = app.client().usage()
+    if as_json:
+        print_json(report)
+        return
+    rows = [(report.tenant, report.usage, report.limits.model_dump())]
+    rows += [(t.tenant, t.usage, t.limits.model_dump()) for t in report.tenants or []
+             if t.tenant != report.tenant]
+    print_table(["tenant", "sandboxes", "sessions", "commands", "memory (MiB)"],
+                [[name, *(f"{use.get(k, 0)}/{lim[LIMIT]}" for k, LIMIT in
+                          (("sandboxes", "max_sandboxes"), ("sessions", "max_sessions"),
+                           ("commands", "max_commands"), ("memory_mb", "max_memory_mb")))]
+                 for name, use, lim in rows])
 
 
 cli.add_command(shell)

@@ -13,11 +13,11 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from chaser.models import (
-    DEFAULT_FOREGROUND_TIMEOUT_MS,
     ApiKey,
     BackgroundStarted,
     Command,
     CommandList,
+    DEFAULT_FOREGROUND_TIMEOUT_MS,
     ExecResult,
     KeyList,
     Limits,
@@ -25,6 +25,8 @@ from chaser.models import (
     SessionList,
     Shell,
     StdinResult,
+    TenantLimits,
+    UsageReport,
 )
 
 T = TypeVar("T")
@@ -178,9 +180,20 @@ def stream_path(session_id: str, command_id: str) -> str:
     return f"{command_path(session_id, command_id)}/stream"
 
 
-def key_create(name: str, admin: bool, tenant: str | None) -> Call[ApiKey]:
+def key_create(name: str, admin: bool, tenant: str | None,
+               limits: TenantLimits | None = None) -> Call[ApiKey]:
     return Call("POST", "/v1/keys", ApiKey.model_validate,
-                json=_body(name=name, admin=admin, tenant=tenant))
+                json=_body(name=name, admin=admin, tenant=tenant,
+                           limits=limits.model_dump(exclude_none=True) if limits else None))
+
+
+def key_set_limits(key_id: str, limits: TenantLimits) -> Call[ApiKey]:
+    return Call("PATCH", f"/v1/keys/{_seg(key_id)}", ApiKey.model_validate,
+                json={"limits": limits.model_dump()})
+
+
+def usage() -> Call[UsageReport]:
+    return Call("GET", "/v1/usage", UsageReport.model_validate)
 
 
 def key_list() -> Call[list[ApiKey]]:

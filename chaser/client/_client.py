@@ -8,7 +8,16 @@ from typing import Any, TypeVar
 
 import httpx
 
-from chaser.models import ApiKey, Command, ExecResult, Limits, Session, Shell
+from chaser.models import (
+    ApiKey,
+    Command,
+    ExecResult,
+    Limits,
+    Session,
+    Shell,
+    TenantLimits,
+    UsageReport,
+)
 
 from . import _api
 from ._config import Config, resolve_config
@@ -95,6 +104,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         """`GET /healthz`: server status and version (needs no key)."""
         return self._call(_api.health())
+
+    def usage(self) -> UsageReport:
+        """What this key's tenant holds against its limits (an admin sees every tenant)."""
+        return self._call(_api.usage())
 
     def exec(
         self,
@@ -185,10 +198,15 @@ class Keys:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, name: str = "", *, admin: bool = False,
-               tenant: str | None = None) -> ApiKey:
-        """Create a key; the secret (`.key`) is returned only this once."""
-        return self._client._call(_api.key_create(name, admin, tenant))
+    def create(self, name: str = "", *, admin: bool = False, tenant: str | None = None,
+                     limits: TenantLimits | None = None) -> ApiKey:
+        """Create a key; the secret (`.key`) is returned only this once. `limits` sets
+        its tenant's limits (fields left None: the server's defaults)."""
+        return self._client._call(_api.key_create(name, admin, tenant, limits))
+
+    def set_limits(self, key_id: str, limits: TenantLimits) -> ApiKey:
+        """Set the limits of the key's tenant (fields left None: the server's defaults)."""
+        return self._client._call(_api.key_set_limits(key_id, limits))
 
     def list(self) -> builtins.list[ApiKey]:
         """All keys (without their secrets)."""

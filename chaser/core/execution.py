@@ -16,6 +16,7 @@ from typing import Any
 from chaser.config import Settings
 from chaser.core.commands import CommandState, RunningCommand
 from chaser.core.output import STREAM_NAMES, OutputLog
+from chaser.core.quotas import Grant
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.util import new_id, parse_signal
 from chaser.errors import (
@@ -80,13 +81,18 @@ class Executor:
         """Start a command in a running session and record it."""
         if len(live.running_commands()) + live.starting >= self.settings.max_running_commands_per_session:
             raise OverLimit("too many commands are running in this session", "too_many_commands")
+        grant = self.sessions.ledger.admit(live.tenant, commands=1)
         live.starting += 1
         try:
-            return await self._start_in_session(live, req)
+            return await self._start_in_session(live, req, grant)
+        except BaseException:
+            grant.release()
+            raise
         finally:
             live.starting -= 1
 
-    async def _start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
+    async def _start_in_session(self, live: LiveSession, req: SessionExecRequest,
+                                grant: Grant) -> RunningCommand:
         live.touch()
         cwd = req.cwd or str(live.row["cwd"])
         state = CommandState(id=new_id("cmd"), session_id=live.id, tenant=live.tenant,
@@ -102,6 +108,7 @@ class Executor:
         await self.store.insert_command(state.row())
 
         async def on_end(c: RunningCommand) -> None:
+            grant.release()
             live.touch()
             s = c.state
             # The row first, then out of the live map: a reader never finds neither.
@@ -134,9 +141,9 @@ class Executor:
             result = await self.session_exec(tenant, live.id, SessionExecRequest(**body))
             assert isinstance(result, ExecResult)  # a foreground request
             return result
-        return await self._ephemeral(req)
+        return await self._ephemeral(tenant, req)
 
-    async def _ephemeral(self, req: ExecRequest) -> ExecResult:
+    async def _ephemeral(self, tenant: str, req: ExecRequest) -> ExecResult:
         image = req.image or "default"
         self.runtime.check_image(image)
         cmd_id = new_id("cmd")
@@ -148,7 +155,8 @@ class Executor:
         spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image,
                            limits=self.sessions.resource_limits(limits))
         pspec = self.process_spec(req, {}, cwd)
-        self.sessions.reserve_sandbox()
+        grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
+                                           memory_mb=limits.memory_mb or 0)
         try:
             await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io), stdin_pipe=False,
                             stdin_text=req.stdin,
@@ -160,7 +168,7 @@ class Executor:
             result.command_id = None
             return result
         finally:
-            self.sessions.release_sandbox()
+            grant.release()
             cmd.output.delete()
 
     def _new_log(self, session_id: str, command_id: str) -> OutputLog:

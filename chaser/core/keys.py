@@ -12,7 +12,8 @@ from pathlib import Path
 
 from chaser.core.util import new_id, now_iso
 from chaser.errors import Forbidden, NotFound, Unauthorized
-from chaser.models import ApiKey, KeyCreate
+from chaser.core.quotas import Ledger
+from chaser.models import ApiKey, KeyCreate, KeyUpdate, TenantLimits
 from chaser.store.base import KeyRecord, Store
 
 log = logging.getLogger("chaser")
@@ -34,18 +35,28 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _public(rec: KeyRecord, secret: str | None = None) -> ApiKey:
-    return ApiKey(id=rec.id, name=rec.name, admin=rec.admin, tenant=rec.tenant,
-                  created_at=rec.created_at, revoked_at=rec.revoked_at, key=secret)
-
-
 class KeyService:
-    """Authenticates bearer tokens and manages keys."""
+    """Authenticates bearer tokens and manages keys and their tenants' limits."""
 
-    def __init__(self, store: Store, env_admin_key: str | None) -> None:
+    def __init__(self, store: Store, env_admin_key: str | None, ledger: Ledger) -> None:
         self.store = store
+        self.ledger = ledger
         self._env_digest = digest(env_admin_key) if env_admin_key else None
         self._cache: dict[str, Principal] = {}
+
+    def _public(self, rec: KeyRecord, secret: str | None = None) -> ApiKey:
+        return ApiKey(id=rec.id, name=rec.name, admin=rec.admin, tenant=rec.tenant,
+                      created_at=rec.created_at, revoked_at=rec.revoked_at, key=secret,
+                      limits=self.ledger.limits(rec.tenant))
+
+    async def load_limits(self) -> None:
+        """The limits admins set per tenant, into the ledger (at start)."""
+        for tenant, limits in (await self.store.tenant_limits()).items():
+            self.ledger.overrides[tenant] = TenantLimits(**limits)
+
+    async def _set_limits(self, tenant: str, limits: TenantLimits) -> None:
+        await self.store.set_tenant_limits(tenant, limits.model_dump(exclude_none=True))
+        self.ledger.overrides[tenant] = limits
 
     async def bootstrap(self, key_file: Path) -> Path | None:
         """First start with no key anywhere: make an admin key, keep only its hash.
@@ -84,11 +95,22 @@ class KeyService:
         key_id = new_id("key")
         rec = KeyRecord(key_id, req.name, digest(secret), req.tenant or key_id, req.admin, now_iso())
         await self.store.add_key(rec)
-        return _public(rec, secret)
+        if req.limits is not None:
+            await self._set_limits(rec.tenant, req.limits)
+        return self._public(rec, secret)
+
+    async def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> ApiKey:
+        """Set the limits of the key's tenant (they hold for all its keys)."""
+        self._require_admin(caller)
+        rec = await self.store.get_key(key_id)
+        if rec is None:
+            raise NotFound(f"key {key_id} not found")
+        await self._set_limits(rec.tenant, req.limits)
+        return self._public(rec)
 
     async def list(self, caller: Principal) -> list[ApiKey]:
         self._require_admin(caller)
-        return [_public(r) for r in await self.store.list_keys()]
+        return [self._public(r) for r in await self.store.list_keys()]
 
     async def revoke(self, caller: Principal, key_id: str) -> ApiKey:
         self._require_admin(caller)
@@ -96,7 +118,7 @@ class KeyService:
         if rec is None:
             raise NotFound(f"key {key_id} not found")
         self._cache.pop(rec.hash, None)
-        return _public(rec)
+        return self._public(rec)
 
     @staticmethod
     def _require_admin(caller: Principal) -> None:

@@ -13,8 +13,10 @@ from pathlib import Path
 from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.keys import KeyService
+from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.sessions import SessionService
 from chaser.core.util import now_iso
+from chaser.models import UsageReport
 from chaser.runtime.base import Runtime
 from chaser.store.base import Store
 
@@ -28,8 +30,9 @@ class Chaser:
         self.settings = settings
         self.store = store
         self.runtime = runtime
-        self.keys = KeyService(store, settings.admin_key)
-        self.sessions = SessionService(settings, store, runtime)
+        self.ledger = Ledger.for_host(settings)
+        self.keys = KeyService(store, settings.admin_key, self.ledger)
+        self.sessions = SessionService(settings, store, runtime, self.ledger)
         self.executor = Executor(settings, store, runtime, self.sessions)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -41,6 +44,7 @@ class Chaser:
             log.info("marked %d sessions and %d commands of the previous run as ended",
                      sessions, commands)
         await self._adopt_workspaces()
+        await self.keys.load_limits()
         key_file = await self.keys.bootstrap(self.settings.admin_key_file)
         if key_file:
             log.warning("created the first admin API key; it is in %s (mode 0600)", key_file)
@@ -48,6 +52,16 @@ class Chaser:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.sessions.reap_idle_forever()),
                        loop.create_task(self._expire_logs_forever())]
+
+    def usage(self, tenant: str, everyone: bool = False) -> UsageReport:
+        """A tenant's use against its limits; with `everyone`, all tenants and the server."""
+        mine = self.ledger.usage(tenant)
+        report = UsageReport(tenant=tenant, usage=mine.usage, limits=mine.limits)
+        if everyone:
+            report.tenants = [self.ledger.usage(t) for t in self.ledger.tenants()]
+            report.server = {"usage": {k: self.ledger.total[k] for k in RESOURCES},
+                             "limits": self.ledger.server_limits()}
+        return report
 
     async def _adopt_workspaces(self) -> None:
         """Workspaces whose uid is outside this data dir's block (made by an older version,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from chaser.config import Settings
 from chaser.core.commands import RunningCommand
 from chaser.core.util import new_id, now_iso
-from chaser.errors import Conflict, NotFound, OverLimit, Unavailable
+from chaser.core.quotas import Grant, Ledger
+from chaser.errors import Conflict, NotFound
 from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
 from chaser.runtime.cgroups import ResourceLimits
@@ -34,6 +35,7 @@ class LiveSession:
     starting: int = 0  # commands between the limit check and their start
     stopping: bool = False  # still findable while its commands settle; takes no new ones
     auto: bool = False  # made by /v1/exec for its workspace, so /v1/exec may reuse it
+    grant: Grant | None = None  # its sandbox, session and memory in the tenant's share
 
     @property
     def id(self) -> str:
@@ -55,27 +57,15 @@ def to_session(row: Row) -> Session:
 class SessionService:
     """Creates, finds, idles out and deletes sessions."""
 
-    def __init__(self, settings: Settings, store: Store, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime, ledger: Ledger) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
+        self.ledger = ledger
         self.live: dict[str, LiveSession] = {}
         self._ws_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._starting = 0
-        self._starting_by_tenant: dict[str, int] = {}
 
     # -- limits -----------------------------------------------------------------------
-
-    def sandbox_slots_used(self) -> int:
-        return len(self.live) + self._starting
-
-    def reserve_sandbox(self) -> None:
-        if self.sandbox_slots_used() >= self.settings.max_sandboxes:
-            raise Unavailable("the server is running as many sandboxes as it may; try again later")
-        self._starting += 1
-
-    def release_sandbox(self) -> None:
-        self._starting -= 1
 
     def limits_for(self, asked: Limits | None) -> Limits:
         s = self.settings
@@ -94,24 +84,22 @@ class SessionService:
     async def create(self, tenant: str, req: SessionCreate, *, idle_timeout_s: int | None = None) -> LiveSession:
         """Start a session's sandbox and record it."""
         self.runtime.check_image(req.image or "default")
-        # Counted with the sessions still starting, in the same step as the check, so
-        # concurrent creates cannot slip past the limit while sandboxes start.
-        mine = sum(1 for s in self.live.values() if s.tenant == tenant)
-        mine += self._starting_by_tenant.get(tenant, 0)
-        if mine >= self.settings.max_sessions_per_tenant:
-            raise OverLimit(f"this key already has {mine} running sessions; delete some first",
-                            "too_many_sessions")
-        self._starting_by_tenant[tenant] = self._starting_by_tenant.get(tenant, 0) + 1
-        try:
-            return await self._create(tenant, req, idle_timeout_s)
-        finally:
-            left = self._starting_by_tenant.pop(tenant) - 1
-            if left:
-                self._starting_by_tenant[tenant] = left
-
-    async def _create(self, tenant: str, req: SessionCreate, idle_timeout_s: int | None) -> LiveSession:
-        image = req.image or "default"
         limits = self.limits_for(req.limits)
+        # Admitted before the sandbox starts, in one step with the check, so concurrent
+        # creates cannot slip past a limit while sandboxes start.
+        grant = self.ledger.admit(tenant, sandboxes=1, sessions=1,
+                                  memory_mb=limits.memory_mb or 0)
+        try:
+            live = await self._create(tenant, req, limits, idle_timeout_s)
+        except BaseException:
+            grant.release()
+            raise
+        live.grant = grant
+        return live
+
+    async def _create(self, tenant: str, req: SessionCreate, limits: Limits,
+                      idle_timeout_s: int | None) -> LiveSession:
+        image = req.image or "default"
         session_id = new_id("ses")
         workspace_dir = None
         uid = None
@@ -124,11 +112,7 @@ class SessionService:
             workspace_dir = self.settings.workspaces_dir / str(ws.id)
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
                            limits=self.resource_limits(limits))
-        self.reserve_sandbox()
-        try:
-            sandbox = await self.runtime.start(spec)
-        finally:
-            self.release_sandbox()
+        sandbox = await self.runtime.start(spec)
         now = now_iso()
         row: Row = {
             "id": session_id, "tenant": tenant, "workspace": req.workspace, "image": image,
@@ -182,6 +166,8 @@ class SessionService:
                                             ended_at=live.row["ended_at"], end_reason=reason)
         finally:
             self.live.pop(live.id, None)
+            if live.grant is not None:
+                live.grant.release()
             self._touch_logs(live.id)
         return live.row
 

@@ -19,7 +19,7 @@ from chaser.server import errors
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
-from chaser.server.routes import commands, health, keys, sessions
+from chaser.server.routes import commands, health, keys, sessions, usage
 from chaser.store.sqlite import SQLiteStore
 
 log = logging.getLogger("chaser")
@@ -50,7 +50,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (health, sessions, commands, keys):
+    for module in (health, sessions, commands, keys, usage):
         app.include_router(module.router)
     app.include_router(mcp.router)
     return app

@@ -39,8 +39,11 @@ def status_for(exc: errors.ChaserError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(status: int, code: str, message: str, retry_after: int | None = None,
+                   **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status in (429, 503):
+        headers["Retry-After"] = str(retry_after or 1)
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status,
                         headers=headers)
 
@@ -63,13 +66,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.ChaserError)
     async def chaser_error(_: Request, exc: errors.ChaserError) -> JSONResponse:
-        return error_response(status_for(exc), exc.code, exc.message)
+        return error_response(status_for(exc), exc.code, exc.message, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         code, message, details = _validation_message(exc)
         status = 400 if code == "invalid_json" else 422
-        return error_response(status, code, message, **({"details": details} if details else {}))
+        return error_response(status, code, message, None,
+                              **({"details": details} if details else {}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import uvicorn
 
-from chaser.config import Settings
+from chaser.config import SettingError, Settings
 from chaser.server.app import create_app
 from chaser.server.datadir import open_data_dir
 
 
 def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None) -> None:
     """Start the server and block until it is stopped (SIGINT/SIGTERM)."""
-    settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+    try:
+        settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+    except SettingError as e:  # before the data dir is touched
+        print(f"chaser: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         lock = open_data_dir(settings)  # fail before serving, with one clear line

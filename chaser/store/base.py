@@ -48,6 +48,13 @@ class Store(Protocol):
 
     async def revoke_key(self, key_id: str, when: str) -> KeyRecord | None: ...
 
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    async def tenant_limits(self) -> dict[str, dict[str, Any]]:
+        """Every tenant an admin set limits for, with them."""
+
+    async def set_tenant_limits(self, tenant: str, limits: dict[str, Any]) -> None: ...
+
     async def workspace(self, tenant: str, name: str, create_at: str | None) -> WorkspaceRecord | None:
         """Get a workspace; with `create_at`, create it first when missing."""
 

@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
     admin INTEGER NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT
 );
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant TEXT PRIMARY KEY, limits TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workspaces (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, name TEXT NOT NULL,
     uid INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, UNIQUE (tenant, name)
@@ -110,6 +113,21 @@ class SQLiteStore:
             return db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()  # type: ignore[no-any-return]
 
         row = await self._run(revoke)
+        return _key(row) if row else None
+
+    async def tenant_limits(self) -> dict[str, dict[str, Any]]:
+        rows = await self._run(lambda db: db.execute("SELECT * FROM tenants").fetchall())
+        return {r["tenant"]: json.loads(r["limits"]) for r in rows}
+
+    async def set_tenant_limits(self, tenant: str, limits: dict[str, Any]) -> None:
+        data = json.dumps(limits)
+        await self._run(lambda db: db.execute(
+            "INSERT INTO tenants (tenant, limits) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET limits = excluded.limits", (tenant, data)))
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone())
         return _key(row) if row else None
 
     # -- workspaces -------------------------------------------------------------------

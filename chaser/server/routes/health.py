@@ -16,4 +16,4 @@ router = APIRouter()
 async def healthz(core: Core) -> dict[str, Any]:
     """Liveness, version and which resource limits this host enforces."""
     return {"status": "ok", "version": __version__, "limits": core.runtime.describe(),
-            "sandboxes": core.sessions.sandbox_slots_used()}
+            "sandboxes": core.ledger.total["sandboxes"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from chaser.models import ApiKey, KeyCreate, KeyList
+from chaser.models import ApiKey, KeyCreate, KeyList, KeyUpdate
 from chaser.server.deps import Caller, Core
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -19,6 +19,12 @@ async def create_key(core: Core, caller: Caller, req: KeyCreate | None = None) -
 @router.get("", response_model=KeyList)
 async def list_keys(core: Core, caller: Caller) -> KeyList:
     return KeyList(keys=await core.keys.list(caller))
+
+
+@router.patch("/{key_id}", response_model=ApiKey)
+async def update_key(key_id: str, req: KeyUpdate, core: Core, caller: Caller) -> ApiKey:
+    """Set the limits of the key's tenant (null fields: the server's defaults)."""
+    return await core.keys.update(caller, key_id, req)
 
 
 @router.delete("/{key_id}", response_model=ApiKey)
