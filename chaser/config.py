@@ -61,6 +61,12 @@ class Settings:
     max_memory_mb_per_tenant: int | None = field(default=None, metadata=_env(
         "sum of memory limits of a tenant's running sandboxes [default: the memory budget "
         "x tenant_share]", lo=16))
+    pids_fraction: float = field(default=0.5, metadata=_env(
+        "share of the kernel's pid_max all sandboxes together may use (the host keeps the "
+        "rest)", lo=0.01, hi=0.95))
+    max_pids_per_tenant: int | None = field(default=None, metadata=_env(
+        "processes of all a tenant's sandboxes together [default: pid_max x pids_fraction "
+        "x tenant_share]", lo=8))
     max_running_commands_per_session: int = 256
     max_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_env(
         "output kept per command (oldest dropped first)", lo=4096))

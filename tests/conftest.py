@@ -49,6 +49,9 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHASER_")}
+        # The suite's servers run hundreds of default-sized sandboxes side by side; memory
+        # admission is tested on servers of its own (tests/server/test_fair_share.py).
+        env["CHASER_MEMORY_FRACTION"] = "1000"
         if self.admin_key:
             env["CHASER_API_KEY"] = self.admin_key
         env.update(self.extra_env)

@@ -127,7 +127,11 @@ class Executor:
         if req.background:
             return BackgroundStarted(command_id=cmd.state.id, pid=cmd.state.pid,
                                      session_id=live.id, started_at=cmd.state.started_at)
-        await cmd.finished.wait()
+        try:
+            await cmd.finished.wait()
+        except asyncio.CancelledError:
+            _abandon(cmd)
+            raise
         return self._result(cmd, req.max_output_bytes, live.id)
 
     async def exec(self, tenant: str, req: ExecRequest) -> ExecResult:
@@ -152,8 +156,10 @@ class Executor:
                              background=False)
         cmd = RunningCommand(state, self._new_log("_ephemeral", cmd_id))
         limits = self.sessions.limits_for(None)
+        group, group_limits = self.sessions.ledger.group(tenant)
         spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image,
-                           limits=self.sessions.resource_limits(limits))
+                           limits=self.sessions.resource_limits(limits), group=group,
+                           group_limits=group_limits)
         pspec = self.process_spec(req, {}, cwd)
         grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
                                            memory_mb=limits.memory_mb or 0)
@@ -161,7 +167,14 @@ class Executor:
             await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io), stdin_pipe=False,
                             stdin_text=req.stdin,
                             timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
-            await cmd.run(_nothing)
+            run = asyncio.ensure_future(cmd.run(_nothing))
+            try:
+                await asyncio.shield(run)
+            except asyncio.CancelledError:
+                _abandon(cmd)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(run, KILL_SETTLE_S)
+                raise
             if cmd.exit_status is not None and cmd.exit_status.setup_failed:
                 raise _setup_error(cmd.output.read_bytes(0, 1000)[1].decode(errors="replace"))
             result = self._result(cmd, req.max_output_bytes, None)
@@ -285,6 +298,13 @@ class Executor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cmd.finished.wait(), KILL_SETTLE_S)
         return _command(cmd.state.row())
+
+
+def _abandon(cmd: RunningCommand) -> None:
+    """The request that waited for `cmd` is gone: end the command's whole tree."""
+    if cmd.running and cmd.process is not None:
+        with contextlib.suppress(Conflict):
+            cmd.kill(9, reason="client_disconnected")
 
 
 def _setup_error(reason: str) -> ChaserError:

@@ -12,6 +12,7 @@ restart ends.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from chaser.config import Settings
 from chaser.errors import OverLimit, Unavailable
 from chaser.models import TenantLimits, TenantUsage
+from chaser.runtime.cgroups import ResourceLimits
 
 log = logging.getLogger("chaser.core")
 
@@ -26,6 +28,11 @@ RESOURCES = ("sandboxes", "sessions", "commands", "memory_mb")
 LIMIT_NAMES = {"sandboxes": "max_sandboxes", "sessions": "max_sessions",
                "commands": "max_commands", "memory_mb": "max_memory_mb"}
 RETRY_AFTER_S = 5
+
+
+def kernel_pid_max() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read())
 
 
 def host_memory_mb() -> int:
@@ -58,6 +65,7 @@ class Ledger:
 
     settings: Settings
     memory_budget_mb: int
+    pids_budget: int
     overrides: dict[str, TenantLimits] = field(default_factory=dict)
     held: dict[str, Counter[str]] = field(default_factory=dict)
     total: Counter[str] = field(default_factory=Counter)
@@ -65,7 +73,8 @@ class Ledger:
 
     @classmethod
     def for_host(cls, settings: Settings) -> Ledger:
-        return cls(settings, int(host_memory_mb() * settings.memory_fraction))
+        return cls(settings, int(host_memory_mb() * settings.memory_fraction),
+                   int(kernel_pid_max() * settings.pids_fraction))
 
     # -- limits -----------------------------------------------------------------------
 
@@ -75,7 +84,8 @@ class Ledger:
             max_sandboxes=s.max_sandboxes_per_tenant or s.share(s.max_sandboxes),
             max_sessions=s.max_sessions_per_tenant or s.share(s.max_sandboxes),
             max_commands=s.max_commands_per_tenant or s.share(s.max_running_commands),
-            max_memory_mb=s.max_memory_mb_per_tenant or s.share(self.memory_budget_mb))
+            max_memory_mb=s.max_memory_mb_per_tenant or s.share(self.memory_budget_mb),
+            max_pids=s.max_pids_per_tenant or s.share(self.pids_budget))
 
     def limits(self, tenant: str) -> TenantLimits:
         """The tenant's limits: the admin's settings for it, the defaults for the rest."""
@@ -84,6 +94,12 @@ class Ledger:
         if own is None:
             return base
         return base.model_copy(update=own.model_dump(exclude_none=True))
+
+    def group(self, tenant: str) -> tuple[str, ResourceLimits]:
+        """The tenant's sandbox group and what the kernel holds it to: all its
+        sandboxes' processes together (a fork bomb in each stays within its share)."""
+        name = "t_" + hashlib.sha256(tenant.encode()).hexdigest()[:16]
+        return name, ResourceLimits(pids=self.limits(tenant).max_pids)
 
     def server_limits(self) -> dict[str, int]:
         s = self.settings

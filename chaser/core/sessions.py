@@ -110,8 +110,10 @@ class SessionService:
             if ws.uid != uid:  # new: its uid comes from this data dir's block
                 await self.store.set_workspace_uid(ws.id, uid)
             workspace_dir = self.settings.workspaces_dir / str(ws.id)
+        group, group_limits = self.ledger.group(tenant)
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
-                           limits=self.resource_limits(limits))
+                           limits=self.resource_limits(limits), group=group,
+                           group_limits=group_limits)
         sandbox = await self.runtime.start(spec)
         now = now_iso()
         row: Row = {

@@ -22,7 +22,8 @@ class SandboxSpec:
     become `/workspace`, `/home/user` and `/tmp`; None gives private, empty tmpfs mounts
     that vanish with the sandbox. `uid` is the host uid the sandbox runs as; None lets
     the runtime pick one no other live sandbox uses (what sandboxes without a
-    workspace want).
+    workspace want). Sandboxes of one `group` share `group_limits`, held by the kernel
+    for all of them together.
     """
 
     name: str
@@ -30,6 +31,8 @@ class SandboxSpec:
     image: str = "default"
     workspace_dir: Path | None = None
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    group: str | None = None
+    group_limits: ResourceLimits | None = None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from chaser.errors import SandboxFailed
 from chaser.runtime import images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
-from chaser.runtime.cgroups import Cgroup, CgroupManager
+from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
 
@@ -59,7 +59,8 @@ ONESHOT_WRAPPER = ('set -- "$CHASER_RUN_SHELL" "$CHASER_RUN_CMD"; '
 class BwrapRuntime:
     """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
 
-    def __init__(self, state_dir: Path, uids: UidRange, warm_pool: int = 2) -> None:
+    def __init__(self, state_dir: Path, uids: UidRange, warm_pool: int = 2,
+                 cap_all: ResourceLimits | None = None) -> None:
         self.bwrap = shutil.which("bwrap")
         self.setpriv = shutil.which("setpriv")
         missing = [n for n, p in (("bwrap", self.bwrap), ("setpriv", self.setpriv)) if not p]
@@ -75,6 +76,9 @@ class BwrapRuntime:
         swept = self.cgroups.sweep()
         if swept:
             log.info("removed %d cgroups left by an earlier run", swept)
+        if cap_all is not None:
+            # What every sandbox of this server may use together: the host keeps the rest.
+            self.cgroups.limit_all(cap_all)
         self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH)
         self.root_args = images.root_args(self.rootfs)
         self.seccomp = seccomp.filter_program()
@@ -180,7 +184,8 @@ class BwrapRuntime:
         if spec.workspace_dir is not None:
             await asyncio.to_thread(prepare_workspace_dir, spec.workspace_dir, uid)
         try:
-            cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits)
+            cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits,
+                                             spec.group, spec.group_limits)
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
         # bwrap reads its options from a memfd (--args), so host paths stay out of the

@@ -1,8 +1,13 @@
 """Per-sandbox resource limits through cgroups, v2 or v1 (hybrid hosts included).
 
 Each sandbox gets one cgroup (v2) or one cgroup per controller (v1), named after the
-sandbox, under a `chaser` parent. The sandbox's first process joins it before it execs
-bubblewrap, so every process of the sandbox is born inside its limits.
+sandbox, under `chaser/<instance>/[<group>/]`. The sandbox's first process joins it
+before it execs bubblewrap, so every process of the sandbox is born inside its limits.
+
+Limits are hierarchical, so the kernel holds them for sets of sandboxes too: the
+instance directory caps all of this server's sandboxes together (processes, memory:
+what the host keeps for itself), and a group directory caps a set of sandboxes that
+share limits (the core puts each tenant's sandboxes in one group).
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class CgroupManager:
     version: str = "none"  # "v2", "v1" or "none"
     roots: dict[str, Path] = field(default_factory=dict)  # controller -> chaser parent dir
     enforced: tuple[str, ...] = ()
+    _groups: dict[str, ResourceLimits] = field(default_factory=dict)  # limits written
 
     @classmethod
     def detect(cls, instance: str, mounts: dict[str, Path] | None = None) -> CgroupManager:
@@ -130,22 +136,45 @@ class CgroupManager:
     def describe(self) -> dict[str, object]:
         return {"cgroup": self.version, **{c: c in self.enforced for c in CONTROLLERS}}
 
-    def create(self, name: str, limits: ResourceLimits) -> Cgroup | None:
-        """Make the sandbox's cgroup and write its limits; None when cgroups are unusable."""
+    def limit_all(self, limits: ResourceLimits) -> None:
+        """Cap every sandbox of this instance together (written on the instance dir)."""
+        if self.version != "none":
+            self._apply("", limits)
+
+    def create(self, name: str, limits: ResourceLimits, group: str | None = None,
+               group_limits: ResourceLimits | None = None) -> Cgroup | None:
+        """Make the sandbox's cgroup (in `group`, made and capped by `group_limits` when
+        given) and write its limits; None when cgroups are unusable."""
         if self.version == "none":
             return None
+        rel = name
+        if group is not None:
+            self._group(group, group_limits or ResourceLimits())
+            rel = f"{group}/{name}"
         dirs: list[Path] = []
         for path in dict.fromkeys(self.roots.values()):
-            d = path / name
+            d = path / rel
             d.mkdir(exist_ok=True)
             dirs.append(d)
         cg = Cgroup(dirs, self.version)
         try:
-            self._apply(name, limits)
+            self._apply(rel, limits)
         except OSError:
             cg.remove()
             raise
         return cg
+
+    def _group(self, group: str, limits: ResourceLimits) -> None:
+        """Make a group's directories once, and (re)write its limits when they change."""
+        if self._groups.get(group) == limits:
+            return
+        for path in dict.fromkeys(self.roots.values()):
+            d = path / group
+            d.mkdir(exist_ok=True)
+            if self.version == "v2":
+                _enable_v2(d, list(self.enforced))
+        self._apply(group, limits)
+        self._groups[group] = limits
 
     def _apply(self, name: str, limits: ResourceLimits) -> None:
         def put(ctrl: str, filename: str, value: str) -> None:
@@ -174,13 +203,19 @@ class CgroupManager:
                 put("cpu", "cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US)))
 
     def sweep(self) -> int:
-        """Remove cgroups an earlier run of this instance left (their processes are killed)."""
+        """Remove cgroups an earlier run of this instance left (their processes are
+        killed): sandboxes, and groups once their sandboxes are gone."""
         removed = 0
         for root in dict.fromkeys(self.roots.values()):
             for d in root.iterdir():
-                if d.is_dir():
-                    Cgroup([d], self.version).remove()
-                    removed += 1
+                if not d.is_dir():
+                    continue
+                for sub in d.iterdir():
+                    if sub.is_dir():
+                        Cgroup([sub], self.version).remove()
+                        removed += 1
+                Cgroup([d], self.version).remove()
+                removed += 1
         return removed
 
 

@@ -38,7 +38,8 @@ class WarmPool:
 
     @staticmethod
     def _shape(spec: SandboxSpec) -> tuple[object, ...]:
-        return (spec.image, spec.workspace_dir, spec.limits)
+        # The group too: a warm sandbox counts against the group it was made in.
+        return (spec.image, spec.workspace_dir, spec.limits, spec.group, spec.group_limits)
 
     def take(self, spec: SandboxSpec) -> AgentSandbox | None:
         """A warm sandbox shaped like `spec`, or None. Keeps the pool filling."""

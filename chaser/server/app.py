@@ -13,7 +13,9 @@ from chaser import __version__
 from chaser.config import Settings
 from chaser.core.service import Chaser
 from chaser.runtime.base import Runtime
+from chaser.core.quotas import host_memory_mb, kernel_pid_max
 from chaser.runtime.bwrap import BwrapRuntime
+from chaser.runtime.cgroups import ResourceLimits
 from chaser.runtime.uids import allocate as allocate_uids
 from chaser.server import errors
 from chaser.server.datadir import DataDirLock, open_data_dir
@@ -61,7 +63,10 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
     """The core over the real runtime (or the one given), started and closed."""
     if runtime is None:
         uids = await asyncio.to_thread(allocate_uids, settings.data_dir)
-        runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool)
+        cap_all = ResourceLimits(memory_bytes=host_memory_mb() * 1024 * 1024 * 9 // 10,
+                                 pids=int(kernel_pid_max() * settings.pids_fraction))
+        runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool,
+                               cap_all=cap_all)
     core = Chaser(settings, SQLiteStore(settings.db_path), runtime)
     await core.start()
     try:

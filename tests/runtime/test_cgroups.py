@@ -61,3 +61,19 @@ def test_host_layout_enforces_limits_for_real() -> None:
         for root in set(mgr.roots.values()):
             root.rmdir()
     assert not any(d.exists() for d in cg.dirs)
+
+
+def test_v2_groups_and_the_instance_cap_are_written(tmp_path: Path) -> None:
+    root = fake_cgroup2(tmp_path, "inst")
+    mgr = CgroupManager.detect("inst", mounts={"cgroup2": root})
+    mgr.limit_all(ResourceLimits(memory_bytes=2**30, pids=1000))
+    inst = root / "chaser" / "inst"
+    assert (inst / "pids.max").read_text() == "1000"
+    assert (inst / "memory.max").read_text() == str(2**30)
+    (inst / "t_1").mkdir()
+    (inst / "t_1" / "cgroup.subtree_control").write_text("")
+    cg = mgr.create("ses_2", ResourceLimits(pids=64), "t_1", ResourceLimits(pids=200))
+    assert cg is not None and cg.procs_files == [inst / "t_1" / "ses_2" / "cgroup.procs"]
+    assert (inst / "t_1" / "pids.max").read_text() == "200"
+    assert (inst / "t_1" / "ses_2" / "pids.max").read_text() == "64"
+    assert "+pids" in (inst / "t_1" / "cgroup.subtree_control").read_text()

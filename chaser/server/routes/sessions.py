@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from chaser.core.sessions import to_session
 from chaser.models import (
@@ -17,14 +17,16 @@ from chaser.models import (
     SessionList,
 )
 from chaser.server.deps import Caller, Core
+from chaser.server.disconnect import unless_disconnected
 
 router = APIRouter(prefix="/v1", tags=["exec"])
 
 
 @router.post("/exec", response_model=ExecResult)
-async def exec_once(req: ExecRequest, core: Core, caller: Caller) -> ExecResult:
-    """Run one foreground command in a workspace's sandbox or an ephemeral one."""
-    return await core.executor.exec(caller.tenant, req)
+async def exec_once(req: ExecRequest, core: Core, caller: Caller, request: Request) -> ExecResult:
+    """Run one foreground command in a workspace's sandbox or an ephemeral one; if the
+    client disconnects first, the command's whole tree is ended."""
+    return await unless_disconnected(request, core.executor.exec(caller.tenant, req))
 
 
 @router.post("/sessions", status_code=201, response_model=Session, tags=["sessions"])
@@ -55,9 +57,11 @@ async def delete_session(session_id: str, core: Core, caller: Caller) -> Session
 @router.post("/sessions/{session_id}/exec", response_model=ExecResult | BackgroundStarted,
              tags=["commands"])
 async def session_exec(session_id: str, req: SessionExecRequest, core: Core, caller: Caller,
-                       response: Response) -> ExecResult | BackgroundStarted:
-    """Run a command in the session: foreground (waits) or `background: true` (returns at once)."""
-    result = await core.executor.session_exec(caller.tenant, session_id, req)
+                       response: Response, request: Request) -> ExecResult | BackgroundStarted:
+    """Run a command in the session: foreground (waits; ended if the client disconnects)
+    or `background: true` (returns at once, runs on regardless)."""
+    work = core.executor.session_exec(caller.tenant, session_id, req)
+    result = await (unless_disconnected(request, work) if not req.background else work)
     if isinstance(result, BackgroundStarted):
         response.status_code = 201
     return result
