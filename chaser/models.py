@@ -209,6 +209,20 @@ class KillRequest(_Strict):
     signal: str | int = "TERM"
 
 
+class Workspace(BaseModel):
+    """A tenant's persistent workspace: its files outlive every session on it."""
+
+    name: str
+    created_at: str
+    last_used_at: str | None = None
+    disk_bytes: int
+    session_id: str | None = None  # the session running on it, if any
+
+
+class WorkspaceList(BaseModel):
+    workspaces: list[Workspace]
+
+
 class TenantLimits(_Strict):
     """What one tenant may hold at once; None: the server's default for every tenant."""
 

@@ -14,6 +14,7 @@ from .commands import commands
 from .keys import keys
 from .run import exec_command, shell
 from .sessions import sessions
+from .workspaces import workspaces
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -121,6 +122,7 @@ cli.add_command(exec_command)
 cli.add_command(sessions)
 cli.add_command(commands)
 cli.add_command(keys)
+cli.add_command(workspaces)
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ from chaser.models import (
     StdinResult,
     TenantLimits,
     UsageReport,
+    Workspace,
+    WorkspaceList,
 )
 
 T = TypeVar("T")
@@ -190,6 +192,19 @@ def key_create(name: str, admin: bool, tenant: str | None,
 def key_set_limits(key_id: str, limits: TenantLimits) -> Call[ApiKey]:
     return Call("PATCH", f"/v1/keys/{_seg(key_id)}", ApiKey.model_validate,
                 json={"limits": limits.model_dump()})
+
+
+def workspace_list() -> Call[list[Workspace]]:
+    return Call("GET", "/v1/workspaces", lambda b: WorkspaceList.model_validate(b).workspaces)
+
+
+def workspace_get(name: str) -> Call[Workspace]:
+    return Call("GET", f"/v1/workspaces/{_seg(name)}", Workspace.model_validate)
+
+
+def workspace_delete(name: str, force: bool) -> Call[Workspace]:
+    return Call("DELETE", f"/v1/workspaces/{_seg(name)}", Workspace.model_validate,
+                params={"force": "true"} if force else {})
 
 
 def usage() -> Call[UsageReport]:

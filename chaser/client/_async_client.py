@@ -17,6 +17,7 @@ from chaser.models import (
     Shell,
     TenantLimits,
     UsageReport,
+    Workspace,
 )
 
 from . import _api
@@ -74,6 +75,7 @@ class AsyncClient:
         self.sessions = AsyncSessions(self)
         self.commands = AsyncCommands(self)
         self.keys = AsyncKeys(self)
+        self.workspaces = AsyncWorkspaces(self)
 
     @property
     def api_url(self) -> str:
@@ -216,3 +218,21 @@ class AsyncKeys:
     async def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key; requests with it answer 401 from then on."""
         return await self._client._call(_api.key_revoke(key_id))
+
+
+class AsyncWorkspaces:
+    """`client.workspaces`: the tenant's persistent workspaces."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[Workspace]:
+        """Every workspace of this key's tenant, with disk used and running session."""
+        return await self._client._call(_api.workspace_list())
+
+    async def get(self, name: str) -> Workspace:
+        return await self._client._call(_api.workspace_get(name))
+
+    async def delete(self, name: str, *, force: bool = False) -> Workspace:
+        """Delete a workspace and its files; `force` stops a session running on it."""
+        return await self._client._call(_api.workspace_delete(name, force))

@@ -17,6 +17,7 @@ from chaser.models import (
     Shell,
     TenantLimits,
     UsageReport,
+    Workspace,
 )
 
 from . import _api
@@ -74,6 +75,7 @@ class Client:
         self.sessions = Sessions(self)
         self.commands = Commands(self)
         self.keys = Keys(self)
+        self.workspaces = Workspaces(self)
 
     @property
     def api_url(self) -> str:
@@ -215,3 +217,21 @@ class Keys:
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key; requests with it answer 401 from then on."""
         return self._client._call(_api.key_revoke(key_id))
+
+
+class Workspaces:
+    """`client.workspaces`: the tenant's persistent workspaces."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self) -> builtins.list[Workspace]:
+        """Every workspace of this key's tenant, with disk used and running session."""
+        return self._client._call(_api.workspace_list())
+
+    def get(self, name: str) -> Workspace:
+        return self._client._call(_api.workspace_get(name))
+
+    def delete(self, name: str, *, force: bool = False) -> Workspace:
+        """Delete a workspace and its files; `force` stops a session running on it."""
+        return self._client._call(_api.workspace_delete(name, force))

@@ -16,6 +16,7 @@ from chaser.core.keys import KeyService
 from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.sessions import SessionService
 from chaser.core.util import now_iso
+from chaser.core.workspaces import WorkspaceService
 from chaser.models import UsageReport
 from chaser.runtime.base import Runtime
 from chaser.store.base import Store
@@ -34,6 +35,7 @@ class Chaser:
         self.keys = KeyService(store, settings.admin_key, self.ledger)
         self.sessions = SessionService(settings, store, runtime, self.ledger)
         self.executor = Executor(settings, store, runtime, self.sessions)
+        self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

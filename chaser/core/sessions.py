@@ -109,6 +109,7 @@ class SessionService:
             uid = self.runtime.workspace_uid(ws.id)
             if ws.uid != uid:  # new: its uid comes from this data dir's block
                 await self.store.set_workspace_uid(ws.id, uid)
+            await self.store.touch_workspace(ws.id, now_iso())
             workspace_dir = self.settings.workspaces_dir / str(ws.id)
         group, group_limits = self.ledger.group(tenant)
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,

@@ -111,6 +111,12 @@ class Runtime(Protocol):
     def adopt_workspace(self, workspace_dir: Path, old_uid: int, new_uid: int) -> None:
         """Give a workspace's files to `new_uid` (blocking; call it from a thread)."""
 
+    async def purge_workspace(self, workspace_dir: Path, uid: int) -> None:
+        """Delete a workspace's files, as `uid`, and its directories."""
+
+    def workspace_disk_bytes(self, workspace_dir: Path) -> int:
+        """Bytes a workspace's files take (blocking; call it from a thread)."""
+
     async def start(self, spec: SandboxSpec) -> Sandbox: ...
 
     async def run_once(self, spec: SandboxSpec, proc: ProcessSpec, io: ProcessIO) -> Process:

@@ -47,6 +47,11 @@ AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_IN_SANDBOX = "/.chaser/agent.py"
 TMPFS_BYTES = 1024 * 1024 * 1024  # private /tmp, /workspace, /home of a sandbox without workspace
 AGENT_START_TIMEOUT = 10.0
+# Deleting a workspace, inside its own sandbox as its uid: first make every directory
+# its owner's to enter again (a tenant may have chmod 000'd one), then delete.
+PURGE = ("chmod -R u+rwX /workspace /home/user /tmp 2>/dev/null; "
+         "find /workspace /home/user /tmp -mindepth 1 -delete 2>/dev/null; true")
+PURGE_TIMEOUT_S = 300
 # The only environment any host-side launcher process ever gets.
 LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 # The one-shot wrapper: the command reaches the sandbox in an environment variable
@@ -103,6 +108,31 @@ class BwrapRuntime:
         changed = reown_tree(workspace_dir, old_uid, new_uid)
         log.info("workspace %s: moved %d files from uid %d to %d", workspace_dir.name,
                  changed, old_uid, new_uid)
+
+    async def purge_workspace(self, workspace_dir: Path, uid: int) -> None:
+        """Delete a workspace's files as its own uid inside a sandbox (never as root on
+        host paths, where a planted link could redirect it), then its empty directories."""
+        if workspace_dir.is_symlink() or not workspace_dir.is_dir():
+            return
+        spec = SandboxSpec(name="purge_" + secrets.token_hex(6), uid=uid,
+                           workspace_dir=workspace_dir)
+        proc, cgroup = await self._launch(spec, ["--chdir", "/"], ["/bin/sh", "-c", PURGE],
+                                          stdin=asyncio.subprocess.DEVNULL,
+                                          stdout=asyncio.subprocess.DEVNULL,
+                                          stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await asyncio.wait_for(proc.wait(), PURGE_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            await proc.wait()
+        finally:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+        await asyncio.to_thread(_remove_empty, workspace_dir)
+
+    def workspace_disk_bytes(self, workspace_dir: Path) -> int:
+        return disk_usage(workspace_dir)
 
     def _uid(self, spec: SandboxSpec) -> int:
         """The sandbox's host uid: the spec's own, or a fresh one no live sandbox shares."""
@@ -245,6 +275,29 @@ def _memfd_with(data: bytes, opened: list[int]) -> int:
         view = view[os.write(fd, view):]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
+
+
+def disk_usage(top: Path, max_entries: int = 500_000) -> int:
+    """Bytes allocated under `top`: a read-only walk that never follows a link (stops
+    counting past `max_entries`, so a huge tree cannot stall the caller)."""
+    total = seen = 0
+    if top.is_symlink() or not top.is_dir():
+        return 0
+    for _, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
+            seen += 1
+            if seen >= max_entries:
+                return total
+    return total
+
+
+def _remove_empty(workspace_dir: Path) -> None:
+    """rmdir never follows a link and refuses a non-empty directory: safe as root."""
+    for sub in ("files", "home", "tmp", ""):
+        with contextlib.suppress(OSError):
+            os.rmdir(workspace_dir / sub)
 
 
 def _read_all(fd: int) -> bytes:

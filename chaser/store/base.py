@@ -28,6 +28,7 @@ class WorkspaceRecord:
     name: str
     uid: int
     created_at: str
+    last_used_at: str | None = None
 
 
 Row = dict[str, Any]
@@ -61,6 +62,12 @@ class Store(Protocol):
     async def all_workspaces(self) -> list[WorkspaceRecord]: ...
 
     async def set_workspace_uid(self, workspace_id: int, uid: int) -> None: ...
+
+    async def list_workspaces(self, tenant: str) -> list[WorkspaceRecord]: ...
+
+    async def touch_workspace(self, workspace_id: int, when: str) -> None: ...
+
+    async def delete_workspace(self, workspace_id: int) -> None: ...
 
     async def insert_session(self, row: Row) -> None: ...
 

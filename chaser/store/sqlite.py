@@ -73,6 +73,9 @@ class SQLiteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(workspaces)")}
+            if "last_used_at" not in cols:  # added after the first release
+                db.execute("ALTER TABLE workspaces ADD COLUMN last_used_at TEXT")
             self._seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM commands").fetchone()[0]
             self._db = db
             # Private even when an older version created them before it set its umask.
@@ -151,6 +154,19 @@ class SQLiteStore:
     async def all_workspaces(self) -> list[WorkspaceRecord]:
         rows = await self._run(lambda db: db.execute("SELECT * FROM workspaces").fetchall())
         return [_workspace(r) for r in rows]
+
+    async def list_workspaces(self, tenant: str) -> list[WorkspaceRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT * FROM workspaces WHERE tenant = ? ORDER BY name", (tenant,)).fetchall())
+        return [_workspace(r) for r in rows]
+
+    async def touch_workspace(self, workspace_id: int, when: str) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE workspaces SET last_used_at = ? WHERE id = ?", (when, workspace_id)))
+
+    async def delete_workspace(self, workspace_id: int) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM workspaces WHERE id = ?",
+                                              (workspace_id,)))
 
     async def set_workspace_uid(self, workspace_id: int, uid: int) -> None:
         await self._run(lambda db: db.execute("UPDATE workspaces SET uid = ? WHERE id = ?",
@@ -248,7 +264,8 @@ def _key(row: sqlite3.Row) -> KeyRecord:
 
 
 def _workspace(row: sqlite3.Row) -> WorkspaceRecord:
-    return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"])
+    return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"],
+                           row["last_used_at"] if "last_used_at" in row.keys() else None)
 
 
 def _row(row: sqlite3.Row | None) -> Row | None:

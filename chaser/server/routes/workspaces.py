@@ -1,0 +1,27 @@
+"""Workspaces: `/v1/workspaces[/{name}]`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from chaser.models import Workspace, WorkspaceList
+from chaser.server.deps import Caller, Core
+
+router = APIRouter(prefix="/v1/workspaces", tags=["workspaces"])
+
+
+@router.get("", response_model=WorkspaceList)
+async def list_workspaces(core: Core, caller: Caller) -> WorkspaceList:
+    """The tenant's workspaces: created, last used, disk used, running session."""
+    return WorkspaceList(workspaces=await core.workspaces.list(caller.tenant))
+
+
+@router.get("/{name}", response_model=Workspace)
+async def get_workspace(name: str, core: Core, caller: Caller) -> Workspace:
+    return await core.workspaces.get(caller.tenant, name)
+
+
+@router.delete("/{name}", response_model=Workspace)
+async def delete_workspace(name: str, core: Core, caller: Caller, force: bool = False) -> Workspace:
+    """Delete a workspace and its files (409 while a session runs on it, unless `force`)."""
+    return await core.workspaces.delete(caller.tenant, name, force)
