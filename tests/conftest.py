@@ -76,6 +76,9 @@ class ServerProcess:
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        keep = os.environ.get("CHASER_KEEP_SERVER_LOGS")  # a directory, for debugging
+        if keep and self.log_path and self.log_path.exists():
+            shutil.copy(self.log_path, Path(keep) / self.log_path.name)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

@@ -17,6 +17,7 @@ from chaser.config import Settings
 from chaser.core.commands import CommandState, RunningCommand
 from chaser.core.output import STREAM_NAMES, OutputLog
 from chaser.core.quotas import Grant
+from chaser.core.telemetry import Telemetry
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.util import new_id, parse_signal
 from chaser.errors import (
@@ -69,6 +70,7 @@ class Executor:
         self.store = store
         self.runtime = runtime
         self.sessions = sessions
+        self.telemetry: Telemetry | None = None
 
     # -- starting ---------------------------------------------------------------------
 
@@ -132,10 +134,21 @@ class Executor:
         except asyncio.CancelledError:
             _abandon(cmd)
             raise
+        if self.telemetry is not None:
+            self.telemetry.exec_seconds.labels("session").observe(
+                (cmd.ended_mono or time.monotonic()) - cmd.started_mono)
         return self._result(cmd, req.max_output_bytes, live.id)
 
     async def exec(self, tenant: str, req: ExecRequest) -> ExecResult:
         """`POST /v1/exec`: in the workspace's session, or in a one-shot sandbox."""
+        started = time.monotonic()
+        result = await self._exec(tenant, req)
+        if self.telemetry is not None:
+            self.telemetry.exec_seconds.labels("workspace" if req.workspace else "one_shot") \
+                .observe(time.monotonic() - started)
+        return result
+
+    async def _exec(self, tenant: str, req: ExecRequest) -> ExecResult:
         if req.workspace:
             self.runtime.check_image(req.image or "default")
             live = await self.sessions.for_workspace(tenant, req.workspace)

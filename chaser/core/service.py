@@ -15,6 +15,7 @@ from chaser.core.execution import Executor
 from chaser.core.keys import KeyService
 from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.sessions import SessionService
+from chaser.core.telemetry import LiveCollector, Telemetry
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
 from chaser.models import UsageReport
@@ -36,6 +37,12 @@ class Chaser:
         self.sessions = SessionService(settings, store, runtime, self.ledger)
         self.executor = Executor(settings, store, runtime, self.sessions)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
+        self.telemetry = Telemetry()
+        self.telemetry.watch(LiveCollector(
+            self._sandboxes_by_kind, lambda: {k: self.ledger.total[k] for k in RESOURCES},
+            lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
+            settings.logs_dir))
+        self.sessions.telemetry = self.executor.telemetry = self.telemetry
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -54,6 +61,16 @@ class Chaser:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.sessions.reap_idle_forever()),
                        loop.create_task(self._expire_logs_forever())]
+
+    def _sandboxes_by_kind(self) -> dict[str, int]:
+        workspace = sum(1 for s in self.sessions.live.values() if s.row["workspace"])
+        sessions = len(self.sessions.live)
+        return {"workspace": workspace, "session": sessions - workspace,
+                "one_shot": max(0, self.ledger.total["sandboxes"] - sessions)}
+
+    def _pool_stats(self) -> dict[str, int]:
+        pool = self.runtime.describe().get("pool")
+        return {str(k): int(v) for k, v in pool.items()} if isinstance(pool, dict) else {}
 
     def usage(self, tenant: str, everyone: bool = False) -> UsageReport:
         """A tenant's use against its limits; with `everyone`, all tenants and the server."""

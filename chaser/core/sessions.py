@@ -13,6 +13,7 @@ from chaser.config import Settings
 from chaser.core.commands import RunningCommand
 from chaser.core.util import new_id, now_iso
 from chaser.core.quotas import Grant, Ledger
+from chaser.core.telemetry import Telemetry
 from chaser.errors import Conflict, NotFound
 from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
@@ -63,6 +64,7 @@ class SessionService:
         self.runtime = runtime
         self.ledger = ledger
         self.live: dict[str, LiveSession] = {}
+        self.telemetry: Telemetry | None = None
         self._ws_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # -- limits -----------------------------------------------------------------------
@@ -115,7 +117,10 @@ class SessionService:
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
                            limits=self.resource_limits(limits), group=group,
                            group_limits=group_limits)
+        started = time.monotonic()
         sandbox = await self.runtime.start(spec)
+        if self.telemetry is not None:
+            self.telemetry.sandbox_start_seconds.observe(time.monotonic() - started)
         now = now_iso()
         row: Row = {
             "id": session_id, "tenant": tenant, "workspace": req.workspace, "image": image,

@@ -209,6 +209,7 @@ class Agent:
         self.reports = {}  # report fd -> shepherd pid, until the command's end is reported
         self.poll = select.poll()
         self.closing = []  # closed after each poll round, so no fd number is reused mid-round
+        self.early = {}  # report fd -> what was read past the start line
 
     def spawn(self, msg, fds):
         cwd = msg.get("cwd") or "/"
@@ -227,9 +228,11 @@ class Agent:
             self.sock.close()
             shepherd(msg, fds, w)
         os.close(w)
-        line = read_line(r)
+        line, rest = read_line(r)
         if line.startswith("S "):
             self.shepherds[pid] = [msg["id"], int(line[2:]), r]
+            if rest:  # a quick command's end, read along with its start
+                self.early[r] = rest
             self.reports[r] = pid
             self.poll.register(r, select.POLLIN)
             send(self.sock, {"op": "started", "id": msg["id"], "pid": int(line[2:])})
@@ -275,7 +278,7 @@ class Agent:
         req, cmd_pid, _ = entry
         entry[2] = None
         code, sig = None, signal.SIGKILL  # a shepherd killed before it could report
-        for line in read_all(fd).splitlines():
+        for line in (self.early.pop(fd, "") + read_all(fd)).splitlines():
             if line.startswith("E "):
                 code, sig = int(line[2:]), None
             elif line.startswith("K "):
@@ -326,8 +329,9 @@ class Agent:
 
 
 def read_line(fd):
+    """The first line from a pipe, and whatever was read past it."""
     data = b""
-    while not data.endswith(b"\n"):
+    while b"\n" not in data:
         try:
             chunk = os.read(fd, 64)
         except InterruptedError:
@@ -335,7 +339,8 @@ def read_line(fd):
         if not chunk:
             break
         data += chunk
-    return data.decode(errors="replace")
+    line, _, rest = data.decode(errors="replace").partition("\n")
+    return line, rest
 
 
 def read_all(fd):

@@ -96,7 +96,7 @@ class BwrapRuntime:
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", "seccomp": self.seccomp is not None,
-                **self.cgroups.describe()}
+                "pool": dict(self.pool.stats), **self.cgroups.describe()}
 
     def check_image(self, image: str) -> None:
         images.check_image(image)

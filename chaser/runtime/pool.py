@@ -35,6 +35,7 @@ class WarmPool:
         self._timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.stats = {"hit": 0, "miss": 0}
 
     @staticmethod
     def _shape(spec: SandboxSpec) -> tuple[object, ...]:
@@ -52,6 +53,7 @@ class WarmPool:
                 del self._ready[i]
                 break
         self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
+        self.stats["hit" if found is not None else "miss"] += 1
         # Refill once runs pause: under a steady stream of runs, starting replacements
         # would only compete with the runs for the CPU. The request's spec gives the shape.
         if self._timer is not None:

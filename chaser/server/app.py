@@ -21,7 +21,7 @@ from chaser.server import errors
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
-from chaser.server.routes import commands, health, keys, sessions, usage, workspaces
+from chaser.server.routes import commands, health, keys, metrics, sessions, usage, workspaces
 from chaser.store.sqlite import SQLiteStore
 
 log = logging.getLogger("chaser")
@@ -52,7 +52,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (health, sessions, commands, keys, usage, workspaces):
+    for module in (health, metrics, sessions, commands, keys, usage, workspaces):
         app.include_router(module.router)
     app.include_router(mcp.router)
     return app

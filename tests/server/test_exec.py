@@ -149,3 +149,12 @@ def test_unknown_image_is_a_clear_404(tenant: Tenant) -> None:
 def test_server_keeps_serving_after_abuse(server: ServerProcess, tenant: Tenant) -> None:
     assert httpx.get(server.url + "/healthz").status_code == 200
     assert tenant.client.post("/v1/exec", json={"command": "echo ok"}).json()["output"] == "ok\n"
+
+
+def test_instant_commands_back_to_back_keep_the_session(tenant: Tenant, session_id: str) -> None:
+    """A command can end before the agent reads that it started (both arrive at once)."""
+    c = tenant.client
+    url = f"/v1/sessions/{session_id}/exec"
+    for i in range(150):
+        r = c.post(url, json={"command": "exit 3" if i % 2 else "true"})
+        assert r.status_code == 200 and r.json()["exit_code"] == (3 if i % 2 else 0), r.text

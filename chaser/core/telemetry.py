@@ -1,0 +1,99 @@
+"""Metrics in Prometheus' text format, from one registry per server (no global state).
+
+Counters and histograms are observed where things happen; gauges (sandboxes, sessions,
+commands, what the ledger holds, disk and log bytes) are read when scraped, so they
+can never drift from the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1, 2, 5,
+                   10, 30, 60, 300)
+LOG_SCAN_EVERY_S = 30.0
+
+
+class Telemetry:
+    """The server's metrics; `render()` is what `GET /metrics` returns."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.exec_seconds = Histogram(
+            "chaser_exec_seconds", "Foreground exec latency, request to result.", ["kind"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.sandbox_start_seconds = Histogram(
+            "chaser_sandbox_start_seconds", "Time to start a session's sandbox.",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def watch(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LiveCollector(Collector):
+    """Gauges read at scrape time from the core's live state (given as callables)."""
+
+    def __init__(self, sandboxes: Callable[[], dict[str, int]], held: Callable[[], dict[str, int]],
+                 refused: Callable[[], dict[str, int]], pool: Callable[[], dict[str, int]],
+                 data_dir: Path, logs_dir: Path) -> None:
+        self.sandboxes = sandboxes
+        self.pool = pool
+        self.held = held
+        self.refused = refused
+        self.data_dir = data_dir
+        self.logs_dir = logs_dir
+        self._log_bytes = 0
+        self._scanned = 0.0
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        kinds = GaugeMetricFamily("chaser_sandboxes", "Running sandboxes by kind.",
+                                  labels=["kind"])
+        for kind, n in self.sandboxes().items():
+            kinds.add_metric([kind], n)
+        yield kinds
+        held = self.held()
+        yield GaugeMetricFamily("chaser_sessions", "Running sessions.", value=held["sessions"])
+        yield GaugeMetricFamily("chaser_running_commands", "Running commands.",
+                                value=held["commands"])
+        yield GaugeMetricFamily("chaser_memory_limits_mb",
+                                "Sum of memory limits of running sandboxes (MiB).",
+                                value=held["memory_mb"])
+        refused = CounterMetricFamily("chaser_refused", "Requests refused (429/503) by limit.",
+                                      labels=["limit"])
+        for limit, n in self.refused().items():
+            refused.add_metric([limit], n)
+        yield refused
+        pool = CounterMetricFamily("chaser_warm_pool", "One-shot runs by warm pool outcome.",
+                                   labels=["outcome"])
+        for outcome, n in self.pool().items():
+            pool.add_metric([outcome], n)
+        yield pool
+        usage = shutil.disk_usage(self.data_dir)
+        yield GaugeMetricFamily("chaser_data_disk_free_bytes",
+                                "Free bytes on the data dir's filesystem.", value=usage.free)
+        yield GaugeMetricFamily("chaser_output_log_bytes", "Bytes of command output kept.",
+                                value=self._logs())
+
+    def _logs(self) -> int:
+        """The logs' size, rescanned at most every 30 s (scrapes stay cheap)."""
+        if time.monotonic() - self._scanned > LOG_SCAN_EVERY_S:
+            total = 0
+            for root, _, files in os.walk(self.logs_dir):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(root, name)).st_size
+                    except OSError:
+                        continue
+            self._log_bytes, self._scanned = total, time.monotonic()
+        return self._log_bytes

@@ -1,0 +1,1 @@
+"""Security catalogue: attacks run from inside real sandboxes of every kind."""
