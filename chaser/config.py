@@ -39,6 +39,10 @@ class Settings:
     max_memory_mb: int = 16384
     pids: int = field(default=1024, metadata=_env("default process limit per sandbox", lo=8))
     max_pids: int = 16384
+    disk_mb: int = field(default=10240, metadata=_env(
+        "default disk quota per sandbox: a workspace's disk, or the tmpfs size of each "
+        "writable mount of a sandbox without one (MiB)", lo=1))
+    max_disk_mb: int = 1024 * 1024
     cpus: float = 2.0
     max_cpus: float = 64.0
     idle_timeout_s: int = field(default=1800, metadata=_env("default idle timeout of sessions", lo=1))

@@ -27,8 +27,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _utf8(value: str) -> str:
+    """JSON can carry lone UTF-16 surrogates ("\ud800") that no OS string can hold:
+    refuse them here, not deep in a launch where they would leave work half done."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+
+
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for name, value in env.items():
+        _utf8(value)
         if not ENV_NAME_RE.match(name):
             raise ValueError(f"invalid environment variable name {name!r}")
         if "\0" in value:
@@ -46,6 +60,7 @@ def check_workspace_name(name: str) -> str:
 
 
 def _check_abs_path(path: str) -> str:
+    _utf8(path)
     if "\0" in path or not path.startswith("/"):
         raise ValueError("cwd must be an absolute path")
     return path
@@ -62,16 +77,17 @@ class Limits(_Strict):
     memory_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
     pids: int | None = Field(default=None, ge=8, le=1_000_000)
     cpus: float | None = Field(default=None, ge=0.01, le=1024)  # the kernel's smallest quota
+    disk_mb: int | None = Field(default=None, ge=1, le=16 * 1024 * 1024)
 
 
 class CommandRequest(_Strict):
     """What to run: the fields every exec endpoint shares."""
 
-    command: str = Field(min_length=1)
+    command: Text = Field(min_length=1)
     cwd: AbsPath | None = None
     env: EnvVars | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS)
-    stdin: str | None = Field(default=None, max_length=MAX_STDIN_BYTES)
+    stdin: Text | None = Field(default=None, max_length=MAX_STDIN_BYTES)
     shell: Shell = "sh"
     max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=0, le=MAX_OUTPUT_BYTES)
 
@@ -100,6 +116,7 @@ class ExecRequest(CommandRequest):
     workspace: WorkspaceName | None = None
     ephemeral: bool | None = None
     image: str | None = None
+    limits: Limits | None = None  # a one-shot sandbox's, or a workspace's new session's
 
     @model_validator(mode="after")
     def _one_target(self) -> ExecRequest:
@@ -196,7 +213,7 @@ class BackgroundStarted(BaseModel):
 
 
 class StdinRequest(_Strict):
-    input: str | None = Field(default=None, max_length=MAX_STDIN_BYTES)
+    input: Text | None = Field(default=None, max_length=MAX_STDIN_BYTES)
     eof: bool = False
 
 

@@ -151,10 +151,10 @@ class Executor:
     async def _exec(self, tenant: str, req: ExecRequest) -> ExecResult:
         if req.workspace:
             self.runtime.check_image(req.image or "default")
-            live = await self.sessions.for_workspace(tenant, req.workspace)
+            live = await self.sessions.for_workspace(tenant, req.workspace, req.limits)
             if req.image and req.image != live.row["image"]:
                 raise BadRequest(f"workspace {req.workspace} runs image {live.row['image']}")
-            body = req.model_dump(exclude={"workspace", "ephemeral", "image"})
+            body = req.model_dump(exclude={"workspace", "ephemeral", "image", "limits"})
             result = await self.session_exec(tenant, live.id, SessionExecRequest(**body))
             assert isinstance(result, ExecResult)  # a foreground request
             return result
@@ -168,11 +168,11 @@ class Executor:
         state = CommandState(id=cmd_id, session_id="", tenant="", command=req.command, cwd=cwd,
                              background=False)
         cmd = RunningCommand(state, self._new_log("_ephemeral", cmd_id))
-        limits = self.sessions.limits_for(None)
+        limits = self.sessions.limits_for(req.limits)
         group, group_limits = self.sessions.ledger.group(tenant)
         spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image,
                            limits=self.sessions.resource_limits(limits), group=group,
-                           group_limits=group_limits)
+                           group_limits=group_limits, disk_mb=limits.disk_mb)
         pspec = self.process_spec(req, {}, cwd)
         grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
                                            memory_mb=limits.memory_mb or 0)

@@ -74,7 +74,8 @@ class SessionService:
         asked = asked or Limits()
         return Limits(memory_mb=min(asked.memory_mb or s.memory_mb, s.max_memory_mb),
                       pids=min(asked.pids or s.pids, s.max_pids),
-                      cpus=min(asked.cpus or s.cpus, s.max_cpus))
+                      cpus=min(asked.cpus or s.cpus, s.max_cpus),
+                      disk_mb=min(asked.disk_mb or s.disk_mb, s.max_disk_mb))
 
     @staticmethod
     def resource_limits(limits: Limits) -> ResourceLimits:
@@ -116,7 +117,7 @@ class SessionService:
         group, group_limits = self.ledger.group(tenant)
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
                            limits=self.resource_limits(limits), group=group,
-                           group_limits=group_limits)
+                           group_limits=group_limits, disk_mb=limits.disk_mb)
         started = time.monotonic()
         sandbox = await self.runtime.start(spec)
         if self.telemetry is not None:
@@ -220,7 +221,8 @@ class SessionService:
             return await self.get_row(tenant, session_id)
         return await self.stop(live, "deleted")
 
-    async def for_workspace(self, tenant: str, workspace: str) -> LiveSession:
+    async def for_workspace(self, tenant: str, workspace: str,
+                            limits: Limits | None = None) -> LiveSession:
         """The workspace's running session, started on first use (one at a time)."""
         key = (tenant, workspace)
         lock = self._ws_locks.setdefault(key, asyncio.Lock())
@@ -232,7 +234,8 @@ class SessionService:
                     if (live.auto and not live.stopping and live.tenant == tenant
                             and live.row["workspace"] == workspace):
                         return live
-                live = await self.create(tenant, SessionCreate(workspace=workspace),
+                live = await self.create(tenant, SessionCreate(workspace=workspace,
+                                                               limits=limits),
                                          idle_timeout_s=self.settings.workspace_idle_timeout_s)
                 live.auto = True
                 return live

@@ -57,24 +57,8 @@ def prctl(option, value):
         pass
 
 
-def children_of(parents):
-    """{pid: state} of live processes whose parent is in `parents` (this sandbox's /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) in parents and fields[0] != b"Z":
-            found[int(entry)] = fields[0]
-    return found
-
-
-def descendants(root):
-    """Live pids below `root`, found by walking the parent links."""
+def process_table():
+    """{pid: parent pid} of every live process of this sandbox (its /proc)."""
     parents = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -86,11 +70,21 @@ def descendants(root):
             continue
         if fields[0] != b"Z":
             parents[int(entry)] = int(fields[1])
-    found, frontier = set(), {root}
+    return parents
+
+
+def below(roots, parents):
+    """The pids under any of `roots`, walking parent links down."""
+    found, frontier = set(), set(roots)
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier
     return found
+
+
+def descendants(root):
+    """Live pids below `root`."""
+    return below({root}, process_table())
 
 
 def kill_tree(root):
@@ -258,6 +252,12 @@ class Agent:
             if cmd_pid != pid or fd is None:  # only a command still running
                 continue
             if sig == signal.SIGKILL:
+                # The main process first: it must die of this signal, not exit 137 after
+                # reaping a child that died before it (then it would read as exited).
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 kill_tree(shep)
                 try:
                     os.kill(shep, signal.SIGKILL)
@@ -301,10 +301,14 @@ class Agent:
                 swept = True
 
     def sweep(self):
-        """Kill every child of PID 1 that is not a shepherd: processes whose shepherd was
-        killed, which no command answers for any more."""
+        """Kill every process that is not a shepherd nor below one: what a killed
+        shepherd left, which no command answers for any more. Whole chains at once:
+        each round takes everything stray, however deep."""
+        me = os.getpid()
         for _ in range(KILL_ROUNDS):
-            strays = [p for p in children_of({os.getpid()}) if p not in self.shepherds]
+            parents = process_table()
+            kept = {me, *self.shepherds} | below(self.shepherds, parents)
+            strays = [p for p in parents if p not in kept]
             if not strays:
                 return
             for pid in strays:

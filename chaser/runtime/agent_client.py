@@ -48,21 +48,25 @@ class AgentProcess:
             return
         with contextlib.suppress(SandboxFailed):
             self.sandbox.send({"op": "kill", "pid": self.pid, "signal": signum})
-        if signum == signal.SIGKILL:
-            self.sandbox.kill_group_from_host(self.pid)
-            if self._watchdog is None:
-                self._watchdog = asyncio.get_running_loop().create_task(self._confirm_end())
+        if signum == signal.SIGKILL and self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._confirm_end())
 
     async def _confirm_end(self) -> None:
-        """After a SIGKILL, settle the exit ourselves if the agent does not report it."""
+        """After a SIGKILL, settle the exit ourselves if the agent does not report it.
+
+        The agent (PID 1, which no command can stop) kills the command's whole tree; this
+        is the fallback for an agent that is gone. The host's view means reading /proc
+        for every process of the sandbox, which can be thousands: it runs in a thread,
+        never on the event loop, and only after the agent had its chance.
+        """
         assert self.pid is not None
         await asyncio.sleep(AGENT_REPORT_GRACE_S)
         while not self._exited.done():
-            if not self.sandbox.group_alive(self.pid):
-                self._exited.set_result(ExitStatus(None, signal.SIGKILL))
+            if not await asyncio.to_thread(self.sandbox.kill_group_from_host, self.pid):
+                if not self._exited.done():
+                    self._exited.set_result(ExitStatus(None, signal.SIGKILL))
                 return
-            self.sandbox.kill_group_from_host(self.pid)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)
 
 
 class AgentSandbox:
@@ -159,15 +163,16 @@ class AgentSandbox:
                 out.append((pid, int(nspgid[-1]), fields.get("State", "?").strip()[:1]))
         return out
 
-    def kill_group_from_host(self, pgid: int) -> None:
-        """SIGKILL every process in the sandbox whose process group is `pgid`."""
-        for pid, group, _ in self._members():
-            if group == pgid:
+    def kill_group_from_host(self, pgid: int) -> bool:
+        """SIGKILL every live process in the sandbox whose process group is `pgid`;
+        False when there was none left. Blocking: call it from a thread."""
+        found = False
+        for pid, group, state in self._members():
+            if group == pgid and state != "Z":
+                found = True
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-
-    def group_alive(self, pgid: int) -> bool:
-        return any(group == pgid and state != "Z" for _, group, state in self._members())
+        return found
 
     def _on_readable(self) -> None:
         """Read what the agent sent. Everything from a sandbox is untrusted: packets are

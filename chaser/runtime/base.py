@@ -33,6 +33,7 @@ class SandboxSpec:
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     group: str | None = None
     group_limits: ResourceLimits | None = None
+    disk_mb: int | None = None  # what it may write: workspace disk or tmpfs size
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import socket
 from pathlib import Path
 
 from chaser.errors import SandboxFailed
-from chaser.runtime import images, seccomp
+from chaser.runtime import disks, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
@@ -45,7 +45,7 @@ log = logging.getLogger("chaser.runtime")
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_IN_SANDBOX = "/.chaser/agent.py"
-TMPFS_BYTES = 1024 * 1024 * 1024  # private /tmp, /workspace, /home of a sandbox without workspace
+DEFAULT_DISK_MB = 10240  # when the spec names none (the core always does)
 AGENT_START_TIMEOUT = 10.0
 # Deleting a workspace, inside its own sandbox as its uid: first make every directory
 # its owner's to enter again (a tenant may have chmod 000'd one), then delete.
@@ -92,6 +92,7 @@ class BwrapRuntime:
                         platform.machine())
         self.pool = WarmPool(self.start, warm_pool)
         self.uids = uids
+        self._mounted: set[Path] = set()  # workspace disks this server mounted
         self._uids = itertools.count(secrets.randbelow(uids.ephemeral_span))
 
     def describe(self) -> dict[str, object]:
@@ -105,6 +106,10 @@ class BwrapRuntime:
         return self.uids.workspace(workspace_id)
 
     def adopt_workspace(self, workspace_dir: Path, old_uid: int, new_uid: int) -> None:
+        image = disks.image_of(workspace_dir)
+        if image.exists():  # the files are inside its disk
+            disks.ensure(workspace_dir, new_uid, image.stat().st_size // disks.MIB)
+            self._mounted.add(workspace_dir)
         changed = reown_tree(workspace_dir, old_uid, new_uid)
         log.info("workspace %s: moved %d files from uid %d to %d", workspace_dir.name,
                  changed, old_uid, new_uid)
@@ -112,6 +117,9 @@ class BwrapRuntime:
     async def purge_workspace(self, workspace_dir: Path, uid: int) -> None:
         """Delete a workspace's files as its own uid inside a sandbox (never as root on
         host paths, where a planted link could redirect it), then its empty directories."""
+        self._mounted.discard(workspace_dir)
+        if await asyncio.to_thread(disks.delete, workspace_dir):
+            return  # its own disk: unmounted and removed, no file of it touched
         if workspace_dir.is_symlink() or not workspace_dir.is_dir():
             return
         spec = SandboxSpec(name="purge_" + secrets.token_hex(6), uid=uid,
@@ -132,6 +140,12 @@ class BwrapRuntime:
         await asyncio.to_thread(_remove_empty, workspace_dir)
 
     def workspace_disk_bytes(self, workspace_dir: Path) -> int:
+        used = disks.used_bytes(workspace_dir)
+        if used is not None:
+            return used
+        image = disks.image_of(workspace_dir)
+        if image.exists():  # not mounted now: what the sparse image holds
+            return image.stat().st_blocks * 512
         return disk_usage(workspace_dir)
 
     def _uid(self, spec: SandboxSpec) -> int:
@@ -199,6 +213,8 @@ class BwrapRuntime:
 
     async def close(self) -> None:
         await self.pool.close()
+        for workspace_dir in self._mounted:
+            await asyncio.to_thread(disks.unmount, workspace_dir)
 
     async def _launch(self, spec: SandboxSpec, extra: list[str], argv: list[str], *,
                       stdin: int, stdout: int, stderr: int,
@@ -212,21 +228,38 @@ class BwrapRuntime:
         self.check_image(spec.image)
         uid = self._uid(spec)
         if spec.workspace_dir is not None:
-            await asyncio.to_thread(prepare_workspace_dir, spec.workspace_dir, uid)
+            try:
+                await asyncio.to_thread(disks.ensure, spec.workspace_dir, uid,
+                                        spec.disk_mb or DEFAULT_DISK_MB)
+            except OSError as e:
+                raise SandboxFailed(f"cannot prepare the workspace's disk: {e}") from e
+            self._mounted.add(spec.workspace_dir)
+        # bwrap reads its options from a memfd (--args), so host paths stay out of the
+        # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
+        # program comes through a memfd as well. Encoded first: nothing may fail after
+        # the cgroup exists without removing it.
+        options_blob = b"".join(a.encode() + b"\0" for a in [*self._bwrap_args(spec), *extra])
         try:
             cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits,
                                              spec.group, spec.group_limits)
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
-        # bwrap reads its options from a memfd (--args), so host paths stay out of the
-        # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
-        # program comes through a memfd as well.
-        pass_fds: list[int] = list(keep or ())
+        try:
+            return await self._exec_bwrap(uid, cgroup, options_blob, argv, stdin, stdout,
+                                          stderr, list(keep or ()))
+        except BaseException:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            raise
+
+    async def _exec_bwrap(self, uid: int, cgroup: Cgroup | None, options_blob: bytes,
+                          argv: list[str], stdin: int, stdout: int, stderr: int,
+                          pass_fds: list[int]) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         opened: list[int] = []
-        options = [*self._bwrap_args(spec), *extra]
+        blob = options_blob
         if self.seccomp is not None:
-            options = ["--seccomp", str(_memfd_with(self.seccomp, opened)), *options]
-        args_fd = _memfd_with(b"".join(a.encode() + b"\0" for a in options), opened)
+            blob = b"--seccomp\0" + str(_memfd_with(self.seccomp, opened)).encode() + b"\0" + blob
+        args_fd = _memfd_with(blob, opened)
         cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
                self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
@@ -239,8 +272,6 @@ class BwrapRuntime:
                 *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=LAUNCH_ENV, cwd="/",
                 start_new_session=True, pass_fds=pass_fds + opened)
         except OSError as e:
-            if cgroup is not None:
-                cgroup.remove()
             raise SandboxFailed(f"cannot start sandbox: {e}") from e
         finally:
             for fd in opened:
@@ -256,8 +287,9 @@ class BwrapRuntime:
                 "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
         home = f"/home/{images.SANDBOX_USER}"
         if spec.workspace_dir is None:
+            size = str((spec.disk_mb or DEFAULT_DISK_MB) * disks.MIB)
             for path, perms in (("/workspace", "0755"), (home, "0755"), ("/tmp", "1777")):
-                args += ["--perms", perms, "--size", str(TMPFS_BYTES), "--tmpfs", path]
+                args += ["--perms", perms, "--size", size, "--tmpfs", path]
         else:
             ws = spec.workspace_dir
             args += ["--bind", str(ws / "files"), "/workspace", "--bind", str(ws / "home"), home,
@@ -309,18 +341,6 @@ def _read_all(fd: int) -> bytes:
     finally:
         os.close(fd)
     return data
-
-
-def prepare_workspace_dir(path: Path, uid: int) -> None:
-    """Create a workspace's persistent directories, owned by its sandbox uid."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chown(path, uid, uid)
-    for name, mode in (("files", 0o755), ("home", 0o755), ("tmp", 0o1777)):
-        sub = path / name
-        if not sub.is_dir():
-            sub.mkdir(mode=mode)
-            os.chown(sub, uid, uid)
-            sub.chmod(mode)
 
 
 class OneShotProcess:

@@ -7,6 +7,7 @@ review made it; each test then checks the server (and other tenants) are unharme
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import secrets
@@ -381,3 +382,69 @@ def test_a_sandbox_at_its_pids_limit_says_so(server: ServerProcess, tenant: Tena
     r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo hi"})
     assert r.status_code == 429, r.text
     assert r.json()["error"]["code"] == "pids_limit" and "process limit" in r.text
+
+
+# -- found by the red team after the fixes above ------------------------------------------
+
+def test_a_storm_of_kills_over_many_processes_never_stalls_the_server(
+        server: ServerProcess, tenant: Tenant) -> None:
+    """Kills used to scan every process of the sandbox on the event loop."""
+    c = tenant.client
+    sid = c.post("/v1/sessions", json={"limits": {"pids": 4000}}).json()["id"]
+    url = f"/v1/sessions/{sid}/exec"
+    r = c.post(url, json={"command": "for i in $(seq 1500); do sleep 1000 & done; echo up",
+                          "timeout_ms": 60000})
+    assert r.json()["output"] == "up\n", r.text
+    cids = [c.post(url, json={"command": "sleep 1000", "background": True}).json()["command_id"]
+            for _ in range(40)]
+    slowest = 0.0
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        kills = [pool.submit(c.post, f"/v1/sessions/{sid}/commands/{cid}/kill",
+                             json={"signal": "KILL"}) for cid in cids]
+        while not all(k.done() for k in kills):
+            t = time.monotonic()
+            httpx.get(server.url + "/healthz", timeout=30)
+            slowest = max(slowest, time.monotonic() - t)
+    statuses = [k.result().json()["status"] for k in kills]
+    assert slowest < 1.0, (slowest, statuses)
+    assert statuses == ["killed"] * len(kills), statuses
+    c.delete(f"/v1/sessions/{sid}")
+
+
+def cgroup_dirs(srv: ServerProcess) -> int:
+    """The one-shot sandbox cgroups of this server (its instance: a hash of its data dir)."""
+    instance = hashlib.sha256(str((srv.data_dir / "runtime").resolve()).encode()).hexdigest()[:12]
+    return sum(1 for _ in Path("/sys/fs/cgroup").glob(f"**/chaser/{instance}/*/eph_*"))
+
+
+def test_text_no_os_can_hold_is_refused_before_anything_starts(server: ServerProcess,
+                                                               tenant: Tenant) -> None:
+    """A lone surrogate in env or cwd used to fail after the sandbox's cgroup existed."""
+    before = cgroup_dirs(server)
+    raw = [b'{"ephemeral":true,"command":"true","env":{"A":"\\ud800"}}',
+           b'{"ephemeral":true,"command":"true","cwd":"/\\ud800"}',
+           b'{"ephemeral":true,"command":"echo \\udfff"}',
+           b'{"ephemeral":true,"command":"cat","stdin":"\\ud800"}']
+    for _ in range(10):
+        for body in raw:
+            r = tenant.client.post("/v1/exec", content=body,
+                                   headers={"Content-Type": "application/json"})
+            assert r.status_code == 422, r.text
+    time.sleep(0.5)
+    assert cgroup_dirs(server) <= before
+
+
+def test_a_killed_shepherd_takes_deep_chains_along(server: ServerProcess, tenant: Tenant) -> None:
+    marker = f"50{secrets.randbelow(10**6)}.5"
+    c = tenant.client
+    sid = c.post("/v1/sessions", json={}).json()["id"]
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"shell": "bash", "timeout_ms": 30000, "command": (
+        f"chain(){{ if [ $1 -gt 0 ]; then chain $(($1-1)) & wait; else sleep {marker}; fi; }}; "
+        "chain 300 & sleep 3; kill -9 $PPID; sleep 2")})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 10
+    while host_sleepers(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert host_sleepers(marker) == []
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "ps -e | wc -l"}).json()
+    assert int(r["output"]) < 10, r  # only the agent, a shepherd and this command
