@@ -33,7 +33,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from chaser.errors import SandboxFailed
+from chaser.errors import Conflict, SandboxFailed
 from chaser.runtime import disks, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
@@ -231,6 +231,8 @@ class BwrapRuntime:
             try:
                 await asyncio.to_thread(disks.ensure, spec.workspace_dir, uid,
                                         spec.disk_mb or DEFAULT_DISK_MB)
+            except disks.DiskBusy as e:
+                raise Conflict(str(e), "workspace_busy") from None
             except OSError as e:
                 raise SandboxFailed(f"cannot prepare the workspace's disk: {e}") from e
             self._mounted.add(spec.workspace_dir)

@@ -6,7 +6,8 @@ and must work on any host. ext4/xfs project quotas need the data dir's filesyste
 mounted with `prjquota`, which a service cannot count on; a loop-mounted image of
 `disk_mb` works anywhere with loop devices. The image is sparse (it takes only what is
 written), made with `mkfs.ext4` in milliseconds, and its root belongs to the workspace's
-uid. It grows (online) when a session asks for more; it never shrinks. Deleting a
+uid. It grows when a session asks for more while no sandbox uses it (offline: online
+ext4 resizing is refused on some kernels, this one among them); it never shrinks. Deleting a
 workspace unmounts and removes the image: no file of the tenant's is ever touched by
 root on a host path. A bonus: a sandbox's mountinfo shows the image's own paths, not
 the data dir's.
@@ -33,14 +34,18 @@ class DiskError(OSError):
     """A workspace's disk could not be made, grown or mounted."""
 
 
+class DiskBusy(DiskError):
+    """The disk must grow but a running sandbox still uses it."""
+
+
 def image_of(workspace_dir: Path) -> Path:
     return workspace_dir.with_name(workspace_dir.name + ".img")
 
 
-def _run(*argv: str) -> None:
+def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
     p = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
-    if p.returncode != 0:
+    if p.returncode not in ok:
         raise DiskError(f"{argv[0]} failed: {(p.stderr or p.stdout).strip()[:300]}")
 
 
@@ -66,14 +71,24 @@ def ensure(workspace_dir: Path, uid: int, size_mb: int) -> None:
         except DiskError:
             image.unlink()
             raise
-    grow = image.stat().st_size < size_mb * MIB
-    if grow:
-        os.truncate(image, size_mb * MIB)
+    if image.stat().st_size < size_mb * MIB:
+        _grow(image, workspace_dir, size_mb)
     if not os.path.ismount(workspace_dir):
         _run("mount", "-o", "loop,nodev,nosuid,noatime", str(image), str(workspace_dir))
-    if grow:
-        _run("resize2fs", _device(workspace_dir), f"{size_mb}M")
     _layout(workspace_dir, uid)
+
+
+def _grow(image: Path, workspace_dir: Path, size_mb: int) -> None:
+    """Grow an image offline (unmounted, checked, resized)."""
+    if os.path.ismount(workspace_dir):
+        try:
+            _run("umount", str(workspace_dir))
+        except DiskError:
+            raise DiskBusy(f"the workspace's disk can grow to {size_mb} MiB only while no "
+                           "session runs on it") from None
+    os.truncate(image, size_mb * MIB)
+    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # 1: it fixed something
+    _run("resize2fs", str(image), f"{size_mb}M")
 
 
 def _device(mountpoint: Path) -> str:
