@@ -31,6 +31,7 @@ import secrets
 import shlex
 import shutil
 import socket
+from collections import Counter
 from pathlib import Path
 
 from chaser.errors import Conflict, SandboxFailed
@@ -93,6 +94,8 @@ class BwrapRuntime:
         self.pool = WarmPool(self.start, warm_pool)
         self.uids = uids
         self._mounted: set[Path] = set()  # workspace disks this server mounted
+        self._disk_users: Counter[Path] = Counter()  # running sandboxes on each disk
+        self._tasks: set[asyncio.Task[None]] = set()
         self._uids = itertools.count(secrets.randbelow(uids.ephemeral_span))
 
     def describe(self) -> dict[str, object]:
@@ -101,6 +104,20 @@ class BwrapRuntime:
 
     def check_image(self, image: str) -> None:
         images.check_image(image)
+
+    def _hold_disk(self, workspace_dir: Path, sandbox: AgentSandbox) -> None:
+        """Count the sandbox as a user of the workspace's disk until it ends."""
+        self._disk_users[workspace_dir] += 1
+
+        async def release() -> None:
+            await sandbox.wait_closed()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sandbox.proc.wait(), 10)  # its mounts go with it
+            self._disk_users[workspace_dir] -= 1
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def workspace_uid(self, workspace_id: int) -> int:
         return self.uids.workspace(workspace_id)
@@ -171,6 +188,8 @@ class BwrapRuntime:
         finally:
             agent_end.close()
         sandbox = AgentSandbox(spec.name, proc, server_end, cgroup)
+        if spec.workspace_dir is not None:
+            self._hold_disk(spec.workspace_dir, sandbox)
         try:
             await asyncio.wait_for(sandbox.ready(), AGENT_START_TIMEOUT)
         except (TimeoutError, SandboxFailed) as e:
@@ -230,7 +249,8 @@ class BwrapRuntime:
         if spec.workspace_dir is not None:
             try:
                 await asyncio.to_thread(disks.ensure, spec.workspace_dir, uid,
-                                        spec.disk_mb or DEFAULT_DISK_MB)
+                                        spec.disk_mb or DEFAULT_DISK_MB,
+                                        self._disk_users[spec.workspace_dir] > 0)
             except disks.DiskBusy as e:
                 raise Conflict(str(e), "workspace_busy") from None
             except OSError as e:

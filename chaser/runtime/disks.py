@@ -49,9 +49,10 @@ def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
         raise DiskError(f"{argv[0]} failed: {(p.stderr or p.stdout).strip()[:300]}")
 
 
-def ensure(workspace_dir: Path, uid: int, size_mb: int) -> None:
+def ensure(workspace_dir: Path, uid: int, size_mb: int, in_use: bool = False) -> None:
     """Make (or grow) the workspace's image, mount it and lay out its directories.
-    Blocking: call it from a thread."""
+    `in_use`: a sandbox holds the disk (in its own mount namespace, where the host's
+    umount cannot see it), so it must not grow now. Blocking: call it from a thread."""
     image = image_of(workspace_dir)
     workspace_dir.mkdir(mode=0o700, exist_ok=True)
     if not image.exists():
@@ -72,6 +73,9 @@ def ensure(workspace_dir: Path, uid: int, size_mb: int) -> None:
             image.unlink()
             raise
     if image.stat().st_size < size_mb * MIB:
+        if in_use:
+            raise DiskBusy(f"the workspace's disk can grow to {size_mb} MiB only while no "
+                           "session runs on it")
         _grow(image, workspace_dir, size_mb)
     if not os.path.ismount(workspace_dir):
         _run("mount", "-o", "loop,nodev,nosuid,noatime", str(image), str(workspace_dir))
@@ -81,11 +85,7 @@ def ensure(workspace_dir: Path, uid: int, size_mb: int) -> None:
 def _grow(image: Path, workspace_dir: Path, size_mb: int) -> None:
     """Grow an image offline (unmounted, checked, resized)."""
     if os.path.ismount(workspace_dir):
-        try:
-            _run("umount", str(workspace_dir))
-        except DiskError:
-            raise DiskBusy(f"the workspace's disk can grow to {size_mb} MiB only while no "
-                           "session runs on it") from None
+        _run("umount", str(workspace_dir))
     os.truncate(image, size_mb * MIB)
     _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # 1: it fixed something
     _run("resize2fs", str(image), f"{size_mb}M")
