@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install Chaser on a Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
-# Usage: sudo scripts/install.sh [--dev]   (--dev adds the test dependencies)
+# Usage: scripts/install.sh [--dev] [--systemd]   (as root)
+#   --dev      adds the test dependencies
+#   --systemd  installs deploy/chaser.service (to $SYSTEMD_UNIT_DIR, default
+#              /etc/systemd/system) and enables it when systemd is running
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +17,8 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v setpriv >/dev/null || need+=(util-linux)
 [ -x /usr/bin/python3 ] || need+=(python3)  # the default image's python3 (and the in-sandbox agent)
 command -v curl >/dev/null || need+=(curl)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # workspace disks
+command -v losetup >/dev/null || need+=(mount)
 command -v ps >/dev/null || need+=(procps)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,7 +35,14 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+systemd=""
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extra="[dev]" ;;
+    --systemd) systemd=1 ;;
+    *) echo "chaser: unknown option $arg (see the usage at the top of $0)" >&2; exit 2 ;;
+  esac
+done
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 log=$(mktemp)
 if ! .venv/bin/python -m pip install -q -e ".${extra}" >"$log" 2>&1; then
@@ -42,3 +54,17 @@ fi
 rm -f "$log"
 .venv/bin/python -c 'import chaser.server.app' # fails loudly if the install is broken
 echo "chaser: installed in $(pwd)/.venv"
+
+if [ -n "$systemd" ]; then
+  unit_dir=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
+  mkdir -p "$unit_dir"
+  sed "s#@PREFIX@#$(pwd)#g" deploy/chaser.service > "$unit_dir/chaser.service"
+  echo "chaser: installed $unit_dir/chaser.service"
+  if [ -d /run/systemd/system ] && [ -z "${SYSTEMD_UNIT_DIR:-}" ]; then
+    systemctl daemon-reload
+    systemctl enable --now chaser
+    echo "chaser: service enabled and started (systemctl status chaser)"
+  else
+    echo "chaser: systemd is not running here; start it with: systemctl enable --now chaser"
+  fi
+fi

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
 from pathlib import Path
 
 import click
@@ -66,6 +68,29 @@ def server(host: str, port: int, data_dir: Path | None) -> None:
     except ImportError as e:
         fail(f"the server is not available in this installation ({e})")
     serve(host=host, port=port, data_dir=data_dir)
+
+
+@cli.command(epilog="""\b
+Examples:
+  chaser backup /srv/backups/chaser-$(date +%F)
+  chaser backup --data-dir /srv/chaser --with-logs /mnt/backup/chaser
+
+Safe while the server runs: the database is copied with SQLite's online backup. To
+restore: stop the server, put the copy in place of the data dir, start it.""")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The data dir [default: as for 'chaser server'].")
+@click.option("--with-logs", is_flag=True, help="Copy command output logs too.")
+def backup(dest: Path, data_dir: Path | None, with_logs: bool) -> None:
+    """Copy a data dir (database, keys, workspace disks) while the server runs."""
+    from chaser.config import default_data_dir
+    from chaser.server.backup import backup as run_backup
+
+    try:
+        copied = run_backup(data_dir or default_data_dir(), dest, with_logs)
+    except (OSError, sqlite3.Error, subprocess.CalledProcessError) as e:
+        fail(f"backup failed: {e}")
+    click.echo(f"backed up {len(copied)} items to {dest}")
 
 
 @cli.command(epilog="""\b

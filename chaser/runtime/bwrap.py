@@ -58,8 +58,8 @@ LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 # The one-shot wrapper: the command reaches the sandbox in an environment variable
 # (argv is visible to every host user); positional parameters, never exported, carry it
 # past the `unset`, so the command's environment is exactly the request's.
-ONESHOT_WRAPPER = ('set -- "$CHASER_RUN_SHELL" "$CHASER_RUN_CMD"; '
-                   'unset CHASER_RUN_SHELL CHASER_RUN_CMD; umask 022; exec "$1" -c "$2"')
+ONESHOT_WRAPPER = ('set -- "$__SANDBOX_SHELL" "$__SANDBOX_CMD"; '
+                   'unset __SANDBOX_SHELL __SANDBOX_CMD; umask 022; exec "$1" -c "$2"')
 
 
 class BwrapRuntime:
@@ -212,7 +212,7 @@ class BwrapRuntime:
             return await self.pool.run(warm, proc, io)
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        env = {**proc.env, "CHASER_RUN_SHELL": proc.argv[0], "CHASER_RUN_CMD": proc.argv[-1]}
+        env = {**proc.env, "__SANDBOX_SHELL": proc.argv[0], "__SANDBOX_CMD": proc.argv[-1]}
         options = ["--json-status-fd", str(status_w), "--chdir", proc.cwd, "--clearenv"]
         for name, value in env.items():
             options += ["--setenv", name, value]
