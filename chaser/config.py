@@ -74,6 +74,13 @@ class Settings:
     max_running_commands_per_session: int = 256
     max_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_env(
         "output kept per command (oldest dropped first)", lo=4096))
+    max_session_log_bytes: int = field(default=1 << 30, metadata=_env(
+        "output kept per session; past it the oldest ended commands' output is dropped",
+        lo=1 << 20))
+    max_tenant_log_bytes: int = field(default=4 << 30, metadata=_env(
+        "output kept per tenant, across its sessions", lo=1 << 20))
+    max_total_log_bytes: int = field(default=32 << 30, metadata=_env(
+        "output kept on this server in all", lo=1 << 20))
     log_retention_s: int = field(default=7 * 24 * 3600, metadata=_env(
         "how long logs of ended sessions are kept", lo=1))
     max_body_bytes: int = 4 * 1024 * 1024

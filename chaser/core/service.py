@@ -13,6 +13,7 @@ from pathlib import Path
 from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.keys import KeyService
+from chaser.core.logs import LogJanitor
 from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.sessions import SessionService
 from chaser.core.telemetry import LiveCollector, Telemetry
@@ -43,6 +44,7 @@ class Chaser:
             lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
             settings.logs_dir))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
+        self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -60,7 +62,11 @@ class Chaser:
         shutil.rmtree(self.settings.logs_dir / "_ephemeral", ignore_errors=True)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.sessions.reap_idle_forever()),
-                       loop.create_task(self._expire_logs_forever())]
+                       loop.create_task(self._expire_logs_forever()),
+                       loop.create_task(self.janitor.run_forever())]
+
+    def _running_command_ids(self) -> set[str]:
+        return {cid for live in self.sessions.live.values() for cid in live.commands}
 
     def _sandboxes_by_kind(self) -> dict[str, int]:
         workspace = sum(1 for s in self.sessions.live.values() if s.row["workspace"])

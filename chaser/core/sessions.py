@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from chaser.config import Settings
 from chaser.core.commands import RunningCommand
 from chaser.core.util import new_id, now_iso
+from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
 from chaser.core.telemetry import Telemetry
 from chaser.errors import Conflict, NotFound
@@ -215,11 +216,14 @@ class SessionService:
         rows = await self.store.list_sessions(tenant, status)
         return [self.live[r["id"]].row if r["id"] in self.live else r for r in rows]
 
-    async def delete(self, tenant: str, session_id: str) -> Row:
+    async def delete(self, tenant: str, session_id: str, purge: bool = False) -> Row:
+        """Stop the session; with `purge`, drop its commands' output at once too."""
         live = self.get_live(tenant, session_id)
-        if live is None:
-            return await self.get_row(tenant, session_id)
-        return await self.stop(live, "deleted")
+        row = await self.get_row(tenant, session_id) if live is None else await self.stop(
+            live, "deleted")
+        if purge:
+            await asyncio.to_thread(purge_session, self.settings.logs_dir, session_id)
+        return row
 
     async def for_workspace(self, tenant: str, workspace: str,
                             limits: Limits | None = None) -> LiveSession:

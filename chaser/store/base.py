@@ -77,6 +77,9 @@ class Store(Protocol):
 
     async def list_sessions(self, tenant: str, status: str | None = None) -> list[Row]: ...
 
+    async def session_tenants(self, session_ids: list[str]) -> dict[str, str]:
+        """The tenant of each of these sessions that is known."""
+
     async def insert_command(self, row: Row) -> None: ...
 
     async def update_command(self, command_id: str, **fields: Any) -> None: ...

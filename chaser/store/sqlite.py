@@ -194,6 +194,18 @@ class SQLiteStore:
         rows = await self._run(lambda db: db.execute(sql, args).fetchall())
         return [r for r in map(_row, rows) if r is not None]
 
+    async def session_tenants(self, session_ids: list[str]) -> dict[str, str]:
+        def find(db: sqlite3.Connection) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for i in range(0, len(session_ids), 500):
+                batch = session_ids[i:i + 500]
+                marks = ", ".join("?" for _ in batch)
+                out.update(db.execute(f"SELECT id, tenant FROM sessions WHERE id IN ({marks})",
+                                      batch).fetchall())
+            return out
+
+        return await self._run(find)
+
     # -- commands ---------------------------------------------------------------------
 
     async def insert_command(self, row: Row) -> None:

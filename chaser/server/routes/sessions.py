@@ -49,9 +49,11 @@ async def get_session(session_id: str, core: Core, caller: Caller) -> Session:
 
 
 @router.delete("/sessions/{session_id}", response_model=Session, tags=["sessions"])
-async def delete_session(session_id: str, core: Core, caller: Caller) -> Session:
-    """Kill everything in the session and stop it."""
-    return to_session(await core.sessions.delete(caller.tenant, session_id))
+async def delete_session(session_id: str, core: Core, caller: Caller,
+                         purge: bool = False) -> Session:
+    """Kill everything in the session and stop it; `purge=true` also drops its commands'
+    output at once (their records stay, with `output_start == output_size`)."""
+    return to_session(await core.sessions.delete(caller.tenant, session_id, purge))
 
 
 @router.post("/sessions/{session_id}/exec", response_model=ExecResult | BackgroundStarted,
