@@ -8,6 +8,7 @@
     ├── Conflict              code: conflict, session_stopped, command_finished
     ├── PayloadTooLarge       code: payload_too_large
     ├── OverLimit             code: tenant_limit, too_many_commands, pids_limit
+    ├── StorageFull           code: storage_full
     └── Unavailable           code: no_capacity, sandbox_failed
 
 Each carries a machine-readable `code` and a human message. The HTTP layer maps the
@@ -61,6 +62,12 @@ class PayloadTooLarge(ChaserError):
 
 class OverLimit(ChaserError):
     code = "over_limit"
+
+
+class StorageFull(ChaserError):
+    """The data dir's filesystem is full: output or state cannot be recorded."""
+
+    code = "storage_full"
 
 
 class Unavailable(ChaserError):

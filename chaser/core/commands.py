@@ -91,6 +91,7 @@ class RunningCommand:
         self._timed_out = False
         self._end_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        output.on_failure = self._storage_failed
 
     @property
     def running(self) -> bool:
@@ -153,6 +154,13 @@ class RunningCommand:
         for p in self._pumps:
             if p.transport is not None and not p.done.done():
                 p.transport.close()
+
+    def _storage_failed(self, error: OSError) -> None:
+        """Output can no longer be recorded (the disk is full): end the command rather
+        than lose what it prints."""
+        log.warning("command %s: cannot record its output (%s); ending it", self.state.id, error)
+        if self.running and self.process is not None:
+            self.kill(signal.SIGKILL, reason="storage_full")
 
     def _record_end(self, status: ExitStatus) -> None:
         s = self.state

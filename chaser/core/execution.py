@@ -27,6 +27,7 @@ from chaser.errors import (
     NotFound,
     OverLimit,
     SandboxFailed,
+    StorageFull,
 )
 from chaser.models import (
     DEFAULT_FOREGROUND_TIMEOUT_MS,
@@ -101,23 +102,34 @@ class Executor:
                              command=req.command, cwd=cwd, background=req.background)
         cmd = RunningCommand(state, self._new_log(live.id, state.id))
         if req.background:
-            await asyncio.to_thread(cmd.output.prepare)
+            try:
+                await asyncio.to_thread(cmd.output.prepare)
+            except OSError as e:
+                raise StorageFull(f"the command's output cannot be recorded ({e.strerror}); "
+                                  "it was not started") from None
         spec = self.process_spec(req, live.row["env"], cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
                         stdin_text=req.stdin, timeout_ms=timeout)
         live.commands[state.id] = cmd
-        await self.store.insert_command(state.row())
+        try:
+            await self.store.insert_command(state.row())
+        except StorageFull:
+            # Not recorded, so not run: a command nobody can look up must not go on.
+            cmd.kill(9, reason="storage_full")
+            live.commands.pop(state.id, None)
+            raise
 
         async def on_end(c: RunningCommand) -> None:
             grant.release()
             live.touch()
             s = c.state
-            # The row first, then out of the live map: a reader never finds neither.
-            await self.store.update_command(s.id, status=s.status, exit_code=s.exit_code,
-                                            signal=s.signal, end_reason=s.end_reason,
-                                            ended_at=s.ended_at)
-            live.commands.pop(c.state.id, None)
+            # The row first, then out of the live map: a reader never finds neither. On a
+            # full disk the command stays readable from memory until its end is saved.
+            await self.sessions.save(lambda: self.store.update_command(
+                s.id, status=s.status, exit_code=s.exit_code, signal=s.signal,
+                end_reason=s.end_reason, ended_at=s.ended_at),
+                then=lambda: live.commands.pop(c.state.id, None))
 
         asyncio.get_running_loop().create_task(cmd.run(on_end))
         return cmd
@@ -137,6 +149,7 @@ class Executor:
         if self.telemetry is not None:
             self.telemetry.exec_seconds.labels("session").observe(
                 (cmd.ended_mono or time.monotonic()) - cmd.started_mono)
+        _check_recorded(cmd)
         return self._result(cmd, req.max_output_bytes, live.id)
 
     async def exec(self, tenant: str, req: ExecRequest) -> ExecResult:
@@ -188,6 +201,7 @@ class Executor:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(run, KILL_SETTLE_S)
                 raise
+            _check_recorded(cmd)
             if cmd.exit_status is not None and cmd.exit_status.setup_failed:
                 raise _setup_error(cmd.output.read_bytes(0, 1000)[1].decode(errors="replace"))
             result = self._result(cmd, req.max_output_bytes, None)
@@ -311,6 +325,14 @@ class Executor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cmd.finished.wait(), KILL_SETTLE_S)
         return _command(cmd.state.row())
+
+
+def _check_recorded(cmd: RunningCommand) -> None:
+    """A foreground command whose output could not be recorded was ended: say so."""
+    if cmd.output.failure is not None:
+        raise StorageFull("the server's disk is full: the command's output could not be "
+                          "recorded, so the command was ended (its whole tree); try again "
+                          "once space is freed")
 
 
 def _abandon(cmd: RunningCommand) -> None:

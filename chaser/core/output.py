@@ -20,6 +20,7 @@ import struct
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 STDOUT, STDERR = 1, 2
@@ -63,6 +64,10 @@ class OutputLog:
         self._waiters: set[asyncio.Future[None]] = set()
         self.closed = False
         self.dropped = False
+        # The write that failed (a full disk): output past it is lost, so the command
+        # must end; `on_failure` tells its owner, once.
+        self.failure: OSError | None = None
+        self.on_failure: Callable[[OSError], None] | None = None
 
     # -- state ------------------------------------------------------------------------
 
@@ -80,8 +85,16 @@ class OutputLog:
 
     def append(self, stream: int, data: bytes) -> None:
         """Add bytes from `stream`; page-cache appends, cheaper than a thread hop."""
-        if not data or self.closed:
+        if not data or self.closed or self.failure is not None:
             return
+        try:
+            self._append(stream, data)
+        except OSError as e:
+            self.failure = e
+            if self.on_failure is not None:
+                self.on_failure(e)
+
+    def _append(self, stream: int, data: bytes) -> None:
         seg = self._segments[-1] if self._segments else None
         if seg is None or seg.end - seg.start >= self.segment_bytes or len(seg.runs) >= MAX_INDEX_RECORDS:
             seg = self._roll()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from chaser.config import Settings
@@ -15,13 +16,15 @@ from chaser.core.util import new_id, now_iso
 from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
 from chaser.core.telemetry import Telemetry
-from chaser.errors import Conflict, NotFound
+from chaser.errors import Conflict, NotFound, StorageFull
 from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
 from chaser.runtime.cgroups import ResourceLimits
 from chaser.store.base import Row, Store
 
 log = logging.getLogger("chaser.core")
+
+SAVE_RETRY_S = 2.0
 
 
 
@@ -65,6 +68,9 @@ class SessionService:
         self.runtime = runtime
         self.ledger = ledger
         self.live: dict[str, LiveSession] = {}
+        self.unsaved: dict[str, Row] = {}  # ended sessions whose end is not stored yet
+        self._unstored: list[tuple[Callable[[], Awaitable[None]], Callable[[], object]]] = []
+        self._retrying: asyncio.Task[None] | None = None
         self.telemetry: Telemetry | None = None
         self._ws_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -113,7 +119,8 @@ class SessionService:
             uid = self.runtime.workspace_uid(ws.id)
             if ws.uid != uid:  # new: its uid comes from this data dir's block
                 await self.store.set_workspace_uid(ws.id, uid)
-            await self.store.touch_workspace(ws.id, now_iso())
+            with contextlib.suppress(StorageFull):  # when it was last used is not vital
+                await self.store.touch_workspace(ws.id, now_iso())
             workspace_dir = self.settings.workspaces_dir / str(ws.id)
         group, group_limits = self.ledger.group(tenant)
         spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
@@ -172,8 +179,10 @@ class SessionService:
                 await asyncio.wait([asyncio.ensure_future(c.finished.wait()) for c in running],
                                    timeout=5)
             live.row.update(status="stopped", ended_at=now_iso(), end_reason=reason)
-            await self.store.update_session(live.id, status="stopped",
-                                            ended_at=live.row["ended_at"], end_reason=reason)
+            self.unsaved[live.id] = live.row
+            await self.save(lambda: self.store.update_session(
+                live.id, status="stopped", ended_at=live.row["ended_at"], end_reason=reason),
+                then=lambda: self.unsaved.pop(live.id, None))
         finally:
             self.live.pop(live.id, None)
             if live.grant is not None:
@@ -189,11 +198,47 @@ class SessionService:
     async def close_all(self) -> None:
         await asyncio.gather(*(self.stop(s, "server_shutdown") for s in list(self.live.values())),
                              return_exceptions=True)
+        if self._retrying is not None:
+            self._retrying.cancel()
+        await self.flush()  # one last try: space may have come back
 
     # -- lookups ----------------------------------------------------------------------
 
+    async def save(self, write: Callable[[], Awaitable[None]],
+                   then: Callable[[], object]) -> None:
+        """Store a change, then call `then`. On a full disk the change is kept in memory
+        and retried until it is stored: the service goes on and recovers by itself."""
+        try:
+            await write()
+        except StorageFull:
+            self._unstored.append((write, then))
+            if self._retrying is None or self._retrying.done():
+                self._retrying = asyncio.get_running_loop().create_task(self._save_later())
+            return
+        then()
+
+    async def _save_later(self) -> None:
+        """Retry what could not be stored, in order, until all of it is."""
+        while self._unstored:
+            await asyncio.sleep(SAVE_RETRY_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Store what waits to be stored, in order; stop at the first that still fails."""
+        while self._unstored:
+            write, then = self._unstored[0]
+            try:
+                await write()
+            except StorageFull:
+                return
+            self._unstored.pop(0)
+            then()
+
     async def get_row(self, tenant: str, session_id: str) -> Row:
-        live = self.live.get(session_id)
+        live = self.live.get(session_id) or None
+        unsaved = self.unsaved.get(session_id)
+        if unsaved is not None and unsaved["tenant"] == tenant:
+            return unsaved
         if live is not None and live.tenant == tenant:
             return live.row
         row = await self.store.get_session(tenant, session_id)
@@ -214,7 +259,8 @@ class SessionService:
 
     async def list_rows(self, tenant: str, status: str | None) -> list[Row]:
         rows = await self.store.list_sessions(tenant, status)
-        return [self.live[r["id"]].row if r["id"] in self.live else r for r in rows]
+        return [self.live[r["id"]].row if r["id"] in self.live else self.unsaved.get(r["id"], r)
+                for r in rows]
 
     async def delete(self, tenant: str, session_id: str, purge: bool = False) -> Row:
         """Stop the session; with `purge`, drop its commands' output at once too."""

@@ -24,13 +24,14 @@ STATUS: dict[type[errors.ChaserError], int] = {
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
     errors.OverLimit: 429,
+    errors.StorageFull: 507,
     errors.Unavailable: 503,
 }
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
               415: "unsupported_media_type", 422: "invalid_request", 429: "over_limit",
-              503: "no_capacity"}
+              503: "no_capacity", 507: "storage_full"}
 
 
 def status_for(exc: errors.ChaserError) -> int:
@@ -43,7 +44,7 @@ def status_for(exc: errors.ChaserError) -> int:
 def error_response(status: int, code: str, message: str, retry_after: int | None = None,
                    **extra: Any) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if status in (429, 503):
+    if status in (429, 503, 507):
         headers["Retry-After"] = str(retry_after or 1)
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status,
                         headers=headers)

@@ -13,6 +13,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chaser.errors import StorageFull
 from chaser.store.base import KeyRecord, Row, WorkspaceRecord
 
 T = TypeVar("T")
@@ -60,8 +61,14 @@ class SQLiteStore:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             assert self._db is not None
-            with self._db:
-                return fn(self._db)
+            try:
+                with self._db:
+                    return fn(self._db)
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e):
+                    raise StorageFull("the server's disk is full: state cannot be "
+                                      "recorded; try again once space is freed") from None
+                raise
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
