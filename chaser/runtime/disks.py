@@ -104,6 +104,7 @@ def _layout(workspace_dir: Path, uid: int) -> None:
     """files/, home/ and tmp/, owned by the sandbox's uid. Nothing is followed: the
     sandbox never sees this level, and lstat checks keep it so."""
     os.chown(workspace_dir, uid, uid, follow_symlinks=False)
+    os.chmod(workspace_dir, 0o700)  # only its own uid enters (mkfs made the root 0755)
     for name, mode in SUBDIRS:
         sub = workspace_dir / name
         if sub.is_symlink():

@@ -14,7 +14,7 @@ def test_session_lifecycle(tenant: Tenant) -> None:
     assert r.status_code == 201, r.text
     s = r.json()
     assert s["id"].startswith("ses_") and s["status"] == "running" and s["workspace"] is None
-    assert s["limits"] == {"memory_mb": 256, "pids": 64, "cpus": 0.5}
+    assert s["limits"] == {"memory_mb": 256, "pids": 64, "cpus": 0.5, "disk_mb": 10240}  # the default disk
     assert c.get(f"/v1/sessions/{s['id']}").json()["status"] == "running"
     assert [x["id"] for x in c.get("/v1/sessions").json()["sessions"]][0] == s["id"]
     bg = c.post(f"/v1/sessions/{s['id']}/exec", json={"command": "sleep 600", "background": True})

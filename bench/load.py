@@ -1,0 +1,169 @@
+"""Fair share under load (issue 9): mixed operations from many clients, with and without
+one tenant flooding the server at the same time.
+
+Run as root: `.venv/bin/python bench/load.py [--seconds 60] [--clients 50]`. A server of
+its own on loopback; four ordinary tenants share `--clients` concurrent clients doing
+session exec, one-shot exec, workspace exec, background + stream, listing, and session
+create + delete. The run is made twice: alone, then beside a fifth tenant that floods
+with 100 concurrent one-shot runs. Prints per operation count, errors, p50 and p99 for
+both runs, the flooder's outcome, and the server's CPU and RSS. Goal: no errors but
+the flooder's documented 429s, and the others' p99 within 2x of the run alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+from _common import pct, running_server
+
+SMALL = {"memory_mb": 256}
+
+
+@dataclass
+class Stats:
+    ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    codes: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+
+async def timed(stats: Stats, op: str, call: object) -> httpx.Response | None:
+    t = time.perf_counter()
+    try:
+        r = await call  # type: ignore[misc]
+    except httpx.HTTPError as e:
+        stats.errors[op].append(type(e).__name__)
+        return None
+    stats.ms[op].append((time.perf_counter() - t) * 1000)
+    stats.codes[r.status_code] += 1
+    if r.status_code >= 300:
+        stats.errors[op].append(f"{r.status_code} {r.text[:80]}")
+    return r  # type: ignore[no-any-return]
+
+
+async def worker(c: httpx.AsyncClient, workspace: str, stats: Stats, until: float) -> None:
+    sid = (await c.post("/v1/sessions", json={"limits": SMALL})).json()["id"]
+    rng = random.Random()
+    while time.monotonic() < until:
+        op = rng.choices(["session", "one_shot", "workspace", "background", "list", "create"],
+                         weights=[30, 15, 20, 10, 15, 10])[0]
+        if op == "session":
+            await timed(stats, op, c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo hi"}))
+        elif op == "one_shot":
+            await timed(stats, op, c.post("/v1/exec", json={
+                "ephemeral": True, "command": "echo hi", "limits": SMALL}))
+        elif op == "workspace":
+            await timed(stats, op, c.post("/v1/exec", json={
+                "workspace": workspace, "command": "echo hi >> log; wc -l < log"}))
+        elif op == "background":
+            t = time.perf_counter()
+            r = await c.post(f"/v1/sessions/{sid}/exec", json={
+                "command": "for i in 1 2 3; do echo $i; sleep 0.05; done", "background": True})
+            if r.status_code != 201:
+                stats.errors[op].append(f"{r.status_code} {r.text[:80]}")
+                continue
+            async with c.stream("GET", f"/v1/sessions/{sid}/commands/{r.json()['command_id']}"
+                                       "/stream") as s:
+                body = b"".join([chunk async for chunk in s.aiter_bytes()])
+            if b"event: exit" not in body:
+                stats.errors[op].append("stream ended without exit")
+            stats.ms[op].append((time.perf_counter() - t) * 1000)
+        elif op == "list":
+            await timed(stats, op, c.get("/v1/sessions", params={"status": "running"}))
+        else:
+            r = await timed(stats, op, c.post("/v1/sessions", json={"limits": SMALL}))
+            if r is not None and r.status_code == 201:
+                await timed(stats, "delete", c.delete(f"/v1/sessions/{r.json()['id']}"))
+
+
+async def flood(c: httpx.AsyncClient, stats: Stats, until: float) -> None:
+    while time.monotonic() < until:
+        await timed(stats, "flood", c.post("/v1/exec", json={
+            "ephemeral": True, "command": "sleep 1", "limits": SMALL}))
+        await asyncio.sleep(0.01)
+
+
+def server_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds so far, RSS bytes) of the server process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    return cpu, rss
+
+
+async def phase(url: str, keys: list[str], flood_key: str | None, seconds: float,
+                clients: int) -> tuple[Stats, Stats]:
+    until = time.monotonic() + seconds
+    others, flooder = Stats(), Stats()
+    limits = httpx.Limits(max_connections=200)
+    cs = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"},
+                            timeout=120, limits=limits) for k in keys]
+    fc = (httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {flood_key}"},
+                            timeout=120, limits=limits) if flood_key else None)
+    try:
+        tasks = [worker(cs[i % len(cs)], f"ws{i % len(cs)}", others, until)
+                 for i in range(clients)]
+        if fc is not None:
+            tasks += [flood(fc, flooder, until) for _ in range(100)]
+        await asyncio.gather(*tasks)
+    finally:
+        for c in [*cs, *([fc] if fc else [])]:
+            await c.aclose()
+    return others, flooder
+
+
+def table(alone: Stats, flooded: Stats) -> None:
+    print(f"  {'operation':<12}{'count':>8}{'errors':>8}{'p50 ms':>10}{'p99 ms':>10}"
+          f"   | with flood:{'count':>7}{'errors':>8}{'p50 ms':>10}{'p99 ms':>10}{'p99 x':>8}")
+    worst = 0.0
+    for op in sorted(set(alone.ms) | set(flooded.ms)):
+        a, f = alone.ms.get(op, []), flooded.ms.get(op, [])
+        ratio = pct(f, 99) / pct(a, 99) if a and f else 0.0
+        worst = max(worst, ratio)
+        print(f"  {op:<12}{len(a):>8}{len(alone.errors.get(op, [])):>8}"
+              f"{pct(a, 50) if a else 0:>10.1f}{pct(a, 99) if a else 0:>10.1f}   |"
+              f"{'':>12}{len(f):>7}{len(flooded.errors.get(op, [])):>8}"
+              f"{pct(f, 50) if f else 0:>10.1f}{pct(f, 99) if f else 0:>10.1f}{ratio:>8.2f}")
+    print(f"  worst p99 ratio (flooded / alone): {worst:.2f}  (goal: <= 2)")
+    for label, stats in (("alone", alone), ("with flood", flooded)):
+        for op, errs in stats.errors.items():
+            print(f"  errors {label} {op}: {len(errs)}, e.g. {errs[0]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--clients", type=int, default=50)
+    args = ap.parse_args()
+    with running_server() as srv:
+        assert srv.proc is not None
+        with srv.client() as admin:
+            keys = [admin.post("/v1/keys", json={"name": f"t{i}"}).json()["key"]
+                    for i in range(5)]
+        results = []
+        for flood_key in (None, keys[4]):
+            cpu0, _ = server_usage(srv.proc.pid)
+            t = time.monotonic()
+            others, flooder = asyncio.run(phase(srv.url, keys[:4], flood_key, args.seconds,
+                                                args.clients))
+            cpu1, rss = server_usage(srv.proc.pid)
+            wall = time.monotonic() - t
+            print(f"{'with' if flood_key else 'without'} flood: {args.clients} clients, "
+                  f"{wall:.0f} s, server CPU {100 * (cpu1 - cpu0) / wall:.0f}% of one core, "
+                  f"RSS {rss / 2**20:.0f} MiB")
+            if flood_key:
+                print(f"  flooder: {dict(flooder.codes)} (429 = refused at its share)")
+            results.append(others)
+        table(*results)
+
+
+if __name__ == "__main__":
+    main()
