@@ -293,7 +293,7 @@ class AgentSandbox:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.proc.wait(), 5)
         if self.cgroup is not None:
-            await asyncio.to_thread(self.cgroup.remove)
+            await asyncio.wrap_future(self.cgroup.remove_later())
 
 
 class ProtocolViolation(Exception):

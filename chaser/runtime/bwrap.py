@@ -153,7 +153,7 @@ class BwrapRuntime:
             await proc.wait()
         finally:
             if cgroup is not None:
-                await asyncio.to_thread(cgroup.remove)
+                await asyncio.wrap_future(cgroup.remove_later())
         await asyncio.to_thread(_remove_empty, workspace_dir)
 
     def workspace_disk_bytes(self, workspace_dir: Path) -> int:
@@ -271,7 +271,7 @@ class BwrapRuntime:
                                           stderr, list(keep or ()))
         except BaseException:
             if cgroup is not None:
-                await asyncio.to_thread(cgroup.remove)
+                await asyncio.wrap_future(cgroup.remove_later())
             raise
 
     async def _exec_bwrap(self, uid: int, cgroup: Cgroup | None, options_blob: bytes,
@@ -383,7 +383,7 @@ class OneShotProcess:
             status = await asyncio.to_thread(_read_all, self.status_fd)
             if self.cgroup is not None:
                 # Off the request's path: rmdir waits until the kernel lets the cgroup go.
-                asyncio.get_running_loop().run_in_executor(None, self.cgroup.remove)
+                self.cgroup.remove_later()
             if rc == 1 and b'"exit-code"' not in status and not self._killed:
                 # bwrap failed before the command ran, so its stderr (the command's) holds
                 # only bwrap's reason and the command cannot fake this.
@@ -401,4 +401,4 @@ class OneShotProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, 9)
         if self.cgroup is not None:
-            asyncio.get_running_loop().run_in_executor(None, self.cgroup.kill_all)
+            self.cgroup.kill_later()

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,19 @@ class Cgroup:
 
     dirs: list[Path]
     version: str
+    gc: ThreadPoolExecutor | None = None  # where removals run (see CgroupManager)
+
+    def remove_later(self) -> Future[None]:
+        """Remove it off the event loop, on the cleanup threads: a v1 removal can wait
+        half a second for exiting processes, and must never hold up request work."""
+        if self.gc is None:
+            self.gc = ThreadPoolExecutor(max_workers=1)
+        return self.gc.submit(self.remove)
+
+    def kill_later(self) -> Future[None]:
+        if self.gc is None:
+            self.gc = ThreadPoolExecutor(max_workers=1)
+        return self.gc.submit(self.kill_all)
 
     @property
     def procs_files(self) -> list[Path]:
@@ -92,6 +106,10 @@ class CgroupManager:
     roots: dict[str, Path] = field(default_factory=dict)  # controller -> chaser parent dir
     enforced: tuple[str, ...] = ()
     _groups: dict[str, ResourceLimits] = field(default_factory=dict)  # limits written
+    # Removals wait on exiting processes: threads of their own, apart from the default
+    # executor that request paths use.
+    gc: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=4, thread_name_prefix="chaser-cgroup-gc"))
 
     @classmethod
     def detect(cls, instance: str, mounts: dict[str, Path] | None = None) -> CgroupManager:
@@ -156,7 +174,7 @@ class CgroupManager:
             d = path / rel
             d.mkdir(exist_ok=True)
             dirs.append(d)
-        cg = Cgroup(dirs, self.version)
+        cg = Cgroup(dirs, self.version, self.gc)
         try:
             self._apply(rel, limits)
         except OSError:

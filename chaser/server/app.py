@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -67,6 +68,10 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
                                  pids=int(kernel_pid_max() * settings.pids_fraction))
         runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool,
                                cap_all=cap_all)
+    # Request paths hop to threads for file and cgroup work; the default pool (cpus + 4)
+    # queues them behind each other under load.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="chaser-io"))
     core = Chaser(settings, SQLiteStore(settings.db_path), runtime)
     await core.start()
     try:
