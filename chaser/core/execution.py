@@ -15,6 +15,7 @@ from typing import Any
 
 from chaser.config import Settings
 from chaser.core.commands import CommandState, RunningCommand
+from chaser.core.logs import EPHEMERAL_DIR
 from chaser.core.output import STREAM_NAMES, OutputLog
 from chaser.core.quotas import Grant
 from chaser.core.telemetry import Telemetry
@@ -180,7 +181,7 @@ class Executor:
         cwd = req.cwd or "/workspace"
         state = CommandState(id=cmd_id, session_id="", tenant="", command=req.command, cwd=cwd,
                              background=False)
-        cmd = RunningCommand(state, self._new_log("_ephemeral", cmd_id))
+        cmd = RunningCommand(state, self._new_log(EPHEMERAL_DIR, cmd_id))
         limits = self.sessions.limits_for(req.limits)
         group, group_limits = self.sessions.ledger.group(tenant)
         spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image,

@@ -25,6 +25,7 @@ from chaser.store.base import Store
 log = logging.getLogger("chaser.core")
 
 JANITOR_EVERY_S = 5.0
+EPHEMERAL_DIR = "_ephemeral"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ def scan(logs_dir: Path) -> list[KeptLog]:
     found = []
     with contextlib.suppress(FileNotFoundError):
         for session in os.scandir(logs_dir):
-            if not session.is_dir(follow_symlinks=False):
+            # One-shot runs' logs live only while they run (deleted right after), each
+            # bounded per command; they belong to no session and are never dropped here.
+            if not session.is_dir(follow_symlinks=False) or session.name == EPHEMERAL_DIR:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 for command in os.scandir(session.path):

@@ -110,6 +110,9 @@ class SessionService:
     async def _create(self, tenant: str, req: SessionCreate, limits: Limits,
                       idle_timeout_s: int | None) -> LiveSession:
         image = req.image or "default"
+        if req.workspace and not (req.limits and req.limits.disk_mb):
+            # Not asked: the workspace's disk keeps its size (the default sizes new ones).
+            limits = limits.model_copy(update={"disk_mb": None})
         session_id = new_id("ses")
         workspace_dir = None
         uid = None

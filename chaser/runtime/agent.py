@@ -37,11 +37,13 @@ import select
 import signal
 import socket
 import sys
+import time
 
 MAX_PACKET = 8 * 1024 * 1024
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 KILL_ROUNDS = 200
+START_TIMEOUT_S = 10.0
 
 
 def send(sock, msg):
@@ -222,7 +224,12 @@ class Agent:
             self.sock.close()
             shepherd(msg, fds, w)
         os.close(w)
-        line, rest = read_line(r)
+        line, rest = read_line(r, START_TIMEOUT_S)
+        if not line:  # it never said it started (stopped by a command?): end it
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if line.startswith("S "):
             self.shepherds[pid] = [msg["id"], int(line[2:]), r]
             if rest:  # a quick command's end, read along with its start
@@ -332,10 +339,16 @@ class Agent:
             self.kill(msg["pid"], msg["signal"])
 
 
-def read_line(fd):
-    """The first line from a pipe, and whatever was read past it."""
+def read_line(fd, timeout):
+    """The first line from a pipe (within `timeout` seconds), and what was read past it."""
     data = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
     while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            return "", ""
         try:
             chunk = os.read(fd, 64)
         except InterruptedError:

@@ -21,7 +21,9 @@ log = logging.getLogger("chaser.runtime")
 MAX_AGENT_PACKET = 4096  # the agent's messages are tiny; anything bigger is an attack
 MAX_MESSAGES_PER_WAKEUP = 64
 CLOSE_GRACE_S = 2.0
-SPAWN_TIMEOUT_S = 5.0
+# The agent (PID 1, which commands cannot stop) answers each spawn within 10 s even when
+# a command stops the new shepherd; past this, the machine is badly overloaded.
+SPAWN_TIMEOUT_S = 30.0
 AGENT_REPORT_GRACE_S = 1.0
 
 

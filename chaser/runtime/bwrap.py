@@ -46,7 +46,7 @@ log = logging.getLogger("chaser.runtime")
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_IN_SANDBOX = "/.chaser/agent.py"
-DEFAULT_DISK_MB = 10240  # when the spec names none (the core always does)
+DEFAULT_DISK_MB = 10240  # a new workspace disk, or a tmpfs, when the spec names no size
 AGENT_START_TIMEOUT = 10.0
 # Deleting a workspace, inside its own sandbox as its uid: first make every directory
 # its owner's to enter again (a tenant may have chmod 000'd one), then delete.
@@ -66,7 +66,8 @@ class BwrapRuntime:
     """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
 
     def __init__(self, state_dir: Path, uids: UidRange, warm_pool: int = 2,
-                 cap_all: ResourceLimits | None = None) -> None:
+                 cap_all: ResourceLimits | None = None,
+                 default_disk_mb: int = DEFAULT_DISK_MB) -> None:
         self.bwrap = shutil.which("bwrap")
         self.setpriv = shutil.which("setpriv")
         missing = [n for n, p in (("bwrap", self.bwrap), ("setpriv", self.setpriv)) if not p]
@@ -93,9 +94,11 @@ class BwrapRuntime:
                         platform.machine())
         self.pool = WarmPool(self.start, warm_pool)
         self.uids = uids
+        self.default_disk_mb = default_disk_mb
         self._mounted: set[Path] = set()  # workspace disks this server mounted
         self._disk_users: Counter[Path] = Counter()  # running sandboxes on each disk
         self._tasks: set[asyncio.Task[None]] = set()
+        self._disk_locks: dict[Path, asyncio.Lock] = {}
         self._uids = itertools.count(secrets.randbelow(uids.ephemeral_span))
 
     def describe(self) -> dict[str, object]:
@@ -106,18 +109,27 @@ class BwrapRuntime:
         images.check_image(image)
 
     def _hold_disk(self, workspace_dir: Path, sandbox: AgentSandbox) -> None:
-        """Count the sandbox as a user of the workspace's disk until it ends."""
-        self._disk_users[workspace_dir] += 1
+        """Release the sandbox's count on the workspace's disk (taken at launch) when it
+        ends; the last one out unmounts the disk (its loop device goes back)."""
 
         async def release() -> None:
             await sandbox.wait_closed()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sandbox.proc.wait(), 10)  # its mounts go with it
             self._disk_users[workspace_dir] -= 1
+            await self._unmount_if_idle(workspace_dir)
 
         task = asyncio.get_running_loop().create_task(release())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _unmount_if_idle(self, workspace_dir: Path) -> None:
+        lock = self._disk_locks.setdefault(workspace_dir, asyncio.Lock())
+        async with lock:
+            if self._disk_users[workspace_dir] <= 0:
+                del self._disk_users[workspace_dir]
+                self._mounted.discard(workspace_dir)
+                await asyncio.to_thread(disks.unmount, workspace_dir)
 
     def workspace_uid(self, workspace_id: int) -> int:
         return self.uids.workspace(workspace_id)
@@ -125,7 +137,7 @@ class BwrapRuntime:
     def adopt_workspace(self, workspace_dir: Path, old_uid: int, new_uid: int) -> None:
         image = disks.image_of(workspace_dir)
         if image.exists():  # the files are inside its disk
-            disks.ensure(workspace_dir, new_uid, image.stat().st_size // disks.MIB)
+            disks.ensure(workspace_dir, new_uid, None, self.default_disk_mb)
             self._mounted.add(workspace_dir)
         changed = reown_tree(workspace_dir, old_uid, new_uid)
         log.info("workspace %s: moved %d files from uid %d to %d", workspace_dir.name,
@@ -134,9 +146,17 @@ class BwrapRuntime:
     async def purge_workspace(self, workspace_dir: Path, uid: int) -> None:
         """Delete a workspace's files as its own uid inside a sandbox (never as root on
         host paths, where a planted link could redirect it), then its empty directories."""
-        self._mounted.discard(workspace_dir)
-        if await asyncio.to_thread(disks.delete, workspace_dir):
-            return  # its own disk: unmounted and removed, no file of it touched
+        lock = self._disk_locks.setdefault(workspace_dir, asyncio.Lock())
+        for _ in range(100):  # the sandboxes just stopped may still be exiting
+            if self._disk_users[workspace_dir] <= 0:
+                break
+            await asyncio.sleep(0.1)
+        async with lock:
+            if self._disk_users[workspace_dir] > 0:
+                raise Conflict("a sandbox still uses the workspace's disk", "workspace_busy")
+            self._mounted.discard(workspace_dir)
+            if await asyncio.to_thread(disks.delete, workspace_dir):
+                return  # its own disk: unmounted and removed, no file of it touched
         if workspace_dir.is_symlink() or not workspace_dir.is_dir():
             return
         spec = SandboxSpec(name="purge_" + secrets.token_hex(6), uid=uid,
@@ -152,6 +172,7 @@ class BwrapRuntime:
                 os.killpg(proc.pid, 9)
             await proc.wait()
         finally:
+            self._disk_users[workspace_dir] -= 1
             if cgroup is not None:
                 await asyncio.wrap_future(cgroup.remove_later())
         await asyncio.to_thread(_remove_empty, workspace_dir)
@@ -247,15 +268,38 @@ class BwrapRuntime:
         self.check_image(spec.image)
         uid = self._uid(spec)
         if spec.workspace_dir is not None:
+            await self._take_disk(spec.workspace_dir, uid, spec.disk_mb)
+        try:
+            return await self._launch_taken(spec, uid, extra, argv, stdin=stdin,
+                                            stdout=stdout, stderr=stderr, keep=keep)
+        except BaseException:
+            if spec.workspace_dir is not None:
+                self._disk_users[spec.workspace_dir] -= 1
+            raise
+
+    async def _take_disk(self, workspace_dir: Path, uid: int, size_mb: int | None) -> None:
+        """Prepare a workspace's disk and count one more sandbox on it. One launch at a
+        time per disk: root must never resize or check a disk another launch is making,
+        mounting or already using (that corrupts a live filesystem)."""
+        lock = self._disk_locks.setdefault(workspace_dir, asyncio.Lock())
+        async with lock:
             try:
-                await asyncio.to_thread(disks.ensure, spec.workspace_dir, uid,
-                                        spec.disk_mb or DEFAULT_DISK_MB,
-                                        self._disk_users[spec.workspace_dir] > 0)
+                await asyncio.to_thread(disks.ensure, workspace_dir, uid, size_mb,
+                                        self.default_disk_mb,
+                                        self._disk_users[workspace_dir] > 0)
             except disks.DiskBusy as e:
                 raise Conflict(str(e), "workspace_busy") from None
             except OSError as e:
-                raise SandboxFailed(f"cannot prepare the workspace's disk: {e}") from e
-            self._mounted.add(spec.workspace_dir)
+                log.warning("workspace disk %s: %s", workspace_dir, e)
+                raise SandboxFailed("the workspace's disk could not be prepared (the "
+                                    "server's log says why)") from None
+            self._disk_users[workspace_dir] += 1
+            self._mounted.add(workspace_dir)
+
+    async def _launch_taken(self, spec: SandboxSpec, uid: int, extra: list[str],
+                            argv: list[str], *, stdin: int, stdout: int, stderr: int,
+                            keep: list[int] | None) -> tuple[asyncio.subprocess.Process,
+                                                             Cgroup | None]:
         # bwrap reads its options from a memfd (--args), so host paths stay out of the
         # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
         # program comes through a memfd as well. Encoded first: nothing may fail after
@@ -309,7 +353,7 @@ class BwrapRuntime:
                 "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
         home = f"/home/{images.SANDBOX_USER}"
         if spec.workspace_dir is None:
-            size = str((spec.disk_mb or DEFAULT_DISK_MB) * disks.MIB)
+            size = str((spec.disk_mb or self.default_disk_mb) * disks.MIB)
             for path, perms in (("/workspace", "0755"), (home, "0755"), ("/tmp", "1777")):
                 args += ["--perms", perms, "--size", size, "--tmpfs", path]
         else:

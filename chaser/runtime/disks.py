@@ -49,8 +49,10 @@ def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
         raise DiskError(f"{argv[0]} failed: {(p.stderr or p.stdout).strip()[:300]}")
 
 
-def ensure(workspace_dir: Path, uid: int, size_mb: int, in_use: bool = False) -> None:
+def ensure(workspace_dir: Path, uid: int, size_mb: int | None, default_mb: int,
+           in_use: bool = False) -> None:
     """Make (or grow) the workspace's image, mount it and lay out its directories.
+    `size_mb` None keeps an existing disk's size and makes a new one of `default_mb`.
     `in_use`: a sandbox holds the disk (in its own mount namespace, where the host's
     umount cannot see it), so it must not grow now. Blocking: call it from a thread."""
     image = image_of(workspace_dir)
@@ -63,7 +65,7 @@ def ensure(workspace_dir: Path, uid: int, size_mb: int, in_use: bool = False) ->
             return
         fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            os.ftruncate(fd, size_mb * MIB)
+            os.ftruncate(fd, (size_mb or default_mb) * MIB)
         finally:
             os.close(fd)
         try:
@@ -72,7 +74,7 @@ def ensure(workspace_dir: Path, uid: int, size_mb: int, in_use: bool = False) ->
         except DiskError:
             image.unlink()
             raise
-    if image.stat().st_size < size_mb * MIB:
+    if size_mb is not None and image.stat().st_size < size_mb * MIB:
         if in_use:
             raise DiskBusy(f"the workspace's disk can grow to {size_mb} MiB only while no "
                            "session runs on it")
@@ -86,9 +88,14 @@ def _grow(image: Path, workspace_dir: Path, size_mb: int) -> None:
     """Grow an image offline (unmounted, checked, resized)."""
     if os.path.ismount(workspace_dir):
         _run("umount", str(workspace_dir))
+    before = image.stat().st_size
     os.truncate(image, size_mb * MIB)
-    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # 1: it fixed something
-    _run("resize2fs", str(image), f"{size_mb}M")
+    try:
+        _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # 1: it fixed something
+        _run("resize2fs", str(image), f"{size_mb}M")
+    except DiskError:
+        os.truncate(image, before)  # as it was: a later, smaller grow can still work
+        raise
 
 
 def _device(mountpoint: Path) -> str:

@@ -67,7 +67,7 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
         cap_all = ResourceLimits(memory_bytes=host_memory_mb() * 1024 * 1024 * 9 // 10,
                                  pids=int(kernel_pid_max() * settings.pids_fraction))
         runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool,
-                               cap_all=cap_all)
+                               cap_all=cap_all, default_disk_mb=settings.disk_mb)
     # Request paths hop to threads for file and cgroup work; the default pool (cpus + 4)
     # queues them behind each other under load.
     asyncio.get_running_loop().set_default_executor(

@@ -353,6 +353,12 @@ class Box:
         hits[0].unlink()
         return hits[0].parent.parent
 
+    def host_tree(self) -> list[Path]:
+        """Everything the workspace's sandboxes can reach, as seen on the host: its
+        files/, home/ and tmp/ (a workspace disk's own root holds more, e.g. lost+found)."""
+        ws = self.host_workspace_dir()
+        return [p for sub in ("files", "home", "tmp") for p in (ws / sub).rglob("*")]
+
     def close(self) -> None:
         for sid in self.sessions:
             with contextlib.suppress(httpx.HTTPError):

@@ -448,3 +448,44 @@ def test_a_killed_shepherd_takes_deep_chains_along(server: ServerProcess, tenant
     assert host_sleepers(marker) == []
     r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "ps -e | wc -l"}).json()
     assert int(r["output"]) < 10, r  # only the agent, a shepherd and this command
+
+
+# -- found by the second red team ----------------------------------------------------------
+
+def test_another_tenants_running_one_shot_keeps_its_output(server: ServerProcess,
+                                                            new_tenant: Any) -> None:
+    """One-shot logs are not a session's: the log bounds never drop a running one."""
+    victim, attacker = new_tenant().client, new_tenant().client
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        mine = pool.submit(victim.post, "/v1/exec", json={
+            "ephemeral": True, "command": "head -c 100000 /dev/zero | tr '\\0' V; sleep 8; "
+                                          "echo END", "max_output_bytes": 200000})
+        time.sleep(1)
+        floods = [pool.submit(attacker.post, "/v1/exec", json={
+            "ephemeral": True, "command": "head -c 120000000 /dev/zero; sleep 6",
+            "max_output_bytes": 10, "limits": {"memory_mb": 64}}) for _ in range(10)]
+        r = mine.result().json()
+        for f in floods:
+            f.result()
+    assert r["output"] == "V" * 100000 + "END\n" and not r["output_truncated"], r["output"][-50:]
+
+
+def test_concurrent_starts_never_resize_a_disk_in_use(server: ServerProcess,
+                                                      tenant: Tenant) -> None:
+    """Two sessions racing onto one new workspace with different disk sizes: one disk
+    operation at a time, never a check or resize of a disk that is mounted or in use."""
+    c = tenant.client
+    for n in range(4):
+        ws = f"race{n}-{secrets.token_hex(3)}"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            small = pool.submit(c.post, "/v1/sessions", json={"workspace": ws,
+                                                              "limits": {"disk_mb": 64}})
+            time.sleep(0.005 * n)
+            big = pool.submit(c.post, "/v1/sessions", json={"workspace": ws,
+                                                            "limits": {"disk_mb": 512}})
+            codes = sorted([small.result().status_code, big.result().status_code])
+        assert codes in ([201, 201], [201, 409]), codes
+        r = c.post("/v1/exec", json={"workspace": ws, "command": "echo ok > f && cat f"})
+        assert r.json().get("output") == "ok\n", r.text
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    assert "bad block bitmap checksum" not in dmesg.split("chaser-race-start")[-1]
