@@ -71,6 +71,9 @@ class Settings:
     max_pids_per_tenant: int | None = field(default=None, metadata=_env(
         "processes of all a tenant's sandboxes together [default: pid_max x pids_fraction "
         "x tenant_share]", lo=8))
+    max_disk_mb_per_tenant: int | None = field(default=None, metadata=_env(
+        "sum of a tenant's workspace disk quotas [default: the data dir's filesystem size "
+        "x tenant_share]", lo=1))
     max_running_commands_per_session: int = 256
     max_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_env(
         "output kept per command (oldest dropped first)", lo=4096))

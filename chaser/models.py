@@ -248,6 +248,7 @@ class TenantLimits(_Strict):
     max_commands: int | None = Field(default=None, ge=0, le=10_000_000)
     max_memory_mb: int | None = Field(default=None, ge=0, le=1 << 30)
     max_pids: int | None = Field(default=None, ge=8, le=1 << 22)
+    max_disk_mb: int | None = Field(default=None, ge=0, le=1 << 40)
 
 
 class TenantUsage(BaseModel):

@@ -4,7 +4,9 @@ Every few seconds the janitor measures the logs on disk and, while a session, a 
 or the whole server keeps more than it may, drops the logs of the oldest *ended*
 commands first. A dropped log keeps its size (one empty segment at its end offset), so
 offsets keep their meaning and `output_start == output_size` says the output is gone.
-Logs of running commands are bounded by the per-command limit and never dropped here.
+Running commands' logs go only when dropping every ended one was not enough: then the
+running logs of the tenant over its bound (or of everyone, when the server is) keep
+nothing of what they printed so far (what they print next is kept).
 Logs of sessions that ended more than the retention ago are removed whole (service.py).
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaser.config import Settings
+from chaser.core.output import OutputLog
 from chaser.store.base import Store
 
 log = logging.getLogger("chaser.core")
@@ -88,10 +91,10 @@ class LogJanitor:
     """Holds kept output to the session, tenant and server bounds."""
 
     def __init__(self, settings: Settings, store: Store,
-                 running: Callable[[], set[str]]) -> None:
+                 running: Callable[[], dict[str, tuple[str, OutputLog]]]) -> None:
         self.settings = settings
         self.store = store
-        self.running = running  # ids of commands still running: never dropped here
+        self.running = running  # command id -> (tenant, its live log)
         self.dropped_bytes = 0
 
     async def run_forever(self) -> None:
@@ -136,5 +139,14 @@ class LogJanitor:
             self.dropped_bytes += freed
             log.info("dropped the output of %d ended commands (%d bytes) to stay within "
                      "the log bounds", len(victims), freed)
-            return freed
-        return 0
+        else:
+            freed = 0
+        # Still over with only running logs left: those of whoever is over drop what they
+        # kept so far (each is bounded per command, but many add up).
+        for cid, (tenant, output) in running.items():
+            if per_tenant[tenant] > s.max_tenant_log_bytes or total > s.max_total_log_bytes:
+                shrunk = output.shrink()
+                per_tenant[tenant] -= shrunk
+                total -= shrunk
+                freed += shrunk
+        return freed

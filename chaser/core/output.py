@@ -137,6 +137,21 @@ class OutputLog:
                 f.close()
         self._data_file = self._index_file = None
 
+    def shrink(self) -> int:
+        """Drop all output kept so far (a log kept past its owner's share); what comes
+        next is kept as usual. Returns the bytes dropped. Offsets keep their meaning:
+        `start` moves forward to the end."""
+        freed = 0
+        if self._segments and not self.closed and self.failure is None:
+            self._roll()  # the writer goes on in a fresh segment
+        while len(self._segments) > 1:
+            old = self._segments.pop(0)
+            self.dropped = True
+            freed += old.end - old.start
+            for ext in (".out", ".idx"):
+                (self.dir / f"{old.start:020d}{ext}").unlink(missing_ok=True)
+        return freed
+
     def close(self) -> None:
         """No more output will come; followers drain what is left and stop."""
         if not self.closed:

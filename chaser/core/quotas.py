@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -66,6 +67,7 @@ class Ledger:
     settings: Settings
     memory_budget_mb: int
     pids_budget: int
+    disk_budget_mb: int = 0  # the data dir's filesystem
     overrides: dict[str, TenantLimits] = field(default_factory=dict)
     held: dict[str, Counter[str]] = field(default_factory=dict)
     total: Counter[str] = field(default_factory=Counter)
@@ -73,8 +75,12 @@ class Ledger:
 
     @classmethod
     def for_host(cls, settings: Settings) -> Ledger:
+        try:
+            disk = shutil.disk_usage(settings.data_dir).total // (1024 * 1024)
+        except OSError:
+            disk = 0
         return cls(settings, int(host_memory_mb() * settings.memory_fraction),
-                   int(kernel_pid_max() * settings.pids_fraction))
+                   int(kernel_pid_max() * settings.pids_fraction), disk)
 
     # -- limits -----------------------------------------------------------------------
 
@@ -85,7 +91,8 @@ class Ledger:
             max_sessions=s.max_sessions_per_tenant or s.share(s.max_sandboxes),
             max_commands=s.max_commands_per_tenant or s.share(s.max_running_commands),
             max_memory_mb=s.max_memory_mb_per_tenant or s.share(self.memory_budget_mb),
-            max_pids=s.max_pids_per_tenant or s.share(self.pids_budget))
+            max_pids=s.max_pids_per_tenant or s.share(self.pids_budget),
+            max_disk_mb=s.max_disk_mb_per_tenant or s.share(self.disk_budget_mb))
 
     def limits(self, tenant: str) -> TenantLimits:
         """The tenant's limits: the admin's settings for it, the defaults for the rest."""

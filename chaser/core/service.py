@@ -14,6 +14,7 @@ from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.keys import KeyService
 from chaser.core.logs import LogJanitor
+from chaser.core.output import OutputLog
 from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.sessions import SessionService
 from chaser.core.telemetry import LiveCollector, Telemetry
@@ -65,8 +66,9 @@ class Chaser:
                        loop.create_task(self._expire_logs_forever()),
                        loop.create_task(self.janitor.run_forever())]
 
-    def _running_command_ids(self) -> set[str]:
-        return {cid for live in self.sessions.live.values() for cid in live.commands}
+    def _running_command_ids(self) -> dict[str, tuple[str, OutputLog]]:
+        return {cid: (live.tenant, cmd.output) for live in self.sessions.live.values()
+                for cid, cmd in live.commands.items() if cmd.running}
 
     def _sandboxes_by_kind(self) -> dict[str, int]:
         workspace = sum(1 for s in self.sessions.live.values() if s.row["workspace"])

@@ -16,7 +16,7 @@ from chaser.core.util import new_id, now_iso
 from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
 from chaser.core.telemetry import Telemetry
-from chaser.errors import Conflict, NotFound, StorageFull
+from chaser.errors import Conflict, NotFound, OverLimit, StorageFull
 from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
 from chaser.runtime.cgroups import ResourceLimits
@@ -89,6 +89,25 @@ class SessionService:
         return ResourceLimits(memory_bytes=(limits.memory_mb or 0) * 1024 * 1024 or None,
                               pids=limits.pids, cpus=limits.cpus)
 
+    async def _admit_disk(self, tenant: str, workspace_id: int, asked_mb: int | None) -> None:
+        """The tenant's workspace disks, with this one at the size it will have, must
+        fit its `max_disk_mb` (disks are sparse, so this is what bounds the host's)."""
+        cap = self.ledger.limits(tenant).max_disk_mb
+        if cap is None:
+            return
+        sizes = {}
+        for ws in await self.store.list_workspaces(tenant):
+            sizes[ws.id] = await asyncio.to_thread(
+                self.runtime.workspace_quota_mb, self.settings.workspaces_dir / str(ws.id))
+        current = sizes.get(workspace_id, 0)
+        sizes[workspace_id] = max(current, asked_mb or (current or self.settings.disk_mb))
+        if sum(sizes.values()) > cap:
+            self.ledger.refused["max_disk_mb"] += 1
+            raise OverLimit(f"over this key's limit max_disk_mb={cap}: its workspaces' disks "
+                            f"would add up to {sum(sizes.values())} MiB; delete a workspace "
+                            "or ask an admin to raise the limit", "tenant_limit",
+                            retry_after=60)
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def create(self, tenant: str, req: SessionCreate, *, idle_timeout_s: int | None = None) -> LiveSession:
@@ -119,6 +138,7 @@ class SessionService:
         if req.workspace:
             ws = await self.store.workspace(tenant, req.workspace, create_at=now_iso())
             assert ws is not None
+            await self._admit_disk(tenant, ws.id, limits.disk_mb)
             uid = self.runtime.workspace_uid(ws.id)
             if ws.uid != uid:  # new: its uid comes from this data dir's block
                 await self.store.set_workspace_uid(ws.id, uid)

@@ -115,6 +115,9 @@ class Runtime(Protocol):
     async def purge_workspace(self, workspace_dir: Path, uid: int) -> None:
         """Delete a workspace's files, as `uid`, and its directories."""
 
+    def workspace_quota_mb(self, workspace_dir: Path) -> int:
+        """The size of a workspace's disk (0 when it has none yet)."""
+
     def workspace_disk_bytes(self, workspace_dir: Path) -> int:
         """Bytes a workspace's files take (blocking; call it from a thread)."""
 

@@ -177,6 +177,10 @@ class BwrapRuntime:
                 await asyncio.wrap_future(cgroup.remove_later())
         await asyncio.to_thread(_remove_empty, workspace_dir)
 
+    def workspace_quota_mb(self, workspace_dir: Path) -> int:
+        image = disks.image_of(workspace_dir)
+        return image.stat().st_size // disks.MIB if image.exists() else 0
+
     def workspace_disk_bytes(self, workspace_dir: Path) -> int:
         used = disks.used_bytes(workspace_dir)
         if used is not None:

@@ -232,3 +232,19 @@ def test_background_commands_outlive_their_request(server: ServerProcess, tenant
     abandon(server, tenant.key, f"/v1/sessions/{sid}/exec",
             {"command": f"sleep {marker}", "background": True})
     assert sleepers(marker), "a background command must not end with its request"
+
+
+def test_a_tenants_workspace_disks_are_bounded_together(tmp_root: Path) -> None:
+    srv = own_server(tmp_root, CHASER_MAX_DISK_MB_PER_TENANT="100")
+    try:
+        c = srv.client(new_key(srv)[0])
+        a = c.post("/v1/sessions", json={"workspace": "a", "limits": {"disk_mb": 60}})
+        assert a.status_code == 201, a.text
+        r = c.post("/v1/sessions", json={"workspace": "b", "limits": {"disk_mb": 60}})
+        assert r.status_code == 429 and "max_disk_mb=100" in r.text, r.text
+        assert c.delete("/v1/workspaces/a", params={"force": "true"}).status_code == 200
+        assert c.post("/v1/sessions", json={"workspace": "b",
+                                            "limits": {"disk_mb": 60}}).status_code == 201
+        assert c.get("/v1/usage").json()["limits"]["max_disk_mb"] == 100
+    finally:
+        srv.stop()

@@ -88,3 +88,21 @@ def test_delete_with_purge_drops_output_at_once(tight: ServerProcess) -> None:
     assert kept(c, sid, cids[0]) == 0
     r = c.get(f"/v1/sessions/{sid}/commands/{cids[0]}/stream")
     assert "event: exit" in r.text and "event: output" not in r.text
+
+
+def test_running_commands_cannot_keep_a_tenant_over_its_bound(tight: ServerProcess) -> None:
+    c = tenant(tight)
+    sid = c.post("/v1/sessions", json={}).json()["id"]
+    cids = [c.post(f"/v1/sessions/{sid}/exec", json={
+        "command": "head -c 4000000 /dev/zero; sleep 60", "background": True}).json()[
+        "command_id"] for _ in range(4)]
+    deadline = time.monotonic() + 20
+    while True:
+        cmds = [c.get(f"/v1/sessions/{sid}/commands/{x}", params={"limit": 0}).json()
+                for x in cids]
+        held = sum(x["output_size"] - x["output_start"] for x in cmds)
+        if (held <= 12 * MB and all(x["output_size"] == 4 * MB for x in cmds)) or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert held <= 12 * MB and all(x["status"] == "running" for x in cmds), cmds
