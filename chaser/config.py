@@ -113,6 +113,16 @@ class Settings:
                 setattr(s, key, Path(str(override)) if key == "data_dir" else override)
         return s
 
+    def set_from_flag(self, assignment: str) -> None:
+        """Apply `chaser server --set NAME=VALUE` (the same settings as CHASER_NAME)."""
+        name, sep, raw = assignment.partition("=")
+        table = {f.name: f for f in fields(Settings) if f.metadata.get("env")}
+        f = table.get(name.strip().lower().replace("-", "_"))
+        if not sep or f is None:
+            raise SettingError(f"--set {assignment!r}: expected NAME=VALUE with NAME one of "
+                               f"{', '.join(sorted(table))}")
+        setattr(self, f.name, _parse(f"--set {f.name}", raw, f.type, f.metadata))
+
     @staticmethod
     def variables() -> dict[str, str]:
         """Every `CHASER_*` setting and what it means (the docs test reads this)."""

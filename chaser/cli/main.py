@@ -61,13 +61,16 @@ and writes it to a 0600 file in the data dir (the log says where).""")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="State directory [default: /var/lib/chaser as root, else the XDG data "
                    "dir].")
-def server(host: str, port: int, data_dir: Path | None) -> None:
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Any setting of docs/configuration.md (as CHASER_NAME), e.g. "
+                   "--set max_sandboxes=64; wins over the variable.")
+def server(host: str, port: int, data_dir: Path | None, sets: tuple[str, ...]) -> None:
     """Run the Chaser server in the foreground."""
     try:
         from chaser.server.run import serve
     except ImportError as e:
         fail(f"the server is not available in this installation ({e})")
-    serve(host=host, port=port, data_dir=data_dir)
+    serve(host=host, port=port, data_dir=data_dir, sets=sets)
 
 
 @cli.command(epilog="""\b

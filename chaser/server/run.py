@@ -13,10 +13,13 @@ from chaser.server.app import create_app
 from chaser.server.datadir import open_data_dir
 
 
-def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None) -> None:
+def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None,
+          sets: tuple[str, ...] = ()) -> None:
     """Start the server and block until it is stopped (SIGINT/SIGTERM)."""
     try:
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+        for assignment in sets:  # flags win over variables
+            settings.set_from_flag(assignment)
     except SettingError as e:  # before the data dir is touched
         print(f"chaser: {e}", file=sys.stderr)
         raise SystemExit(2) from None

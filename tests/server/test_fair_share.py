@@ -180,6 +180,42 @@ def test_a_bad_setting_names_itself_and_touches_nothing(tmp_root: Path) -> None:
                            timeout=60)
         assert p.returncode == 2 and f"CHASER_PIDS='{value}' {words}" in p.stderr, p.stderr
         assert "Traceback" not in p.stderr and not data.exists()
+    p = subprocess.run([sys.executable, "-m", "chaser", "server", "--port", "1", "--data-dir",
+                        str(data), "--set", "tenant_share=2"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and "--set tenant_share='2' is out of range" in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-m", "chaser", "server", "--port", "1", "--data-dir",
+                        str(data), "--set", "nope=1"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and "NAME one of" in p.stderr and not data.exists(), p.stderr
+
+
+def test_a_setting_by_flag_takes_effect(tmp_root: Path) -> None:
+    data = tmp_root / ("flag-" + secrets.token_hex(4)) / "data"
+    data.parent.mkdir(mode=0o711)
+    srv = ServerProcess(data_dir=data)
+    port = srv.port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHASER_")}
+    env["CHASER_API_KEY"] = srv.admin_key or ""
+    env["CHASER_MAX_SANDBOXES"] = "100"
+    proc = subprocess.Popen([sys.executable, "-m", "chaser", "server", "--port", str(port),
+                             "--data-dir", str(data), "--set", "max_sandboxes=12"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with srv.client() as admin:
+                    usage = admin.get("/v1/usage").json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert usage["server"]["limits"]["sandboxes"] == 12  # the flag won
+        assert usage["limits"]["max_sandboxes"] == 3  # a quarter of it
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 # -- abandoned requests -------------------------------------------------------------------
