@@ -89,11 +89,11 @@ def descendants(root):
     return below({root}, process_table())
 
 
-def kill_tree(root):
-    """SIGKILL everything below `root` until nothing is left (orphans of killed processes
-    reparent to `root`, a subreaper, so the walk sees them next round)."""
+def kill_until_gone(find):
+    """SIGKILL what `find()` names until it names nothing (each round sees what the
+    last one's kills orphaned)."""
     for _ in range(KILL_ROUNDS):
-        pids = descendants(root)
+        pids = find()
         if not pids:
             return
         for pid in pids:
@@ -102,6 +102,12 @@ def kill_tree(root):
             except ProcessLookupError:
                 pass
         reap_any()
+
+
+def kill_tree(root):
+    """SIGKILL everything below `root` (orphans of killed processes reparent to `root`,
+    a subreaper, so the next round's walk sees them)."""
+    kill_until_gone(lambda: descendants(root))
 
 
 def reap_any():
@@ -312,18 +318,13 @@ class Agent:
         shepherd left, which no command answers for any more. Whole chains at once:
         each round takes everything stray, however deep."""
         me = os.getpid()
-        for _ in range(KILL_ROUNDS):
+
+        def strays():
             parents = process_table()
             kept = {me, *self.shepherds} | below(self.shepherds, parents)
-            strays = [p for p in parents if p not in kept]
-            if not strays:
-                return
-            for pid in strays:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            reap_any()
+            return [p for p in parents if p not in kept]
+
+        kill_until_gone(strays)
 
     def handle(self, data, fds):
         msg = json.loads(data)
