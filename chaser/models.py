@@ -43,7 +43,7 @@ Text = Annotated[str, AfterValidator(_utf8)]
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for name, value in env.items():
         _utf8(value)
-        if not ENV_NAME_RE.match(name):
+        if not ENV_NAME_RE.fullmatch(name):  # `$` in match() would allow a trailing "\n"
             raise ValueError(f"invalid environment variable name {name!r}")
         if "\0" in value:
             raise ValueError(f"environment variable {name} contains a NUL byte")
@@ -52,7 +52,7 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
 
 def check_workspace_name(name: str) -> str:
     """Validate a workspace name: 1-64 of [A-Za-z0-9._-], not starting with '.'."""
-    if not WORKSPACE_RE.match(name):
+    if not WORKSPACE_RE.fullmatch(name):
         raise ValueError(
             "workspace names are 1-64 characters of A-Z a-z 0-9 . _ - and do not start with '.'"
         )

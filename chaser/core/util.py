@@ -23,6 +23,8 @@ def parse_signal(value: str | int) -> int:
     if isinstance(value, bool):
         raise BadRequest("signal must be a name or a number", "invalid_signal")
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        if isinstance(value, str) and len(value.strip()) > 6:  # int() refuses 4300+ digits
+            raise BadRequest("unknown signal number", "invalid_signal")
         num = int(value)
         if 1 <= num < signal.NSIG:
             return num

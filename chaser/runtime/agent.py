@@ -70,9 +70,18 @@ def process_table():
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[0] != b"Z":
+        if fields[0] != b"Z" or _has_threads(entry):
             parents[int(entry)] = int(fields[1])
     return parents
+
+
+def _has_threads(pid):
+    """A zombie thread-group leader whose other threads still run: alive, and killable
+    (a SIGKILL to it ends the whole group)."""
+    try:
+        return len(os.listdir("/proc/%s/task" % pid)) > 1
+    except OSError:
+        return False
 
 
 def below(roots, parents):

@@ -354,7 +354,10 @@ class BwrapRuntime:
                 "--uid", str(images.SANDBOX_UID), "--gid", str(images.SANDBOX_UID),
                 "--hostname", images.SANDBOX_HOSTNAME,
                 *self.root_args,
-                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
+                # /proc/sys read-only: sysctls of the sandbox's own namespaces too (the
+                # host's values were never writable: the sandbox's uid does not own them).
+                "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
         home = f"/home/{images.SANDBOX_USER}"
         if spec.workspace_dir is None:
             size = str((spec.disk_mb or self.default_disk_mb) * disks.MIB)

@@ -28,7 +28,10 @@ BPF_LD_W_ABS = 0x20
 BPF_JEQ_K = 0x15
 BPF_JGE_K = 0x35
 BPF_RET_K = 0x06
-OFFSET_NR, OFFSET_ARCH = 0, 4  # in struct seccomp_data
+OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0 = 0, 4, 16  # in struct seccomp_data
+SOCKET_X86_64 = 41
+# Socket families a network namespace does not isolate: VM sockets reach the hypervisor.
+DENIED_FAMILIES = {"AF_VSOCK": 40}
 
 DENIED_X86_64 = {
     "syslog": 103, "acct": 163, "swapon": 167, "swapoff": 168, "reboot": 169,
@@ -49,14 +52,24 @@ def filter_program() -> bytes | None:
     if platform.machine() != "x86_64":
         return None
     denied = sorted(DENIED_X86_64.values())
+    families = sorted(DENIED_FAMILIES.values())
+    # Layout: arch check, load nr, x32 check, socket() family checks, one check per
+    # denied call, ALLOW, EPERM. Jumps count the instructions they skip.
     prog = [
         _insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
         _insn(BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),  # foreign ABI (i386): kill
         _insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
         _insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
-        # x32 calls reach the same kernel code under other numbers: refuse them all.
-        _insn(BPF_JGE_K, len(denied) + 1, 0, X32_SYSCALL_BIT),
     ]
+    tail = len(families) + 3 + len(denied) + 1  # what follows the x32 check up to EPERM
+    # x32 calls reach the same kernel code under other numbers: refuse them all.
+    prog.append(_insn(BPF_JGE_K, tail, 0, X32_SYSCALL_BIT))
+    # socket(family, ...): refuse the families listed; any other socket() is allowed.
+    prog.append(_insn(BPF_JEQ_K, 0, len(families) + 2, SOCKET_X86_64))
+    prog.append(_insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARG0))
+    for i, family in enumerate(families):
+        prog.append(_insn(BPF_JEQ_K, len(families) - i + len(denied) + 1, 0, family))
+    prog.append(_insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     for i, nr in enumerate(denied):
         # on a match jump to the EPERM return, past the remaining checks and the ALLOW
         prog.append(_insn(BPF_JEQ_K, len(denied) - i, 0, nr))

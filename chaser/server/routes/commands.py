@@ -41,7 +41,7 @@ async def stream_command(session_id: str, command_id: str, core: Core, caller: C
     Output is pushed as soon as it is read; `interval_ms` is accepted as the bound on
     coalescing, which is never longer than one read.
     """
-    if last_event_id and last_event_id.strip().isdigit():
+    if last_event_id and last_event_id.strip().isdigit() and len(last_event_id.strip()) <= 20:
         from_ = int(last_event_id.strip())
     events = await core.executor.events(caller.tenant, session_id, command_id, from_)
 
