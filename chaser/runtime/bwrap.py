@@ -37,8 +37,9 @@ from pathlib import Path
 from chaser.errors import Conflict, SandboxFailed
 from chaser.runtime import disks, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
-from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
+from chaser.runtime.base import ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
+from chaser.runtime.oneshot import ONESHOT_WRAPPER, OneShotProcess
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
 
@@ -55,13 +56,6 @@ PURGE = ("chmod -R u+rwX /workspace /home/user /tmp 2>/dev/null; "
 PURGE_TIMEOUT_S = 300
 # The only environment any host-side launcher process ever gets.
 LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-# The one-shot wrapper: the command reaches the sandbox in an environment variable
-# (argv is visible to every host user); positional parameters, never exported, carry it
-# past the `unset`, so the command's environment is exactly the request's.
-ONESHOT_WRAPPER = ('set -- "$__SANDBOX_SHELL" "$__SANDBOX_CMD"; '
-                   'unset __SANDBOX_SHELL __SANDBOX_CMD; umask 022; exec "$1" -c "$2"')
-
-
 class BwrapRuntime:
     """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
 
@@ -175,7 +169,7 @@ class BwrapRuntime:
             self._disk_users[workspace_dir] -= 1
             if cgroup is not None:
                 await asyncio.wrap_future(cgroup.remove_later())
-        await asyncio.to_thread(_remove_empty, workspace_dir)
+        await asyncio.to_thread(disks.remove_empty, workspace_dir)
 
     def workspace_quota_mb(self, workspace_dir: Path) -> int:
         image = disks.image_of(workspace_dir)
@@ -188,7 +182,7 @@ class BwrapRuntime:
         image = disks.image_of(workspace_dir)
         if image.exists():  # not mounted now: what the sparse image holds
             return image.stat().st_blocks * 512
-        return disk_usage(workspace_dir)
+        return disks.disk_usage(workspace_dir)
 
     def _uid(self, spec: SandboxSpec) -> int:
         """The sandbox's host uid: the spec's own, or a fresh one no live sandbox shares."""
@@ -380,76 +374,3 @@ def _memfd_with(data: bytes, opened: list[int]) -> int:
         view = view[os.write(fd, view):]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
-
-
-def disk_usage(top: Path, max_entries: int = 500_000) -> int:
-    """Bytes allocated under `top`: a read-only walk that never follows a link (stops
-    counting past `max_entries`, so a huge tree cannot stall the caller)."""
-    total = seen = 0
-    if top.is_symlink() or not top.is_dir():
-        return 0
-    for _, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
-        for name in (*dirs, *files):
-            with contextlib.suppress(OSError):
-                total += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
-            seen += 1
-            if seen >= max_entries:
-                return total
-    return total
-
-
-def _remove_empty(workspace_dir: Path) -> None:
-    """rmdir never follows a link and refuses a non-empty directory: safe as root."""
-    for sub in ("files", "home", "tmp", ""):
-        with contextlib.suppress(OSError):
-            os.rmdir(workspace_dir / sub)
-
-
-def _read_all(fd: int) -> bytes:
-    """Read a pipe to its end and close it (bwrap's status: a few hundred bytes)."""
-    data = b""
-    try:
-        while chunk := os.read(fd, 4096):
-            data += chunk
-    finally:
-        os.close(fd)
-    return data
-
-
-class OneShotProcess:
-    """The command of an ephemeral sandbox: bwrap's exit status is the command's."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, cgroup: Cgroup | None,
-                 status_fd: int) -> None:
-        self.proc = proc
-        self.cgroup = cgroup
-        self.status_fd = status_fd
-        self._killed = False
-        self.pid: int | None = None
-        self._status: ExitStatus | None = None
-
-    async def wait(self) -> ExitStatus:
-        if self._status is None:
-            rc = await self.proc.wait()
-            status = await asyncio.to_thread(_read_all, self.status_fd)
-            if self.cgroup is not None:
-                # Off the request's path: rmdir waits until the kernel lets the cgroup go.
-                self.cgroup.remove_later()
-            if rc == 1 and b'"exit-code"' not in status and not self._killed:
-                # bwrap failed before the command ran, so its stderr (the command's) holds
-                # only bwrap's reason and the command cannot fake this.
-                self._status = ExitStatus(1, None, setup_failed=True)
-                return self._status
-            # bwrap reports a command killed by signal N as 128+N, as a shell does; that
-            # cannot be told from `exit 137`, so it stays an exit code. Only bwrap's own
-            # death (our timeout kill) is a signal.
-            self._status = ExitStatus(None, -rc) if rc < 0 else ExitStatus(rc, None)
-        return self._status
-
-    def signal(self, signum: int) -> None:
-        """Any signal ends the whole one-shot sandbox (it is only used for timeouts)."""
-        self._killed = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 9)
-        if self.cgroup is not None:
-            self.cgroup.kill_later()

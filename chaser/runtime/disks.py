@@ -154,3 +154,26 @@ def unmount_all(workspaces: Path) -> None:
         for entry in workspaces.iterdir():
             if entry.suffix != ".img" and entry.is_dir() and not entry.is_symlink():
                 unmount(entry)
+
+
+def disk_usage(top: Path, max_entries: int = 500_000) -> int:
+    """Bytes allocated under `top`: a read-only walk that never follows a link (stops
+    counting past `max_entries`, so a huge tree cannot stall the caller)."""
+    total = seen = 0
+    if top.is_symlink() or not top.is_dir():
+        return 0
+    for _, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
+            seen += 1
+            if seen >= max_entries:
+                return total
+    return total
+
+
+def remove_empty(workspace_dir: Path) -> None:
+    """rmdir never follows a link and refuses a non-empty directory: safe as root."""
+    for sub in ("files", "home", "tmp", ""):
+        with contextlib.suppress(OSError):
+            os.rmdir(workspace_dir / sub)
