@@ -7,6 +7,9 @@ with real sandboxes. One server serves the whole session; tests that need a fres
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import os
 import secrets
 import shutil
@@ -91,6 +94,22 @@ class ServerProcess:
         if self.log_path and self.log_path.exists():
             return self.log_path.read_text(errors="replace")[-20000:]
         return ""
+
+    def sandbox_processes(self) -> list[str]:
+        """Command lines of every process in this server's sandboxes, found through its
+        cgroups: not a host-wide `ps`, which stalls behind other tests' fork bombs."""
+        instance = hashlib.sha256(str((self.data_dir / "runtime").resolve()).encode())
+        pids: set[str] = set()
+        for procs in glob.glob(f"/sys/fs/cgroup/**/chaser/{instance.hexdigest()[:12]}/**/"
+                               "cgroup.procs", recursive=True):
+            with contextlib.suppress(OSError):
+                pids.update(Path(procs).read_text().split())
+        lines = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                             .decode(errors="replace"))
+        return lines
 
     def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}

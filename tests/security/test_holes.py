@@ -239,9 +239,8 @@ async def test_a_hostile_agent_ends_only_its_own_sandbox() -> None:
 
 # -- 3. every process of a command ends with it ----------------------------------------
 
-def host_sleepers(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if marker in line]
+def host_sleepers(marker: str, server: ServerProcess) -> list[str]:
+    return [line for line in server.sandbox_processes() if marker in line]
 
 
 @pytest.mark.parametrize("escape", [
@@ -258,14 +257,14 @@ def test_kills_and_timeouts_end_the_whole_tree(server: ServerProcess, tenant: Te
                                                  "shell": "bash", "timeout_ms": 1500}).json()
     assert r["status"] == "timed_out", r
     time.sleep(0.5)
-    assert host_sleepers(marker) == []
+    assert host_sleepers(marker, server) == []
     bg = c.post(f"/v1/sessions/{sid}/exec", json={"command": f"{cmd} sleep 302",
                                                   "shell": "bash", "background": True}).json()
     time.sleep(0.5)
-    assert host_sleepers(marker), "the escape did not even start"
+    assert host_sleepers(marker, server), "the escape did not even start"
     c.post(f"/v1/sessions/{sid}/commands/{bg['command_id']}/kill", json={"signal": "KILL"})
     time.sleep(0.5)
-    assert host_sleepers(marker) == []
+    assert host_sleepers(marker, server) == []
 
 
 # -- 4. state is private -----------------------------------------------------------------
@@ -443,9 +442,9 @@ def test_a_killed_shepherd_takes_deep_chains_along(server: ServerProcess, tenant
         "chain 300 & sleep 3; kill -9 $PPID; sleep 2")})
     assert r.status_code == 200, r.text
     deadline = time.monotonic() + 10
-    while host_sleepers(marker) and time.monotonic() < deadline:
+    while host_sleepers(marker, server) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert host_sleepers(marker) == []
+    assert host_sleepers(marker, server) == []
     r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "ps -e | wc -l"}).json()
     assert int(r["output"]) < 10, r  # only the agent, a shepherd and this command
 

@@ -230,9 +230,8 @@ def abandon(srv: ServerProcess, key: str, path: str, body: dict[str, Any]) -> No
         time.sleep(1.0)
 
 
-def sleepers(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if marker in line]
+def sleepers(marker: str, server: ServerProcess) -> list[str]:
+    return [line for line in server.sandbox_processes() if marker in line]
 
 
 @pytest.mark.parametrize("target", ["session", "workspace", "ephemeral"])
@@ -250,9 +249,9 @@ def test_an_abandoned_foreground_command_is_ended(server: ServerProcess, tenant:
         path, body = "/v1/exec", {"ephemeral": True, "command": command}
     abandon(server, tenant.key, path, body)
     deadline = time.monotonic() + 3
-    while sleepers(marker) and time.monotonic() < deadline:
+    while sleepers(marker, server) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert sleepers(marker) == []
+    assert sleepers(marker, server) == []
     if target == "ephemeral":
         return
     if sid is None:
@@ -267,7 +266,7 @@ def test_background_commands_outlive_their_request(server: ServerProcess, tenant
     marker = f"41{secrets.randbelow(10**6)}.5"
     abandon(server, tenant.key, f"/v1/sessions/{sid}/exec",
             {"command": f"sleep {marker}", "background": True})
-    assert sleepers(marker), "a background command must not end with its request"
+    assert sleepers(marker, server), "a background command must not end with its request"
 
 
 def test_a_tenants_workspace_disks_are_bounded_together(tmp_root: Path) -> None:
