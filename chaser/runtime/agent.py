@@ -44,6 +44,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 KILL_ROUNDS = 200
 START_TIMEOUT_S = 10.0
+FORK_PATIENCE_S = 2.0
 
 
 def send(sock, msg):
@@ -132,6 +133,19 @@ def reap_any():
         reaped.append((pid, status))
 
 
+def fork_patiently():
+    """fork(), waiting out a full process table for a moment: processes of a killed
+    tree free their pids as they finish exiting, so a fork just after often succeeds."""
+    deadline = time.monotonic() + FORK_PATIENCE_S
+    while True:
+        try:
+            return os.fork()
+        except BlockingIOError:  # EAGAIN: at the pids limit
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def exec_command(msg, fds):
     """In the forked command: take the pipes, reset what the agent changed, exec."""
     try:
@@ -176,7 +190,7 @@ def shepherd(msg, fds, report):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     try:
-        pid = os.fork()
+        pid = fork_patiently()
     except OSError as e:
         os.write(report, ("F %s\n" % ("pids" if e.errno == errno.EAGAIN else e.strerror)).encode())
         os._exit(0)
@@ -229,7 +243,7 @@ class Agent:
                              "invalid_cwd")
         r, w = os.pipe()
         try:
-            pid = os.fork()
+            pid = fork_patiently()
         except OSError as e:
             os.close(r)
             os.close(w)
