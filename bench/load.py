@@ -1,7 +1,9 @@
 """Fair share under load (issue 9): mixed operations from many clients, with and without
 one tenant flooding the server at the same time.
 
-Run as root: `.venv/bin/python bench/load.py [--seconds 60] [--clients 50]`. A server of
+Run as root: `.venv/bin/python bench/load.py [--seconds 60] [--clients 50] [--think-ms 100]`.
+Each client pauses `--think-ms` between requests, as real clients do (with none, 50
+clients saturate 2 cores on their own and the run measures queueing, not fairness). A server of
 its own on loopback; four ordinary tenants share `--clients` concurrent clients doing
 session exec, one-shot exec, workspace exec, background + stream, listing, and session
 create + delete. The run is made twice: alone, then beside a fifth tenant that floods
@@ -47,10 +49,12 @@ async def timed(stats: Stats, op: str, call: object) -> httpx.Response | None:
     return r  # type: ignore[no-any-return]
 
 
-async def worker(c: httpx.AsyncClient, workspace: str, stats: Stats, until: float) -> None:
+async def worker(c: httpx.AsyncClient, workspace: str, stats: Stats, until: float,
+                 think_s: float) -> None:
     sid = (await c.post("/v1/sessions", json={"limits": SMALL})).json()["id"]
     rng = random.Random()
     while time.monotonic() < until:
+        await asyncio.sleep(rng.uniform(0, 2 * think_s))
         op = rng.choices(["session", "one_shot", "workspace", "background", "list", "create"],
                          weights=[30, 15, 20, 10, 15, 10])[0]
         if op == "session":
@@ -100,7 +104,7 @@ def server_usage(pid: int) -> tuple[float, int]:
 
 
 async def phase(url: str, keys: list[str], flood_key: str | None, seconds: float,
-                clients: int) -> tuple[Stats, Stats]:
+                clients: int, think_s: float) -> tuple[Stats, Stats]:
     until = time.monotonic() + seconds
     others, flooder = Stats(), Stats()
     limits = httpx.Limits(max_connections=200)
@@ -109,7 +113,7 @@ async def phase(url: str, keys: list[str], flood_key: str | None, seconds: float
     fc = (httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {flood_key}"},
                             timeout=120, limits=limits) if flood_key else None)
     try:
-        tasks = [worker(cs[i % len(cs)], f"ws{i % len(cs)}", others, until)
+        tasks = [worker(cs[i % len(cs)], f"ws{i % len(cs)}", others, until, think_s)
                  for i in range(clients)]
         if fc is not None:
             tasks += [flood(fc, flooder, until) for _ in range(100)]
@@ -142,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--think-ms", type=float, default=100)
     args = ap.parse_args()
     with running_server() as srv:
         assert srv.proc is not None
@@ -153,10 +158,11 @@ def main() -> None:
             cpu0, _ = server_usage(srv.proc.pid)
             t = time.monotonic()
             others, flooder = asyncio.run(phase(srv.url, keys[:4], flood_key, args.seconds,
-                                                args.clients))
+                                                args.clients, args.think_ms / 1000))
             cpu1, rss = server_usage(srv.proc.pid)
             wall = time.monotonic() - t
-            print(f"{'with' if flood_key else 'without'} flood: {args.clients} clients, "
+            print(f"{'with' if flood_key else 'without'} flood: {args.clients} clients "
+                  f"(think {args.think_ms:g} ms), "
                   f"{wall:.0f} s, server CPU {100 * (cpu1 - cpu0) / wall:.0f}% of one core, "
                   f"RSS {rss / 2**20:.0f} MiB")
             if flood_key:
