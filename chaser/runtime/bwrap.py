@@ -39,7 +39,7 @@ from chaser.runtime import disks, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
-from chaser.runtime.oneshot import ONESHOT_WRAPPER, OneShotProcess
+from chaser.runtime.oneshot import ONESHOT_WRAPPER, OneShotProcess, command_env
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
 
@@ -231,7 +231,7 @@ class BwrapRuntime:
             return await self.pool.run(warm, proc, io)
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        env = {**proc.env, "__SANDBOX_SHELL": proc.argv[0], "__SANDBOX_CMD": proc.argv[-1]}
+        env = {**proc.env, **command_env(proc.argv[0], proc.argv[-1])}
         options = ["--json-status-fd", str(status_w), "--chdir", proc.cwd, "--clearenv"]
         for name, value in env.items():
             options += ["--setenv", name, value]

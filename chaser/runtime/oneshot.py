@@ -18,8 +18,18 @@ from chaser.runtime.cgroups import Cgroup
 # The one-shot wrapper: the command reaches the sandbox in an environment variable
 # (argv is visible to every host user); positional parameters, never exported, carry it
 # past the `unset`, so the command's environment is exactly the request's.
-ONESHOT_WRAPPER = ('set -- "$__SANDBOX_SHELL" "$__SANDBOX_CMD"; '
-                   'unset __SANDBOX_SHELL __SANDBOX_CMD; umask 022; exec "$1" -c "$2"')
+# A command of the largest size (one argv string, 128 KiB) does not fit one environment
+# string beside its name, so it travels in two halves that the wrapper joins.
+ONESHOT_WRAPPER = ('set -- "$__SANDBOX_SHELL" "$__SANDBOX_CMD$__SANDBOX_CMD2"; '
+                   'unset __SANDBOX_SHELL __SANDBOX_CMD __SANDBOX_CMD2; umask 022; '
+                   'exec "$1" -c "$2"')
+
+
+def command_env(shell: str, command: str) -> dict[str, str]:
+    """The wrapper's variables for `command` (in two halves, each well under the limit)."""
+    half = len(command) // 2
+    return {"__SANDBOX_SHELL": shell, "__SANDBOX_CMD": command[:half],
+            "__SANDBOX_CMD2": command[half:]}
 
 
 def _read_all(fd: int) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from tests.conftest import ServerProcess, Tenant
 
 EPHEMERAL, SESSION, WORKSPACE, HOST = "ephemeral", "session", "workspace", "host"
 KINDS = (EPHEMERAL, SESSION, WORKSPACE)
-# Copies of an ephemeral run sent at once: the warm pool holds 2 sandboxes, so a burst
-# of 3 reaches both one-shot paths (a warm agent sandbox and a fresh bwrap-only one).
+# Copies of an ephemeral run sent at once: the warm pool holds at most 2 sandboxes, so a
+# burst of 3 always reaches the fresh bwrap-only path, and the warm agent path too when
+# the pool holds sandboxes of the tenant's shape.
 EPHEMERAL_BURST = 3
 HEALTHZ_BUDGET_S = 2.0
 
@@ -154,8 +156,6 @@ def host_cgroup_dir(pid: int, controller: str) -> Path | None:
 
 def snapshot(paths: list[str]) -> dict[str, Any]:
     """Owner, mode, mtime and content digest (files) or listing (directories)."""
-    import hashlib
-
     snap: dict[str, Any] = {}
     for p in paths:
         try:
@@ -466,7 +466,6 @@ class Marker:
     load_log: str
     bin_dir: Path  # fake `sh`, `bwrap`, ... that drop root_marker when run as root
     script: Path  # a shell script that does the same (for BASH_ENV / ENV)
-    extra_markers: list[Path] = field(default_factory=list)
 
     def root_markers(self) -> list[Path]:
         return [p for p in Path("/root").glob(f"chaser-pwned-{self.tok}*")]

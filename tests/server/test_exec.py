@@ -158,3 +158,13 @@ def test_instant_commands_back_to_back_keep_the_session(tenant: Tenant, session_
     for i in range(150):
         r = c.post(url, json={"command": "exit 3" if i % 2 else "true"})
         assert r.status_code == 200 and r.json()["exit_code"] == (3 if i % 2 else 0), r.text
+
+
+def test_the_largest_command_runs_on_every_path(tenant: Tenant, session_id: str) -> None:
+    """128 KiB less one byte: one argv string, the documented maximum."""
+    command = "echo ok #" + "x" * (128 * 1024 - 1 - len("echo ok #"))
+    for body, url in (({"ephemeral": True}, "/v1/exec"), ({}, f"/v1/sessions/{session_id}/exec")):
+        r = tenant.client.post(url, json={**body, "command": command})
+        assert r.status_code == 200 and r.json()["output"] == "ok\n", r.text[:300]
+    r = tenant.client.post("/v1/exec", json={"ephemeral": True, "command": command + "x"})
+    assert r.status_code == 422
