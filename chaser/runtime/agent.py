@@ -146,8 +146,9 @@ def fork_patiently():
             time.sleep(0.05)
 
 
-def exec_command(msg, fds):
-    """In the forked command: take the pipes, reset what the agent changed, exec."""
+def exec_command(msg, fds, gate):
+    """In the forked command: take the pipes, reset what the agent changed, wait at the
+    gate until the shepherd has reported it, exec."""
     try:
         # Signals first: once setsid makes the command its own group, the server may
         # signal it, and the agent's ignored SIGINT/SIGTERM must not swallow that.
@@ -159,6 +160,7 @@ def exec_command(msg, fds):
                     pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
+        os.read(gate, 1)  # EOF once the shepherd reported us: no user code runs before
         os.umask(0o022)  # the server's own umask (077) is not the command's
         if msg.get("stdin"):
             stdin, out, err = fds
@@ -189,6 +191,7 @@ def shepherd(msg, fds, report):
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    gate_r, gate_w = os.pipe()
     try:
         pid = fork_patiently()
     except OSError as e:
@@ -196,11 +199,15 @@ def shepherd(msg, fds, report):
         os._exit(0)
     if pid == 0:
         os.close(report)
-        exec_command(msg, fds)
-    # Keep only the report pipe: the command's pipes must close when its processes end,
-    # and the agent's other fds (other commands' report pipes) are none of ours.
-    os.closerange(0, report)
-    os.closerange(report + 1, 65536)
+        os.close(gate_w)
+        exec_command(msg, fds, gate_r)
+    # Keep only the report pipe and the gate: the command's pipes must close when its
+    # processes end, and the agent's other fds (other commands' report pipes) are none
+    # of ours.
+    keep = sorted((report, gate_w))
+    os.closerange(0, keep[0])
+    os.closerange(keep[0] + 1, keep[1])
+    os.closerange(keep[1] + 1, 65536)
     # Reported once the command leads its own session, so a signal the server sends
     # right away reaches its group (killpg before setsid would find no such group).
     for _ in range(1_000_000):
@@ -211,6 +218,7 @@ def shepherd(msg, fds, report):
             break
         os.sched_yield()
     os.write(report, ("S %d\n" % pid).encode())
+    os.close(gate_w)  # the command may run now: the agent will hear of it first
     while True:
         try:
             done, status = os.waitpid(-1, 0)
