@@ -258,7 +258,7 @@ class SessionService:
             then()
 
     async def get_row(self, tenant: str, session_id: str) -> Row:
-        live = self.live.get(session_id) or None
+        live = self.live.get(session_id)
         unsaved = self.unsaved.get(session_id)
         if unsaved is not None and unsaved["tenant"] == tenant:
             return unsaved
