@@ -116,9 +116,11 @@ class Executor:
         try:
             await self.store.insert_command(state.row())
         except StorageFull:
-            # Not recorded, so not run: a command nobody can look up must not go on.
+            # Not recorded, so not run: a command nobody can look up must not go on. Its
+            # run still reaps it and closes its pipes; nobody is told of its end.
             cmd.kill(9, reason="storage_full")
             live.commands.pop(state.id, None)
+            asyncio.get_running_loop().create_task(cmd.run(_nothing))
             raise
 
         async def on_end(c: RunningCommand) -> None:

@@ -178,7 +178,7 @@ class SessionService:
         if self.live.get(live.id) is live:
             # A sandbox we ended for breaking the agent protocol says so; any other end
             # (its agent died, the kernel's OOM killer) is the sandbox exiting.
-            failure = getattr(live.sandbox, "failure", None)
+            failure = live.sandbox.failure
             if failure:
                 log.warning("session %s: %s", live.id, failure)
             await self.stop(live, "sandbox_violation" if failure else "sandbox_exited")

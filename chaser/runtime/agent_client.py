@@ -82,8 +82,8 @@ class AgentSandbox:
         self.cgroup = cgroup
         self._ids = itertools.count(1)
         self._last_id = 0  # ids above it were never issued
-        self.failure: str | None = None
-        self._closing = False  # close() was asked for: the agent's end is ours  # why the sandbox was ended, when it was our doing
+        self.failure: str | None = None  # why we ended the sandbox, when it was our doing
+        self._closing = False  # close() was asked for: the agent's end is ours
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._started: dict[int, asyncio.Future[int]] = {}

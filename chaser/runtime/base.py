@@ -85,6 +85,7 @@ class Sandbox(Protocol):
     """A running sandbox that processes join."""
 
     name: str
+    failure: str | None  # set when the runtime ended it for misbehaving (why, in words)
 
     @property
     def alive(self) -> bool: ...
