@@ -96,6 +96,7 @@ class LogJanitor:
         self.store = store
         self.running = running  # command id -> (tenant, its live log)
         self.dropped_bytes = 0
+        self.kept_bytes = 0  # sessions' output on disk at the last pass (for /metrics)
 
     async def run_forever(self) -> None:
         while True:
@@ -117,6 +118,7 @@ class LogJanitor:
             per_session[k.session] += k.bytes
             per_tenant[tenants.get(k.session, "")] += k.bytes
             total += k.bytes
+        self.kept_bytes = total
         victims = []
         running = self.running()
         for k in sorted(logs, key=lambda k: k.mtime):  # oldest first

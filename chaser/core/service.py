@@ -39,13 +39,13 @@ class Chaser:
         self.sessions = SessionService(settings, store, runtime, self.ledger)
         self.executor = Executor(settings, store, runtime, self.sessions)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
+        self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self.telemetry = Telemetry()
         self.telemetry.watch(LiveCollector(
             self._sandboxes_by_kind, lambda: {k: self.ledger.total[k] for k in RESOURCES},
             lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
-            settings.logs_dir))
+            lambda: self.janitor.kept_bytes))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
-        self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -1,15 +1,13 @@
 """Metrics in Prometheus' text format, from one registry per server (no global state).
 
 Counters and histograms are observed where things happen; gauges (sandboxes, sessions,
-commands, what the ledger holds, disk and log bytes) are read when scraped, so they
-can never drift from the truth.
+commands, what the ledger holds, free disk) are read when scraped, so they can never
+drift from the truth; kept log bytes come from the log janitor's last measurement.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1, 2, 5,
                    10, 30, 60, 300)
-LOG_SCAN_EVERY_S = 30.0
 
 
 class Telemetry:
@@ -46,15 +43,13 @@ class LiveCollector(Collector):
 
     def __init__(self, sandboxes: Callable[[], dict[str, int]], held: Callable[[], dict[str, int]],
                  refused: Callable[[], dict[str, int]], pool: Callable[[], dict[str, int]],
-                 data_dir: Path, logs_dir: Path) -> None:
+                 data_dir: Path, log_bytes: Callable[[], int]) -> None:
         self.sandboxes = sandboxes
         self.pool = pool
         self.held = held
         self.refused = refused
         self.data_dir = data_dir
-        self.logs_dir = logs_dir
-        self._log_bytes = 0
-        self._scanned = 0.0
+        self.log_bytes = log_bytes
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         kinds = GaugeMetricFamily("chaser_sandboxes", "Running sandboxes by kind.",
@@ -82,18 +77,6 @@ class LiveCollector(Collector):
         usage = shutil.disk_usage(self.data_dir)
         yield GaugeMetricFamily("chaser_data_disk_free_bytes",
                                 "Free bytes on the data dir's filesystem.", value=usage.free)
-        yield GaugeMetricFamily("chaser_output_log_bytes", "Bytes of command output kept.",
-                                value=self._logs())
-
-    def _logs(self) -> int:
-        """The logs' size, rescanned at most every 30 s (scrapes stay cheap)."""
-        if time.monotonic() - self._scanned > LOG_SCAN_EVERY_S:
-            total = 0
-            for root, _, files in os.walk(self.logs_dir):
-                for name in files:
-                    try:
-                        total += os.lstat(os.path.join(root, name)).st_size
-                    except OSError:
-                        continue
-            self._log_bytes, self._scanned = total, time.monotonic()
-        return self._log_bytes
+        yield GaugeMetricFamily("chaser_output_log_bytes",
+                                "Bytes of sessions' command output kept (at the log "
+                                "janitor's last pass).", value=self.log_bytes())

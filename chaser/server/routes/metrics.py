@@ -19,5 +19,5 @@ async def metrics(core: Core, caller: Caller) -> Response:
     """Sandboxes by kind, sessions, commands, latencies, pool use, refusals, disk, logs."""
     if not caller.admin:
         raise Forbidden("metrics need an admin key")
-    body = await asyncio.to_thread(core.telemetry.render)  # scrapes walk the logs dir
+    body = await asyncio.to_thread(core.telemetry.render)  # statvfs and rendering: off the loop
     return Response(body, media_type=CONTENT_TYPE_LATEST)
