@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -21,7 +22,10 @@ from tests.conftest import ServerProcess  # noqa: E402  (the same server the tes
 def running_server() -> Iterator[ServerProcess]:
     root = Path(tempfile.mkdtemp(prefix="chaser-bench-"))
     root.chmod(0o711)
-    srv = ServerProcess(data_dir=root / "data").start()
+    # CHASER_* settings in the benchmark's environment reach its server (the tests'
+    # servers ignore them).
+    settings = {k: v for k, v in os.environ.items() if k.startswith("CHASER_")}
+    srv = ServerProcess(data_dir=root / "data", extra_env=settings).start()
     try:
         yield srv
     finally:

@@ -49,6 +49,12 @@ class Settings:
     workspace_idle_timeout_s: int = 600  # sessions /v1/exec makes for a workspace
     max_sandboxes: int = field(default=256, metadata=_env(
         "running sandboxes on this server, all tenants (503 `no_capacity` past it)", lo=1))
+    # Two per CPU: a start spends about half its time waiting (on the kernel, on the
+    # agent), so one per CPU leaves CPUs idle while starts queue (bench/load.py).
+    concurrent_starts: int = field(default_factory=lambda: 2 * (os.cpu_count() or 1),
+                                   metadata=_env(
+        "sandboxes starting at once; more wait, taken in turn by tenant [default: two "
+        "per CPU]", lo=1, hi=1024))
     max_running_commands: int = field(default=4096, metadata=_env(
         "running commands on this server, all tenants", lo=1))
     memory_fraction: float = field(default=4.0, metadata=_env(

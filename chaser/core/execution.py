@@ -193,9 +193,10 @@ class Executor:
         grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
                                            memory_mb=limits.memory_mb or 0)
         try:
-            await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io), stdin_pipe=False,
-                            stdin_text=req.stdin,
-                            timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
+            async with self.sessions.starts.turn(tenant):
+                await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
+                                stdin_pipe=False, stdin_text=req.stdin,
+                                timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
             run = asyncio.ensure_future(cmd.run(_nothing))
             try:
                 await asyncio.shield(run)

@@ -15,6 +15,7 @@ from chaser.core.commands import RunningCommand
 from chaser.core.util import new_id, now_iso
 from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
+from chaser.core.starts import StartQueue
 from chaser.core.telemetry import Telemetry
 from chaser.errors import Conflict, NotFound, OverLimit, StorageFull
 from chaser.models import Limits, Session, SessionCreate
@@ -67,6 +68,7 @@ class SessionService:
         self.store = store
         self.runtime = runtime
         self.ledger = ledger
+        self.starts = StartQueue(settings.concurrent_starts)  # fair between tenants
         self.live: dict[str, LiveSession] = {}
         self.unsaved: dict[str, Row] = {}  # ended sessions whose end is not stored yet
         self._unstored: list[tuple[Callable[[], Awaitable[None]], Callable[[], object]]] = []
@@ -150,7 +152,8 @@ class SessionService:
                            limits=self.resource_limits(limits), group=group,
                            group_limits=group_limits, disk_mb=limits.disk_mb)
         started = time.monotonic()
-        sandbox = await self.runtime.start(spec)
+        async with self.starts.turn(tenant):
+            sandbox = await self.runtime.start(spec)
         if self.telemetry is not None:
             self.telemetry.sandbox_start_seconds.observe(time.monotonic() - started)
         now = now_iso()

@@ -30,14 +30,21 @@ Messages are JSON objects, one per packet:
 When the server's end closes, the agent exits and the kernel ends the whole sandbox.
 """
 
+# Only C modules besides os and sys: this process starts with every sandbox, and the
+# pure-Python json, socket and signal pull in re and enum, which doubled its start (CPU
+# that a busy server pays on every session and one-shot run).
+import _signal as signal  # type: ignore[import-not-found]  # (no stub: signal without enum)
+import _socket as socket
 import errno
-import json
 import os
 import select
-import signal
-import socket
 import sys
 import time
+
+try:
+    import _json
+except ImportError:  # an interpreter built without the accelerator
+    _json = None  # type: ignore[assignment]
 
 MAX_PACKET = 8 * 1024 * 1024
 PR_SET_DUMPABLE = 4
@@ -48,7 +55,59 @@ FORK_PATIENCE_S = 2.0
 
 
 def send(sock, msg):
-    sock.send(json.dumps(msg).encode())
+    sock.send(dumps(msg).encode())
+
+
+def dumps(msg):
+    """JSON of a flat message (str, int, bool or None values), as json.dumps makes it."""
+    if _json is None:
+        import json
+
+        return json.dumps(msg)
+    parts = []
+    for key, value in msg.items():
+        if value is None or value is True or value is False:
+            text = {None: "null", True: "true", False: "false"}[value]
+        elif isinstance(value, int):
+            text = str(int(value))
+        else:
+            text = _json.encode_basestring_ascii(str(value))
+        parts.append(_json.encode_basestring_ascii(key) + ":" + text)
+    return "{" + ",".join(parts) + "}"
+
+
+class _Scanning:
+    """What _json's scanner reads from its context: plain JSON, as json.loads does."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity
+
+
+def loads(data):
+    """A server message (well-formed JSON: the server made it)."""
+    text = data.decode()
+    if _json is None:
+        import json
+
+        return json.loads(text)
+    value, _end = _json.make_scanner(_Scanning())(text, 0)
+    return value
+
+
+def recv_fds(sock, bufsize, maxfds):
+    """A packet and the descriptors that came with it (socket.recv_fds, without the
+    module)."""
+    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, socket.CMSG_LEN(maxfds * 4))
+    fds = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True)
+                    for i in range(0, len(payload) - len(payload) % 4, 4)]
+    return data, fds
 
 
 def prctl(option, value):
@@ -358,7 +417,7 @@ class Agent:
         kill_until_gone(strays)
 
     def handle(self, data, fds):
-        msg = json.loads(data)
+        msg = loads(data)
         if msg["op"] == "spawn":
             try:
                 self.spawn(msg, fds)
@@ -433,7 +492,7 @@ def main():
                 agent.report(fd)
             elif fd == sock.fileno():
                 try:
-                    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, 3)
+                    data, fds = recv_fds(sock, MAX_PACKET, 3)
                 except InterruptedError:
                     continue
                 if not data:

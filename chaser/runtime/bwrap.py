@@ -46,7 +46,6 @@ from chaser.runtime.uids import UidRange, reown_tree
 log = logging.getLogger("chaser.runtime")
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
-AGENT_IN_SANDBOX = "/.chaser/agent.py"
 DEFAULT_DISK_MB = 10240  # a new workspace disk, or a tmpfs, when the spec names no size
 AGENT_START_TIMEOUT = 10.0
 # Deleting a workspace, inside its own sandbox as its uid: first make every directory
@@ -195,7 +194,7 @@ class BwrapRuntime:
         server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (server_end, agent_end):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-        argv = ["/usr/bin/python3", "-I", "-S", AGENT_IN_SANDBOX]
+        argv = images.agent_argv(self.rootfs)
         try:
             proc, cgroup = await self._launch(spec, ["--as-pid-1", "--chdir", "/"], argv,
                                               stdin=agent_end.fileno(),

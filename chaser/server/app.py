@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -68,6 +70,7 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
                                  pids=int(kernel_pid_max() * settings.pids_fraction))
         runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool,
                                cap_all=cap_all, default_disk_mb=settings.disk_mb)
+    _watch_children_by_pidfd()
     # Request paths hop to threads for file and cgroup work; the default pool (cpus + 4)
     # queues them behind each other under load.
     asyncio.get_running_loop().set_default_executor(
@@ -84,3 +87,20 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
         yield core
     finally:
         await core.close()
+
+
+def _watch_children_by_pidfd() -> None:
+    """Learn of sandbox launchers' exits through pidfds on the event loop.
+
+    Python 3.11's default watcher starts a thread per child to block in waitpid: one
+    thread per sandbox, started and ended with each. 3.12 picks pidfds by itself.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # the kernel has pidfds (5.3 and later)
+    except (AttributeError, OSError):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.get_event_loop_policy().set_child_watcher(watcher)

@@ -14,8 +14,14 @@ from chaser.core.service import Chaser
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer chs_...`")
 
 
-def get_core(request: Request) -> Chaser:
+def core_of(request: Request) -> Chaser:
     return request.app.state.core  # type: ignore[no-any-return]
+
+
+async def get_core(request: Request) -> Chaser:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a thread hop on
+    # every request for one attribute read.
+    return core_of(request)
 
 
 async def get_principal(
@@ -24,7 +30,7 @@ async def get_principal(
 ) -> Principal:
     """The caller behind `Authorization: Bearer KEY` (401 otherwise)."""
     token = credentials.credentials.strip() if credentials else None
-    return await get_core(request).keys.authenticate(token or None)
+    return await core_of(request).keys.authenticate(token or None)
 
 
 Core = Annotated[Chaser, Depends(get_core)]

@@ -492,7 +492,7 @@ for d in ["/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/usr/bin", "/usr/lib", 
     except OSError as e:
         res["ro"][d + " mkdir"] = e.strerror
 for f, how in [("/etc/passwd", "a"), ("/etc/hosts", "w"), ("/usr/bin/env", "a"),
-               ("/.chaser/agent.py", "a"), ("/bin/sh", "a")]:
+               ("/.chaser/agent.py", "a"), ("/.chaser/agent.pyc", "w"), ("/bin/sh", "a")]:
     try:
         with open(f, how) as fh:
             fh.write("pwned")
