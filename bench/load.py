@@ -213,6 +213,10 @@ def main() -> None:
                   f"{100 * (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]):.0f}% busy")
             if flood_key:
                 print(f"  flooder: {flooder} (429 = refused at its share)")
+            with srv.client() as admin:
+                pool = [line for line in admin.get("/metrics").text.splitlines()
+                        if line.startswith("chaser_warm_pool_total")]
+            print(f"  warm pool so far: {'; '.join(pool)}")
             results.append(others)
         table(*results)
 
