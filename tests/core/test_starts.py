@@ -15,13 +15,32 @@ async def _start(queue: StartQueue, tenant: str, order: list[str], release: asyn
 
 def test_at_most_concurrency_starts_at_once() -> None:
     async def main() -> None:
-        queue, order, release = StartQueue(2), [], asyncio.Event()
-        tasks = [asyncio.create_task(_start(queue, "a", order, release)) for _ in range(5)]
+        queue, order, release = StartQueue(4), [], asyncio.Event()
+        tasks = [asyncio.create_task(_start(queue, t, order, release))
+                 for t in ("a", "b") * 5]
         await asyncio.sleep(0.01)
-        assert len(order) == 2 and queue.waiting == 3 and queue.free == 0
+        assert len(order) == 4 and queue.waiting == 6 and queue.free == 0
         release.set()
         await asyncio.gather(*tasks)
-        assert len(order) == 5 and queue.waiting == 0 and queue.free == 2
+        assert len(order) == 10 and queue.waiting == 0 and queue.free == 4
+
+    asyncio.run(main())
+
+
+def test_no_tenant_holds_more_than_half_the_slots() -> None:
+    """Slow starts of one tenant leave slots for the others, idle or not."""
+
+    async def main() -> None:
+        queue, order, release = StartQueue(4), [], asyncio.Event()
+        slow = [asyncio.create_task(_start(queue, "slow", order, release)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        assert order == ["slow", "slow"] and queue.free == 2 and queue.waiting == 3
+        async with queue.turn("other"):  # at once, with two slots free
+            async with queue.turn("third"):
+                assert queue.free == 0
+        release.set()
+        await asyncio.gather(*slow)
+        assert order.count("slow") == 5 and queue.free == 4
 
     asyncio.run(main())
 
