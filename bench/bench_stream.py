@@ -309,7 +309,7 @@ async def fan_in(srv, sessions: int, per_session: int, lines: int) -> dict[str, 
                 r.raise_for_status()
                 sids.append(r.json()["id"])
             results: list[LineClock] = []
-            exits: list[dict | None] = []
+            exits: list[dict[str, object] | None] = []
             connected = 0
 
             async def follow(sid: str, cid: str, clock: LineClock, k: int) -> None:

@@ -70,12 +70,13 @@ async def worker(c: httpx.AsyncClient, workspace: str, stats: Stats, until: floa
                 "workspace": workspace, "command": "echo hi >> log; wc -l < log"}))
         elif op == "background":
             t = time.perf_counter()
-            r = await c.post(f"/v1/sessions/{sid}/exec", json={
+            started = await c.post(f"/v1/sessions/{sid}/exec", json={
                 "command": "for i in 1 2 3; do echo $i; sleep 0.05; done", "background": True})
-            if r.status_code != 201:
-                stats.errors[op].append(f"{r.status_code} {r.text[:80]}")
+            if started.status_code != 201:
+                stats.errors[op].append(f"{started.status_code} {started.text[:80]}")
                 continue
-            async with c.stream("GET", f"/v1/sessions/{sid}/commands/{r.json()['command_id']}"
+            cid = started.json()["command_id"]
+            async with c.stream("GET", f"/v1/sessions/{sid}/commands/{cid}"
                                        "/stream") as s:
                 body = b"".join([chunk async for chunk in s.aiter_bytes()])
             if b"event: exit" not in body:

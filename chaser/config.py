@@ -166,7 +166,7 @@ def _parse(name: str, raw: str, kind: object, meta: object) -> int | float:
     assert isinstance(meta, dict) or hasattr(meta, "get")
     as_float = "float" in str(kind)
     form = "a number" if as_float else "a whole number"
-    lo, hi = meta.get("lo"), meta.get("hi")  # type: ignore[attr-defined]
+    lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None:
         form += f" >= {lo:g}"
     if hi is not None:

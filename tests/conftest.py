@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.types import NewTenant, Tenant
+
 ADMIN_KEY = "chs_test_admin_" + secrets.token_hex(8)
 
 
@@ -151,15 +153,8 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-@dataclass
-class Tenant:
-    key: str
-    id: str
-    client: httpx.Client
-
-
 @pytest.fixture
-def new_tenant(server: ServerProcess, client: httpx.Client) -> Iterator[object]:
+def new_tenant(server: ServerProcess, client: httpx.Client) -> Iterator[NewTenant]:
     """Factory: a brand-new tenant (its own API key and client)."""
     made: list[Tenant] = []
 
@@ -177,9 +172,9 @@ def new_tenant(server: ServerProcess, client: httpx.Client) -> Iterator[object]:
 
 
 @pytest.fixture
-def tenant(new_tenant) -> Tenant:  # type: ignore[no-untyped-def]
+def tenant(new_tenant: NewTenant) -> Tenant:
     """A fresh tenant for one test."""
-    return new_tenant()  # type: ignore[no-any-return]
+    return new_tenant()
 
 
 @pytest.fixture

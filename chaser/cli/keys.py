@@ -57,7 +57,7 @@ Examples:
 @limit_options
 @json_option
 @pass_app
-def create(app: AppContext, name: str, admin: bool, tenant: str | None, as_json: bool,
+def create(app: AppContext, /, name: str, admin: bool, tenant: str | None, as_json: bool,
            **limits: int | None) -> None:
     """Create a key and print its secret (shown only once)."""
     key = app.client().keys.create(name, admin=admin, tenant=tenant, limits=_limits(limits))
@@ -93,7 +93,7 @@ Examples:
 @limit_options
 @json_option
 @pass_app
-def limits_(app: AppContext, key_id: str, as_json: bool, **limits: int | None) -> None:
+def limits_(app: AppContext, /, key_id: str, as_json: bool, **limits: int | None) -> None:
     """Set the limits of a key's tenant (options left out: the server's defaults)."""
     key = app.client().keys.set_limits(key_id, _limits(limits) or TenantLimits())
     if as_json:

@@ -125,7 +125,7 @@ class RunningCommand:
         if in_w is not None:
             os.set_blocking(in_w, False)
             transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
-            self._stdin = transport  # type: ignore[assignment]
+            self._stdin = transport
             if stdin_text is not None:
                 self.write_stdin(stdin_text.encode(), eof=True)
         if timeout_ms is not None:

@@ -30,6 +30,8 @@ Messages are JSON objects, one per packet:
 When the server's end closes, the agent exits and the kernel ends the whole sandbox.
 """
 
+from __future__ import annotations
+
 # Only C modules besides os and sys: this process starts with every sandbox, and the
 # pure-Python json, socket and signal pull in re and enum, which doubled its start (CPU
 # that a busy server pays on every session and one-shot run).
@@ -40,6 +42,13 @@ import os
 import select
 import sys
 import time
+
+TYPE_CHECKING = False  # typing itself costs a start what the C modules save
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable
+    from typing import Any, NoReturn
+
+    Message = dict[str, Any]  # a decoded protocol message
 
 try:
     import _json
@@ -54,17 +63,17 @@ START_TIMEOUT_S = 10.0
 FORK_PATIENCE_S = 2.0
 
 
-def send(sock, msg):
+def send(sock: socket.socket, msg: Message) -> None:
     sock.send(dumps(msg).encode())
 
 
-def dumps(msg):
+def dumps(msg: Message) -> str:
     """JSON of a flat message (str, int, bool or None values), as json.dumps makes it."""
     if _json is None:
         import json
 
         return json.dumps(msg)
-    parts = []
+    parts: list[str] = []
     for key, value in msg.items():
         if value is None or value is True or value is False:
             text = {None: "null", True: "true", False: "false"}[value]
@@ -87,22 +96,22 @@ class _Scanning:
     parse_constant = float  # NaN, Infinity
 
 
-def loads(data):
+def loads(data: bytes) -> Message:
     """A server message (well-formed JSON: the server made it)."""
     text = data.decode()
     if _json is None:
         import json
 
         return json.loads(text)
-    value, _end = _json.make_scanner(_Scanning())(text, 0)
-    return value
+    value, _end = _json.make_scanner(_Scanning())(text, 0)  # type: ignore[arg-type]
+    return value  # type: ignore[no-any-return]
 
 
-def recv_fds(sock, bufsize, maxfds):
+def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """A packet and the descriptors that came with it (socket.recv_fds, without the
     module)."""
     data, ancdata, _flags, _addr = sock.recvmsg(bufsize, socket.CMSG_LEN(maxfds * 4))
-    fds = []
+    fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += [int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True)
@@ -110,7 +119,7 @@ def recv_fds(sock, bufsize, maxfds):
     return data, fds
 
 
-def prctl(option, value):
+def prctl(option: int, value: int) -> None:
     try:
         import ctypes
 
@@ -119,9 +128,9 @@ def prctl(option, value):
         pass
 
 
-def process_table():
+def process_table() -> dict[int, int]:
     """{pid: parent pid} of every live process of this sandbox (its /proc)."""
-    parents = {}
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -135,7 +144,7 @@ def process_table():
     return parents
 
 
-def _has_threads(pid):
+def _has_threads(pid: str) -> bool:
     """A zombie thread-group leader whose other threads still run: alive, and killable
     (a SIGKILL to it ends the whole group)."""
     try:
@@ -144,21 +153,22 @@ def _has_threads(pid):
         return False
 
 
-def below(roots, parents):
+def below(roots: Iterable[int], parents: dict[int, int]) -> set[int]:
     """The pids under any of `roots`, walking parent links down."""
-    found, frontier = set(), set(roots)
+    found: set[int] = set()
+    frontier = set(roots)
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier
     return found
 
 
-def descendants(root):
+def descendants(root: int) -> set[int]:
     """Live pids below `root`."""
     return below({root}, process_table())
 
 
-def kill_until_gone(find):
+def kill_until_gone(find: Callable[[], Collection[int]]) -> None:
     """SIGKILL what `find()` names until it names nothing (each round sees what the
     last one's kills orphaned)."""
     for _ in range(KILL_ROUNDS):
@@ -173,15 +183,15 @@ def kill_until_gone(find):
         reap_any()
 
 
-def kill_tree(root):
+def kill_tree(root: int) -> None:
     """SIGKILL everything below `root` (orphans of killed processes reparent to `root`,
     a subreaper, so the next round's walk sees them)."""
     kill_until_gone(lambda: descendants(root))
 
 
-def reap_any():
+def reap_any() -> list[tuple[int, int]]:
     """Reap exited children without blocking (a subreaper inherits orphans' zombies)."""
-    reaped = []
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -192,7 +202,7 @@ def reap_any():
         reaped.append((pid, status))
 
 
-def fork_patiently():
+def fork_patiently() -> int:
     """fork(), waiting out a full process table for a moment: processes of a killed
     tree free their pids as they finish exiting, so a fork just after often succeeds."""
     deadline = time.monotonic() + FORK_PATIENCE_S
@@ -205,7 +215,7 @@ def fork_patiently():
             time.sleep(0.05)
 
 
-def exec_command(msg, fds, gate):
+def exec_command(msg: Message, fds: list[int], gate: int) -> NoReturn:
     """In the forked command: take the pipes, reset what the agent changed, wait at the
     gate until the shepherd has reported it, exec."""
     try:
@@ -241,7 +251,7 @@ def exec_command(msg, fds, gate):
             os._exit(127)
 
 
-def shepherd(msg, fds, report):
+def shepherd(msg: Message, fds: list[int], report: int) -> NoReturn:
     """The command's subreaper: fork it, report how it ended, then reap what it left.
 
     Reports go to the agent through `report` (a pipe): "S pid", then "E code" or
@@ -295,15 +305,16 @@ def shepherd(msg, fds, report):
 class Agent:
     """PID 1's state: the socket, and the shepherd of every running command."""
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.shepherds = {}  # shepherd pid -> [request id, command pid, report fd or None]
-        self.reports = {}  # report fd -> shepherd pid, until the command's end is reported
+        # shepherd pid -> [request id, command pid, report fd or None]
+        self.shepherds: dict[int, list[Any]] = {}
+        self.reports: dict[int, int] = {}  # report fd -> shepherd pid, until the command's end is reported
         self.poll = select.poll()
-        self.closing = []  # closed after each poll round, so no fd number is reused mid-round
-        self.early = {}  # report fd -> what was read past the start line
+        self.closing: list[int] = []  # closed after each poll round, so no fd number is reused mid-round
+        self.early: dict[int, str] = {}  # report fd -> what was read past the start line
 
-    def spawn(self, msg, fds):
+    def spawn(self, msg: Message, fds: list[int]) -> None:
         cwd = msg.get("cwd") or "/"
         if not os.path.isdir(cwd):
             return self.fail(msg, "cwd does not exist in the sandbox or is not a directory",
@@ -340,17 +351,18 @@ class Agent:
             return self.fail_fork(msg, errno.EAGAIN)
         return self.fail(msg, reason, "spawn_failed")
 
-    def fail_fork(self, msg, err):
+    def fail_fork(self, msg: Message, err: int | None) -> None:
         if err == errno.EAGAIN:
             return self.fail(msg, "the sandbox is at its process limit (its pids limit): "
                              "the command was not started; end some of its processes, or "
                              "wait for them to exit, and try again", "pids_limit")
-        return self.fail(msg, "cannot start the command: %s" % os.strerror(err), "spawn_failed")
+        return self.fail(msg, "cannot start the command: %s" % os.strerror(err or errno.EIO),
+                         "spawn_failed")
 
-    def fail(self, msg, error, reason):
+    def fail(self, msg: Message, error: str, reason: str) -> None:
         send(self.sock, {"op": "failed", "id": msg["id"], "error": error, "reason": reason})
 
-    def kill(self, pid, sig):
+    def kill(self, pid: int, sig: int) -> None:
         for shep, (_, cmd_pid, fd) in self.shepherds.items():
             if cmd_pid != pid or fd is None:  # only a command still running
                 continue
@@ -373,7 +385,7 @@ class Agent:
                     pass
             return
 
-    def report(self, fd):
+    def report(self, fd: int) -> None:
         """A shepherd wrote (or closed) its report pipe: send the command's end once."""
         shep = self.reports.pop(fd)
         self.poll.unregister(fd)
@@ -389,7 +401,7 @@ class Agent:
         self.closing.append(fd)
         send(self.sock, {"op": "exit", "id": req, "pid": cmd_pid, "code": code, "signal": sig})
 
-    def reap(self):
+    def reap(self) -> None:
         """Reap every child (PID 1 inherits all orphans); a shepherd gone reports last."""
         swept = False
         for pid, status in reap_any():
@@ -403,20 +415,20 @@ class Agent:
                 self.sweep()  # a killed shepherd orphaned its command's processes to us
                 swept = True
 
-    def sweep(self):
+    def sweep(self) -> None:
         """Kill every process that is not a shepherd nor below one: what a killed
         shepherd left, which no command answers for any more. Whole chains at once:
         each round takes everything stray, however deep."""
         me = os.getpid()
 
-        def strays():
+        def strays() -> list[int]:
             parents = process_table()
             kept = {me, *self.shepherds} | below(self.shepherds, parents)
             return [p for p in parents if p not in kept]
 
         kill_until_gone(strays)
 
-    def handle(self, data, fds):
+    def handle(self, data: bytes, fds: list[int]) -> None:
         msg = loads(data)
         if msg["op"] == "spawn":
             try:
@@ -430,7 +442,7 @@ class Agent:
             self.kill(msg["pid"], msg["signal"])
 
 
-def read_line(fd, timeout):
+def read_line(fd: int, timeout: float) -> tuple[str, str]:
     """The first line from a pipe (within `timeout` seconds), and what was read past it."""
     data = b""
     poller = select.poll()
@@ -451,7 +463,7 @@ def read_line(fd, timeout):
     return line, rest
 
 
-def read_all(fd):
+def read_all(fd: int) -> str:
     os.set_blocking(fd, False)
     data = b""
     while True:
@@ -465,7 +477,7 @@ def read_all(fd):
     return data.decode(errors="replace")
 
 
-def main():
+def main() -> None:
     prctl(PR_SET_DUMPABLE, 0)
     sock = socket.socket(fileno=0)
     wake_r, wake_w = os.pipe()
@@ -505,4 +517,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import click
 import pytest
@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from chaser.cli.main import cli
 
-Server = Any
-Tenant = Any
+from tests.conftest import ServerProcess
+from tests.types import Tenant
 
 
 def chaser_cli(url: str, key: str, *args: str,
@@ -30,13 +30,26 @@ def chaser_cli(url: str, key: str, *args: str,
                           stdin=subprocess.DEVNULL if input is None else None)
 
 
+class Cli(Protocol):
+    def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]: ...
+
+
+def cli_as(url: str, key: str) -> Cli:
+    """`chaser ...` as one key."""
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return chaser_cli(url, key, *args, input=input)
+
+    return run
+
+
 def ok(r: subprocess.CompletedProcess[str]) -> str:
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     return r.stdout
 
 
-def test_sessions_round_trip(server: Server, tenant: Tenant) -> None:
-    run = lambda *a: chaser_cli(server.url, tenant.key, *a)  # noqa: E731
+def test_sessions_round_trip(server: ServerProcess, tenant: Tenant) -> None:
+    run = cli_as(server.url, tenant.key)
     sid = ok(run("sessions", "create", "-w", "cli-ws", "-e", "K=V")).strip()
     assert sid.startswith("ses_")
     listed = json.loads(ok(run("sessions", "list", "--json")))
@@ -56,8 +69,8 @@ def test_sessions_round_trip(server: Server, tenant: Tenant) -> None:
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
-def test_commands_round_trip(server: Server, tenant: Tenant) -> None:
-    run = lambda *a, **kw: chaser_cli(server.url, tenant.key, *a, **kw)  # noqa: E731
+def test_commands_round_trip(server: ServerProcess, tenant: Tenant) -> None:
+    run = cli_as(server.url, tenant.key)
     sid = ok(run("sessions", "create")).strip()
     started = json.loads(ok(run("exec", "-s", sid, "--background", "--json", "cat")))
     cid = started["command_id"]
@@ -92,8 +105,9 @@ def test_commands_round_trip(server: Server, tenant: Tenant) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
 
 
-def test_keys_round_trip(server: Server) -> None:
-    run = lambda *a: chaser_cli(server.url, server.admin_key, *a)  # noqa: E731
+def test_keys_round_trip(server: ServerProcess) -> None:
+    assert server.admin_key is not None
+    run = cli_as(server.url, server.admin_key)
     secret = ok(run("keys", "create", "--name", "cli-test")).strip()
     assert secret
     created = json.loads(ok(run("keys", "create", "--name", "cli-json", "--json")))

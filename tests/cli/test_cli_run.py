@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 import httpx
 
-Server = Any  # the `server` fixture of tests/conftest.py
-Tenant = Any
+from tests.conftest import ServerProcess, free_port
+from tests.types import Tenant
 
 
 def cli_env(url: str, key: str | None) -> dict[str, str]:
@@ -35,12 +33,6 @@ def chaser_cli(url: str, key: str | None, *args: str, input: str | None = None,
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def assert_one_line_error(r: subprocess.CompletedProcess[str]) -> None:
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
@@ -48,29 +40,29 @@ def assert_one_line_error(r: subprocess.CompletedProcess[str]) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
 
 
-def test_shell_prints_42(server: Server, tenant: Tenant) -> None:
+def test_shell_prints_42(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "-c", "python3 -c 'print(42)'")
     assert (r.returncode, r.stdout) == (0, "42\n"), r.stderr
 
 
-def test_shell_exit_code(server: Server, tenant: Tenant) -> None:
+def test_shell_exit_code(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "-c", "echo before; exit 3")
     assert (r.returncode, r.stdout) == (3, "before\n")
 
 
-def test_shell_killed_by_signal(server: Server, tenant: Tenant) -> None:
+def test_shell_killed_by_signal(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "-c", "kill -9 $$")
     assert r.returncode == 137, (r.stdout, r.stderr)
 
 
-def test_shell_stderr_goes_to_stderr(server: Server, tenant: Tenant) -> None:
+def test_shell_stderr_goes_to_stderr(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "-c", "echo out; echo err >&2")
     assert r.returncode == 0
     assert r.stdout == "out\n"
     assert r.stderr == "err\n"
 
 
-def test_shell_default_workspace_persists(server: Server, tenant: Tenant) -> None:
+def test_shell_default_workspace_persists(server: ServerProcess, tenant: Tenant) -> None:
     assert chaser_cli(server.url, tenant.key, "shell", "-c", "echo kept > f").returncode == 0
     r = chaser_cli(server.url, tenant.key, "shell", "-c", "cat f; pwd")
     assert r.stdout == "kept\n/workspace\n"
@@ -80,13 +72,13 @@ def test_shell_default_workspace_persists(server: Server, tenant: Tenant) -> Non
     assert r.returncode != 0
 
 
-def test_shell_options_and_stdin(server: Server, tenant: Tenant) -> None:
+def test_shell_options_and_stdin(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "--cwd", "/tmp", "-e", "A=1", "-e", "B=two",
                    "-c", "pwd; echo $A $B; tr a-z A-Z", input="piped in\n")
     assert (r.returncode, r.stdout) == (0, "/tmp\n1 two\nPIPED IN\n"), r.stderr
 
 
-def test_shell_ephemeral_and_session(server: Server, tenant: Tenant) -> None:
+def test_shell_ephemeral_and_session(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "--ephemeral", "-c", "ls /workspace | wc -l")
     assert (r.returncode, r.stdout.strip()) == (0, "0")
     running = tenant.client.get("/v1/sessions", params={"status": "running"}).json()
@@ -99,14 +91,14 @@ def test_shell_ephemeral_and_session(server: Server, tenant: Tenant) -> None:
     assert [c["command"] for c in cmds] == ["echo in-session"]
 
 
-def test_shell_usage_errors(server: Server, tenant: Tenant) -> None:
+def test_shell_usage_errors(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "shell", "--ephemeral", "-w", "x", "-c", "true")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = chaser_cli(server.url, tenant.key, "shell", "-c", "true", "-e", "=x")
     assert r.returncode == 2
 
 
-def test_shell_ctrl_c_forwards_sigint(server: Server, tenant: Tenant) -> None:
+def test_shell_ctrl_c_forwards_sigint(server: ServerProcess, tenant: Tenant) -> None:
     script = "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.1; done"
     proc = subprocess.Popen(
         [sys.executable, "-m", "chaser", "shell", "-c", script],
@@ -126,7 +118,7 @@ def test_shell_ctrl_c_forwards_sigint(server: Server, tenant: Tenant) -> None:
     assert "Traceback" not in err
 
 
-def test_exec_foreground(server: Server, tenant: Tenant) -> None:
+def test_exec_foreground(server: ServerProcess, tenant: Tenant) -> None:
     r = chaser_cli(server.url, tenant.key, "exec", "python3 -c 'print(42)'")
     assert (r.returncode, r.stdout) == (0, "42\n")
     r = chaser_cli(server.url, tenant.key, "exec", "-w", "exec-ws", "echo x; exit 5")
@@ -140,14 +132,14 @@ def test_exec_foreground(server: Server, tenant: Tenant) -> None:
     assert r.returncode == 124
 
 
-def test_bad_key_is_one_line(server: Server) -> None:
+def test_bad_key_is_one_line(server: ServerProcess) -> None:
     for args in (["shell", "-c", "true"], ["sessions", "list"], ["exec", "true"]):
         r = chaser_cli(server.url, "chs_wrong", *args)
         assert_one_line_error(r)
         assert "unauthorized" in r.stderr or "401" in r.stderr
 
 
-def test_missing_key_says_what_to_do(server: Server) -> None:
+def test_missing_key_says_what_to_do(server: ServerProcess) -> None:
     r = chaser_cli(server.url, None, "sessions", "list")
     assert_one_line_error(r)
     assert "CHASER_API_KEY" in r.stderr
@@ -162,7 +154,7 @@ def test_stopped_server_says_what_to_do() -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["server"] is None
 
 
-def test_version(server: Server) -> None:
+def test_version(server: ServerProcess) -> None:
     r = chaser_cli(server.url, None, "version", "--json")
     info = json.loads(r.stdout)
     assert info["client"] == "0.1.0" and info["server"]
@@ -172,7 +164,7 @@ def test_version(server: Server) -> None:
     assert r.stdout.strip() == "chaser, version 0.1.0"
 
 
-def test_logs_follow(server: Server, tenant: Tenant) -> None:
+def test_logs_follow(server: ServerProcess, tenant: Tenant) -> None:
     sid = chaser_cli(server.url, tenant.key, "sessions", "create").stdout.strip()
     r = chaser_cli(server.url, tenant.key, "exec", "-s", sid, "--background",
                    "for i in 1 2 3; do echo tick$i; echo warn$i >&2; sleep 0.3; done")
@@ -190,7 +182,7 @@ def test_logs_follow(server: Server, tenant: Tenant) -> None:
     assert r.stdout == full[6:]
 
 
-def test_logs_follow_ctrl_c_stops_following_only(server: Server, tenant: Tenant) -> None:
+def test_logs_follow_ctrl_c_stops_following_only(server: ServerProcess, tenant: Tenant) -> None:
     sid = chaser_cli(server.url, tenant.key, "sessions", "create").stdout.strip()
     cid = chaser_cli(server.url, tenant.key, "exec", "-s", sid, "--background",
                      "echo started; sleep 30").stdout.strip()

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 import chaser
 from chaser import AsyncClient, AsyncCommandHandle, ExitEvent, OutputEvent
+from tests.conftest import ServerProcess, free_port
+from tests.types import NewTenant, Tenant
 
-# Fixture types from tests/conftest.py (not imported: pytest loads conftest itself).
-ServerProcess = Any
-Tenant = Any
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -13,16 +11,9 @@ import pytest
 import chaser
 from chaser import Client, CommandHandle, ExitEvent, OutputEvent
 from chaser.client import output_bytes
+from tests.conftest import ServerProcess, free_port
+from tests.types import NewTenant, Tenant
 
-# Fixture types from tests/conftest.py (not imported: pytest loads conftest itself).
-ServerProcess = Any
-Tenant = Any
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

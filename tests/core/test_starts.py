@@ -15,7 +15,8 @@ async def _start(queue: StartQueue, tenant: str, order: list[str], release: asyn
 
 def test_at_most_concurrency_starts_at_once() -> None:
     async def main() -> None:
-        queue, order, release = StartQueue(4), [], asyncio.Event()
+        order: list[str] = []
+        queue, release = StartQueue(4), asyncio.Event()
         tasks = [asyncio.create_task(_start(queue, t, order, release))
                  for t in ("a", "b") * 5]
         await asyncio.sleep(0.01)
@@ -31,7 +32,8 @@ def test_no_tenant_holds_more_than_half_the_slots() -> None:
     """Slow starts of one tenant leave slots for the others, idle or not."""
 
     async def main() -> None:
-        queue, order, release = StartQueue(4), [], asyncio.Event()
+        order: list[str] = []
+        queue, release = StartQueue(4), asyncio.Event()
         slow = [asyncio.create_task(_start(queue, "slow", order, release)) for _ in range(5)]
         await asyncio.sleep(0.01)
         assert order == ["slow", "slow"] and queue.free == 2 and queue.waiting == 3
@@ -49,7 +51,7 @@ def test_a_flooding_tenant_gets_one_start_per_round() -> None:
     """Ten starts of `flood` queued first; `b` and `c` still go second and third."""
 
     async def main() -> None:
-        queue, order = StartQueue(1), []
+        queue, order = StartQueue(1), list[str]()
         gates = [asyncio.Event() for _ in range(13)]
 
         async def one(tenant: str, gate: asyncio.Event) -> None:
@@ -75,7 +77,8 @@ def test_a_flooding_tenant_gets_one_start_per_round() -> None:
 
 def test_a_cancelled_waiter_gives_up_its_place_without_losing_a_slot() -> None:
     async def main() -> None:
-        queue, order, release = StartQueue(1), [], asyncio.Event()
+        order: list[str] = []
+        queue, release = StartQueue(1), asyncio.Event()
         first = asyncio.create_task(_start(queue, "a", order, release))
         await asyncio.sleep(0.01)
         gone = asyncio.create_task(_start(queue, "b", order, release))
@@ -95,7 +98,8 @@ def test_a_cancelled_waiter_gives_up_its_place_without_losing_a_slot() -> None:
 
 def test_cancelled_in_the_moment_a_slot_is_handed_over() -> None:
     async def main() -> None:
-        queue, order, release = StartQueue(1), [], asyncio.Event()
+        order: list[str] = []
+        queue, release = StartQueue(1), asyncio.Event()
         release.set()
         async with queue.turn("a"):
             waiter = asyncio.create_task(_start(queue, "b", order, release))

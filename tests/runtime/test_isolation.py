@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import NewTenant, Tenant
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -174,7 +175,7 @@ def test_sees_and_signals_no_host_process(server: ServerProcess, box: Box) -> No
 
 
 def test_kill_everything_reaches_nothing_outside(server: ServerProcess, box: Box,
-                                                 new_tenant: Any) -> None:
+                                                 new_tenant: NewTenant) -> None:
     """`kill -9 -1` kills what the sandbox can see; the server and others live on."""
     other = Box(new_tenant("bystander").client, "session")
     try:
@@ -270,7 +271,7 @@ def test_sandbox_processes_are_unprivileged_on_the_host(server: ServerProcess,
         assert st["NoNewPrivs"] == ["1"], (pid, st)
 
 
-def test_two_sessions_cannot_see_each_other(new_tenant: Any) -> None:
+def test_two_sessions_cannot_see_each_other(new_tenant: NewTenant) -> None:
     """Neither another tenant's nor the same tenant's session shows /tmp or processes."""
     owner = new_tenant("owner")
     a = Box(owner.client, "session")
@@ -398,7 +399,7 @@ def test_server_working_directory_not_leaked(server: ServerProcess, box: Box) ->
     assert f"PWD={cwd}\n" not in dump["output"]
 
 
-def test_other_tenants_workspace_unreachable(server: ServerProcess, new_tenant: Any) -> None:
+def test_other_tenants_workspace_unreachable(server: ServerProcess, new_tenant: NewTenant) -> None:
     """Tenant A's files: B cannot reach them by name, by host path or by search."""
     a, b = new_tenant("alice"), new_tenant("bob")
     tok = token()
@@ -440,7 +441,7 @@ def test_other_tenants_workspace_unreachable(server: ServerProcess, new_tenant: 
 
 
 def test_workspace_files_owned_by_unprivileged_host_uid(server: ServerProcess,
-                                                        new_tenant: Any) -> None:
+                                                        new_tenant: NewTenant) -> None:
     tok = token()
     uids = []
     made: list[tuple[Tenant, str]] = []

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import NewTenant, Tenant
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -77,7 +78,7 @@ class Session:
 
 
 @pytest.fixture
-def sessions(new_tenant: Any) -> Iterator[Any]:
+def sessions(new_tenant: NewTenant) -> Iterator[Any]:
     made: list[Session] = []
 
     def make(tenant: Tenant | None = None, **body: Any) -> Session:

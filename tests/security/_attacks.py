@@ -27,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Tenant
 
 EPHEMERAL, SESSION, WORKSPACE, HOST = "ephemeral", "session", "workspace", "host"
 KINDS = (EPHEMERAL, SESSION, WORKSPACE)

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
 from tests.security._attacks import (
     EPHEMERAL,
     HOST,
@@ -60,6 +60,7 @@ from tests.security._attacks import (
     wait_gone,
     wait_present,
 )
+from tests.types import NewTenant, Tenant
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from chaser.runtime.agent_client import descendants
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import NewTenant, Tenant
 
 EVIL_SO = r"""
 #include <stdio.h>
@@ -164,7 +165,7 @@ print(json.dumps(out))
 
 @pytest.mark.parametrize("kind", ["session", "workspace", "ephemeral"])
 def test_no_reachable_process_holds_a_server_channel(server: ServerProcess, tenant: Tenant,
-                                                     new_tenant: Any, kind: str) -> None:
+                                                     new_tenant: NewTenant, kind: str) -> None:
     c = tenant.client
     body = {"command": "python3 - <<'EOF'\n" + PIDFD_PROBE + "\nEOF", "timeout_ms": 20000}
     if kind == "session":
@@ -464,7 +465,7 @@ def test_a_killed_shepherd_takes_deep_chains_along(server: ServerProcess, tenant
 # -- found by the second red team ----------------------------------------------------------
 
 def test_another_tenants_running_one_shot_keeps_its_output(server: ServerProcess,
-                                                            new_tenant: Any) -> None:
+                                                            new_tenant: NewTenant) -> None:
     """One-shot logs are not a session's: the log bounds never drop a running one."""
     victim, attacker = new_tenant().client, new_tenant().client
     with concurrent.futures.ThreadPoolExecutor(12) as pool:

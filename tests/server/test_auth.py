@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import NewTenant, Tenant
 
 
 def test_healthz_needs_no_key(server: ServerProcess) -> None:
@@ -21,7 +22,7 @@ def test_missing_or_wrong_key_is_401_json(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/v1/sessions").status_code == 401
 
 
-def test_tenants_cannot_see_each_other(new_tenant) -> None:  # type: ignore[no-untyped-def]
+def test_tenants_cannot_see_each_other(new_tenant: NewTenant) -> None:
     a: Tenant = new_tenant("a")
     b: Tenant = new_tenant("b")
     s = a.client.post("/v1/sessions", json={}).json()["id"]

@@ -6,16 +6,16 @@ import time
 
 import httpx
 
-from tests.conftest import Tenant
+from tests.types import Json, Tenant
 
 
-def start(c: httpx.Client, sid: str, command: str, **extra: object) -> dict:
+def start(c: httpx.Client, sid: str, command: str, **extra: object) -> Json:
     r = c.post(f"/v1/sessions/{sid}/exec", json={"command": command, "background": True, **extra})
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
 
 
-def wait_done(c: httpx.Client, sid: str, cid: str, timeout: float = 15) -> dict:
+def wait_done(c: httpx.Client, sid: str, cid: str, timeout: float = 15) -> Json:
     deadline = time.monotonic() + timeout
     while True:
         got = c.get(f"/v1/sessions/{sid}/commands/{cid}").json()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Tenant
 
 
 def run(tenant: Tenant, sid: str, command: str) -> dict[str, object]:
@@ -39,8 +40,8 @@ def test_a_workspace_disk_grows_on_request_and_keeps_its_files(server: ServerPro
     c = tenant.client
     s1 = c.post("/v1/sessions", json={"workspace": "grow", "limits": {"disk_mb": 32}}).json()
     run(tenant, s1["id"], "echo keep > kept")
-    r = c.post("/v1/sessions", json={"workspace": "grow", "limits": {"disk_mb": 128}})
-    assert r.status_code == 409 and "no session runs" in r.text, r.text  # in use: later
+    refused = c.post("/v1/sessions", json={"workspace": "grow", "limits": {"disk_mb": 128}})
+    assert refused.status_code == 409 and "no session runs" in refused.text, refused.text  # in use
     c.delete(f"/v1/sessions/{s1['id']}")
     s2 = c.post("/v1/sessions", json={"workspace": "grow", "limits": {"disk_mb": 128}}).json()
     r = run(tenant, s2["id"], "cat kept; head -c 80000000 /dev/zero > big && echo wrote")

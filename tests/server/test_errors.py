@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Tenant
 
 
 def assert_error(r: httpx.Response, status: int, code: str | None = None) -> None:

@@ -7,7 +7,8 @@ import time
 
 import httpx
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Json, Tenant
 
 
 def test_document_curl_ephemeral_prints_42(server: ServerProcess) -> None:
@@ -60,8 +61,9 @@ def test_output_interleaves_stdout_and_stderr(tenant: Tenant) -> None:
 
 def test_exit_codes_like_a_shell(tenant: Tenant, session_id: str) -> None:
     c = tenant.client
-    def run(cmd: str) -> dict:
-        return c.post(f"/v1/sessions/{session_id}/exec", json={"command": cmd}).json()
+    def run(cmd: str) -> Json:
+        body: Json = c.post(f"/v1/sessions/{session_id}/exec", json={"command": cmd}).json()
+        return body
     assert run("exit 3")["exit_code"] == 3
     nf = run("no-such-command-xyz")
     assert nf["exit_code"] == 127 and "not found" in nf["output"]

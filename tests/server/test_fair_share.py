@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Tenant
 
 
 def own_server(tmp_root: Path, **env: str) -> ServerProcess:
@@ -240,6 +241,7 @@ def test_an_abandoned_foreground_command_is_ended(server: ServerProcess, tenant:
     marker = f"40{secrets.randbelow(10**6)}.5"
     command = f"setsid sleep {marker} & sleep {marker}"
     sid = None
+    body: dict[str, object]
     if target == "session":
         sid = tenant.client.post("/v1/sessions", json={}).json()["id"]
         path, body = f"/v1/sessions/{sid}/exec", {"command": command}

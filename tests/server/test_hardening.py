@@ -11,7 +11,8 @@ import httpx
 
 from chaser.runtime.agent_client import descendants
 from chaser.runtime.uids import BLOCK, FIRST_BASE
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Tenant
 
 
 def test_session_limit_holds_under_concurrent_creates(tmp_root: Path) -> None:

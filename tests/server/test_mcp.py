@@ -15,9 +15,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-# Fixture types from tests/conftest.py (not imported: pytest loads conftest itself).
-ServerProcess = Any
-Tenant = Any
+from tests.conftest import ServerProcess
+from tests.types import NewTenant, Tenant
 
 SEED_BODY = """{
     "jsonrpc": "2.0",
@@ -138,7 +137,7 @@ async def test_sdk_client(server: ServerProcess, tenant: Tenant, mode: str) -> N
     headers = {"Authorization": f"Bearer {tenant.key}"}
     async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
         transport = streamable_http_client(server.url + "/v1/mcp", http_client=http)
-        async with Client(transport, mode=mode) as mcp:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode) as mcp:
             if mode == "legacy":
                 assert mcp.server_info is not None and mcp.server_info.name == "chaser"
             else:
@@ -301,7 +300,7 @@ def test_sessions_ephemeral_and_stop(tenant: Tenant) -> None:
     assert "session_stopped" in msg and "without session_id" in msg
 
 
-def test_tenants_are_isolated(new_tenant: Any) -> None:
+def test_tenants_are_isolated(new_tenant: NewTenant) -> None:
     a, b = new_tenant("a"), new_tenant("b")
     started = ok(a.client, "start_command", {"command": "sleep 600"})
     sid, cid = started["session_id"], started["command_id"]

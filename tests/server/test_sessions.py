@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import Tenant
+from tests.types import Tenant
 
 
 def test_session_lifecycle(tenant: Tenant) -> None:

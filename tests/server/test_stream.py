@@ -14,18 +14,19 @@ from dataclasses import dataclass
 import httpx
 from httpx_sse import connect_sse
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import Json, Tenant
 
 
 @dataclass
 class Streamed:
     data: bytes
     last_id: int
-    exit: dict | None
-    events: list[dict]
+    exit: Json | None
+    events: list[Json]
 
 
-def chunk_bytes(ev: dict) -> bytes:
+def chunk_bytes(ev: Json) -> bytes:
     return base64.b64decode(ev["data_b64"]) if "data_b64" in ev else ev["data"].encode()
 
 
@@ -33,7 +34,8 @@ def stream(c: httpx.Client, sid: str, cid: str, start: int = 0, max_events: int 
            last_event_id: str | None = None) -> Streamed:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     url = f"/v1/sessions/{sid}/commands/{cid}/stream"
-    out, last, events = bytearray(), start, []
+    out, last = bytearray(), start
+    events: list[Json] = []
     with connect_sse(c, "GET", url, params={"from": start}, headers=headers) as es:
         assert es.response.headers["content-type"].startswith("text/event-stream")
         for sse in es.iter_sse():

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ServerProcess, Tenant
+from tests.conftest import ServerProcess
+from tests.types import NewTenant, Tenant
 
 
 def host_dir(server: ServerProcess, tenant: Tenant, name: str) -> Path:
@@ -17,7 +18,7 @@ def host_dir(server: ServerProcess, tenant: Tenant, name: str) -> Path:
     return next(server.data_dir.glob(f"workspaces/*/files/{marker}")).parent.parent
 
 
-def test_list_get_and_disk_used(server: ServerProcess, tenant: Tenant, new_tenant: object) -> None:
+def test_list_get_and_disk_used(server: ServerProcess, tenant: Tenant, new_tenant: NewTenant) -> None:
     c = tenant.client
     r = c.post("/v1/exec", json={"workspace": "big", "command":
                                  "head -c 5000000 /dev/urandom > blob"})
@@ -26,7 +27,7 @@ def test_list_get_and_disk_used(server: ServerProcess, tenant: Tenant, new_tenan
     big = next(w for w in items if w["name"] == "big")
     assert big["disk_bytes"] >= 5_000_000 and big["session_id"] and big["last_used_at"]
     assert c.get("/v1/workspaces/big").json()["disk_bytes"] == big["disk_bytes"]
-    other = new_tenant().client  # type: ignore[operator]
+    other = new_tenant().client
     assert other.get("/v1/workspaces/big").status_code == 404
     assert other.delete("/v1/workspaces/big").status_code == 404
     assert c.get("/v1/workspaces/nope").status_code == 404

@@ -6,16 +6,17 @@ from pathlib import Path
 
 from chaser.store.base import KeyRecord
 from chaser.store.sqlite import SQLiteStore
+from tests.types import Json
 
 
-def session_row(sid: str, tenant: str, status: str = "running", ended_at: str | None = None) -> dict:
+def session_row(sid: str, tenant: str, status: str = "running", ended_at: str | None = None) -> Json:
     return {"id": sid, "tenant": tenant, "workspace": None, "image": "default", "status": status,
             "created_at": "2026-01-01T00:00:00.000Z", "ended_at": ended_at, "end_reason": None,
             "env": {"A": "1"}, "cwd": "/workspace", "limits": {"memory_mb": 64}, "idle_timeout_s": 60,
             "last_activity_at": None}
 
 
-def command_row(cid: str, sid: str, tenant: str) -> dict:
+def command_row(cid: str, sid: str, tenant: str) -> Json:
     return {"id": cid, "session_id": sid, "tenant": tenant, "command": "true", "cwd": "/",
             "pid": 3, "background": True, "status": "running", "exit_code": None, "signal": None,
             "end_reason": None, "started_at": "2026-01-01T00:00:00.000Z", "ended_at": None}
