@@ -137,13 +137,17 @@ class Executor:
         asyncio.get_running_loop().create_task(cmd.run(on_end))
         return cmd
 
-    async def session_exec(self, tenant: str, session_id: str,
-                           req: SessionExecRequest) -> ExecResult | BackgroundStarted:
+    async def start(self, tenant: str, session_id: str, req: SessionExecRequest) -> BackgroundStarted:
+        """A background command in the session: returns once it started."""
         live = await self.sessions.require_live(tenant, session_id)
-        cmd = await self.start_in_session(live, req)
-        if req.background:
-            return BackgroundStarted(command_id=cmd.state.id, pid=cmd.state.pid,
-                                     session_id=live.id, started_at=cmd.state.started_at)
+        cmd = await self.start_in_session(live, req.model_copy(update={"background": True}))
+        return BackgroundStarted(command_id=cmd.state.id, pid=cmd.state.pid,
+                                 session_id=live.id, started_at=cmd.state.started_at)
+
+    async def run(self, tenant: str, session_id: str, req: SessionExecRequest) -> ExecResult:
+        """A foreground command in the session: returns once it ended."""
+        live = await self.sessions.require_live(tenant, session_id)
+        cmd = await self.start_in_session(live, req.model_copy(update={"background": False}))
         try:
             await cmd.finished.wait()
         except asyncio.CancelledError:
@@ -171,9 +175,7 @@ class Executor:
             if req.image and req.image != live.row["image"]:
                 raise BadRequest(f"workspace {req.workspace} runs image {live.row['image']}")
             body = req.model_dump(exclude={"workspace", "ephemeral", "image", "limits"})
-            result = await self.session_exec(tenant, live.id, SessionExecRequest(**body))
-            assert isinstance(result, ExecResult)  # a foreground request
-            return result
+            return await self.run(tenant, live.id, SessionExecRequest(**body))
         return await self._ephemeral(tenant, req)
 
     async def _ephemeral(self, tenant: str, req: ExecRequest) -> ExecResult:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from chaser.config import Settings
 from chaser.core.execution import Executor
+from chaser.core.files import FileService
 from chaser.core.keys import KeyService
 from chaser.core.logs import LogJanitor
 from chaser.core.output import OutputLog
@@ -39,6 +40,7 @@ class Chaser:
         self.sessions = SessionService(settings, store, runtime, self.ledger)
         self.executor = Executor(settings, store, runtime, self.sessions)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
+        self.files = FileService(self.executor)
         self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self.telemetry = Telemetry()
         self.telemetry.watch(LiveCollector(

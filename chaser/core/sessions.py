@@ -17,7 +17,7 @@ from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
 from chaser.core.starts import StartQueue
 from chaser.core.telemetry import Telemetry
-from chaser.errors import Conflict, NotFound, OverLimit, StorageFull
+from chaser.errors import BadRequest, Conflict, NotFound, OverLimit, StorageFull
 from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
 from chaser.runtime.cgroups import ResourceLimits
@@ -112,8 +112,13 @@ class SessionService:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    async def create(self, tenant: str, req: SessionCreate, *, idle_timeout_s: int | None = None) -> LiveSession:
-        """Start a session's sandbox and record it."""
+    async def create(self, tenant: str, req: SessionCreate) -> Session:
+        """`POST /v1/sessions`: start a session's sandbox and record it."""
+        return to_session((await self.start(tenant, req)).row)
+
+    async def start(self, tenant: str, req: SessionCreate, *,
+                    idle_timeout_s: int | None = None) -> LiveSession:
+        """Start a session's sandbox and record it; the live session, for the core."""
         self.runtime.check_image(req.image or "default")
         limits = self.limits_for(req.limits)
         # Admitted before the sandbox starts, in one step with the check, so concurrent
@@ -260,6 +265,15 @@ class SessionService:
             self._unstored.pop(0)
             then()
 
+    async def get(self, tenant: str, session_id: str) -> Session:
+        return to_session(await self.get_row(tenant, session_id))
+
+    async def list(self, tenant: str, status: str | None) -> list[Session]:
+        """The tenant's sessions, newest first; live ones as they are now."""
+        rows = await self.store.list_sessions(tenant, status)
+        return [to_session(self.live[r["id"]].row if r["id"] in self.live
+                           else self.unsaved.get(r["id"], r)) for r in rows]
+
     async def get_row(self, tenant: str, session_id: str) -> Row:
         live = self.live.get(session_id)
         unsaved = self.unsaved.get(session_id)
@@ -283,19 +297,14 @@ class SessionService:
             raise Conflict(f"session {session_id} is stopped", "session_stopped")
         return live
 
-    async def list_rows(self, tenant: str, status: str | None) -> list[Row]:
-        rows = await self.store.list_sessions(tenant, status)
-        return [self.live[r["id"]].row if r["id"] in self.live else self.unsaved.get(r["id"], r)
-                for r in rows]
-
-    async def delete(self, tenant: str, session_id: str, purge: bool = False) -> Row:
+    async def delete(self, tenant: str, session_id: str, purge: bool = False) -> Session:
         """Stop the session; with `purge`, drop its commands' output at once too."""
         live = self.get_live(tenant, session_id)
         row = await self.get_row(tenant, session_id) if live is None else await self.stop(
             live, "deleted")
         if purge:
             await asyncio.to_thread(purge_session, self.settings.logs_dir, session_id)
-        return row
+        return to_session(row)
 
     async def for_workspace(self, tenant: str, workspace: str,
                             limits: Limits | None = None) -> LiveSession:
@@ -310,14 +319,33 @@ class SessionService:
                     if (live.auto and not live.stopping and live.tenant == tenant
                             and live.row["workspace"] == workspace):
                         return live
-                live = await self.create(tenant, SessionCreate(workspace=workspace,
-                                                               limits=limits),
-                                         idle_timeout_s=self.settings.workspace_idle_timeout_s)
+                live = await self.start(tenant, SessionCreate(workspace=workspace, limits=limits),
+                                        idle_timeout_s=self.settings.workspace_idle_timeout_s)
                 live.auto = True
                 return live
         finally:
             if not lock.locked() and self._ws_locks.get(key) is lock:
                 del self._ws_locks[key]
+
+    async def choose(self, tenant: str, *, session_id: str | None = None,
+                     workspace: str | None = None, image: str | None = None,
+                     provision: bool = True) -> LiveSession:
+        """The session a request acts in: the given one, the workspace's (started on
+        first use), or, with `provision`, a new private one on `image`."""
+        if session_id and workspace:
+            raise BadRequest("give either session_id or workspace, not both")
+        if session_id:
+            live = await self.require_live(tenant, session_id)
+        elif workspace:
+            live = await self.for_workspace(tenant, workspace)
+        elif provision:
+            return await self.start(tenant, SessionCreate(image=image),
+                                    idle_timeout_s=self.settings.workspace_idle_timeout_s)
+        else:
+            raise BadRequest("give session_id or workspace")
+        if image and image != live.row["image"]:
+            raise BadRequest(f"session {live.id} runs image {live.row['image']}, not {image}")
+        return live
 
     # -- idle timeouts ----------------------------------------------------------------
 

@@ -23,7 +23,6 @@ DEFAULT_TOOL_OUTPUT_BYTES = 64 * 1024  # what an agent's context comfortably tak
 MAX_TOOL_OUTPUT_BYTES = 4 * 1024 * 1024
 DEFAULT_FILE_READ_BYTES = 256 * 1024
 MAX_FILE_READ_BYTES = 8 * 1024 * 1024
-MAX_FILE_WRITE_BYTES = 1536 * 1024  # base64 of this fills the 2 MiB stdin limit
 MAX_WAIT_MS = 60_000
 
 _SESSION_ID = "Id of a running session (`ses_...`) returned by an earlier call."

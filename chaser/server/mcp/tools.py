@@ -3,15 +3,15 @@
 A tool gets the caller (core + tenant) and its validated arguments, and returns text
 for the model plus a result model that becomes `structuredContent`. Core errors
 (`chaser.errors.ChaserError`) are turned into `isError` results by the dispatcher.
-File tools run small shell commands in the session's sandbox, so they see exactly
-what commands see and never touch host paths.
+Choosing a session, running commands and reading or writing files are the core's
+(`SessionService.choose`, `Executor`, `FileService`); tools shape the answers for a
+model.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,6 @@ import anyio
 from pydantic import BaseModel
 
 from chaser.core.service import Chaser
-from chaser.core.sessions import to_session
 from chaser.errors import BadRequest
 from chaser.models import (
     BackgroundStarted,
@@ -28,16 +27,12 @@ from chaser.models import (
     CommandList,
     ExecRequest,
     ExecResult,
-    SessionCreate,
     SessionExecRequest,
     SessionList,
     StdinRequest,
     StdinResult,
 )
 from chaser.server.mcp import schemas as s
-
-FILE_COMMAND_TIMEOUT_MS = 60_000
-
 
 @dataclass(frozen=True)
 class Caller:
@@ -77,21 +72,9 @@ class ToolSpec:
 async def _session_id(c: Caller, target: s.Target, image: str | None = None, *,
                       provision: bool = True) -> str:
     """The session a tool acts in: the given one, the workspace's, or a new private one."""
-    if target.session_id and target.workspace:
-        raise BadRequest("give either session_id or workspace, not both")
-    if target.session_id:
-        live = await c.core.sessions.require_live(c.tenant, target.session_id)
-    elif target.workspace:
-        live = await c.core.sessions.for_workspace(c.tenant, target.workspace)
-    elif provision:
-        live = await c.core.sessions.create(
-            c.tenant, SessionCreate(image=image),
-            idle_timeout_s=c.core.settings.workspace_idle_timeout_s)
-        return live.id
-    else:
-        raise BadRequest("give session_id or workspace")
-    if image and image != live.row["image"]:
-        raise BadRequest(f"session {live.id} runs image {live.row['image']}, not {image}")
+    live = await c.core.sessions.choose(c.tenant, session_id=target.session_id,
+                                        workspace=target.workspace, image=image,
+                                        provision=provision)
     return live.id
 
 
@@ -122,9 +105,7 @@ async def terminal(c: Caller, a: s.TerminalArgs) -> ToolOutput:
                                                                **run))
     else:
         sid = await _session_id(c, a, a.image)
-        done = await c.core.executor.session_exec(c.tenant, sid, SessionExecRequest(**run))
-        assert isinstance(done, ExecResult)
-        res = done
+        res = await c.core.executor.run(c.tenant, sid, SessionExecRequest(**run))
     shown = min(a.max_output_bytes, max(res.output_size - res.output_offset, 0))
     result = s.TerminalResult(**res.model_dump(),
                               next_offset=res.output_offset + shown if res.output_truncated else None)
@@ -146,8 +127,7 @@ async def terminal(c: Caller, a: s.TerminalArgs) -> ToolOutput:
 async def start_command(c: Caller, a: s.StartArgs) -> ToolOutput:
     sid = await _session_id(c, a, a.image)
     req = SessionExecRequest(command=a.command, cwd=a.cwd, env=a.env, shell=a.shell, background=True)
-    started = await c.core.executor.session_exec(c.tenant, sid, req)
-    assert isinstance(started, BackgroundStarted)
+    started = await c.core.executor.start(c.tenant, sid, req)
     return ToolOutput([f"started command_id: {started.command_id} (pid {started.pid}) in "
                        f"session_id: {sid}. Read its output with read_output, write to its stdin "
                        "with send_input, stop it with send_signal."], started)
@@ -205,45 +185,26 @@ async def list_commands(c: Caller, a: s.ListCommandsArgs) -> ToolOutput:
 
 
 async def list_sessions(c: Caller, a: s.ListSessionsArgs) -> ToolOutput:
-    sessions = [to_session(r) for r in await c.core.sessions.list_rows(c.tenant, a.status)]
+    sessions = await c.core.sessions.list(c.tenant, a.status)
     lines = [f"{x.id}  {x.status}  workspace={x.workspace or '-'}  image={x.image}  "
              f"created {x.created_at}" for x in sessions]
     return ToolOutput(["\n".join(lines) or "no sessions"], SessionList(sessions=sessions))
 
 
 async def stop_session(c: Caller, a: s.StopSessionArgs) -> ToolOutput:
-    row = await c.core.sessions.delete(c.tenant, a.session_id)
-    res = s.StopSessionResult(session_id=row["id"], status=row["status"], end_reason=row["end_reason"])
+    stopped = await c.core.sessions.delete(c.tenant, a.session_id)
+    res = s.StopSessionResult(session_id=stopped.id, status=stopped.status,
+                              end_reason=stopped.end_reason)
     return ToolOutput([f"session {res.session_id} is {res.status}"], res)
 
 
 # -- files --------------------------------------------------------------------------------
 
 
-async def _run_script(c: Caller, sid: str, script: str, *, stdin: str | None = None,
-                      max_output_bytes: int = 4096) -> str:
-    """Run a helper command in the session; its output, or BadRequest with it on failure."""
-    req = SessionExecRequest(command=script, stdin=stdin, timeout_ms=FILE_COMMAND_TIMEOUT_MS,
-                             max_output_bytes=max_output_bytes)
-    res = await c.core.executor.session_exec(c.tenant, sid, req)
-    assert isinstance(res, ExecResult)
-    if res.exit_code != 0:
-        raise BadRequest(res.output.strip() or f"the file command failed ({_status(res)})")
-    return res.output
-
-
 async def read_file(c: Caller, a: s.ReadFileArgs) -> ToolOutput:
     sid = await _session_id(c, a, provision=False)
-    p = shlex.quote(a.path)
-    script = (f'p={p}; [ -e "$p" ] || {{ echo "$p: no such file or directory"; exit 2; }}; '
-              f'[ -d "$p" ] && {{ echo "$p is a directory"; exit 2; }}; '
-              f'[ -r "$p" ] || {{ echo "$p: permission denied"; exit 2; }}; '
-              f'stat -L -c %s -- "$p" || exit 2; '
-              f'tail -c +{a.offset + 1} -- "$p" | head -c {a.limit} | base64 -w0')
-    out = await _run_script(c, sid, script, max_output_bytes=a.limit * 4 // 3 + 64)
-    size_line, _, b64 = out.partition("\n")
-    data = base64.b64decode(b64)
-    size = int(size_line.strip())
+    chunk = await c.core.files.read(c.tenant, sid, a.path, a.offset, a.limit)
+    data, size = chunk.data, chunk.size
     more = a.offset + len(data) < size
     text, used = _utf8_prefix(data, cut_ok=more)
     next_offset = a.offset + used
@@ -283,16 +244,9 @@ async def write_file(c: Caller, a: s.WriteFileArgs) -> ToolOutput:
             data = base64.b64decode(a.content_b64 or "", validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest("content_b64 is not valid base64") from None
-    if len(data) > s.MAX_FILE_WRITE_BYTES:
-        raise BadRequest(f"content is larger than {s.MAX_FILE_WRITE_BYTES} bytes; write it in "
-                         "parts with append: true")
     sid = await _session_id(c, a, provision=False)
-    redirect = ">>" if a.append else ">"
-    script = (f'p={shlex.quote(a.path)}; d=$(dirname -- "$p") && mkdir -p -- "$d" && '
-              f'base64 -d {redirect} "$p" && stat -L -c %s -- "$p"')
-    out = await _run_script(c, sid, script, stdin=base64.b64encode(data).decode())
-    res = s.WriteFileResult(path=a.path, session_id=sid, bytes_written=len(data),
-                            size=int(out.strip().splitlines()[-1]))
+    size = await c.core.files.write(c.tenant, sid, a.path, data, append=a.append)
+    res = s.WriteFileResult(path=a.path, session_id=sid, bytes_written=len(data), size=size)
     verb = "appended" if a.append else "wrote"
     return ToolOutput([f"{verb} {len(data)} bytes to {a.path} (now {res.size} bytes) in session "
                        f"{sid}"], res)

@@ -6,7 +6,6 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
-from chaser.core.sessions import to_session
 from chaser.models import (
     BackgroundStarted,
     ExecRequest,
@@ -32,20 +31,18 @@ async def exec_once(req: ExecRequest, core: Core, caller: Caller, request: Reque
 @router.post("/sessions", status_code=201, response_model=Session, tags=["sessions"])
 async def create_session(core: Core, caller: Caller, req: SessionCreate | None = None) -> Session:
     """Start a sandbox that later commands join."""
-    live = await core.sessions.create(caller.tenant, req or SessionCreate())
-    return to_session(live.row)
+    return await core.sessions.create(caller.tenant, req or SessionCreate())
 
 
 @router.get("/sessions", response_model=SessionList, tags=["sessions"])
 async def list_sessions(core: Core, caller: Caller,
                         status: Literal["running", "stopped"] | None = None) -> SessionList:
-    rows = await core.sessions.list_rows(caller.tenant, status)
-    return SessionList(sessions=[to_session(r) for r in rows])
+    return SessionList(sessions=await core.sessions.list(caller.tenant, status))
 
 
 @router.get("/sessions/{session_id}", response_model=Session, tags=["sessions"])
 async def get_session(session_id: str, core: Core, caller: Caller) -> Session:
-    return to_session(await core.sessions.get_row(caller.tenant, session_id))
+    return await core.sessions.get(caller.tenant, session_id)
 
 
 @router.delete("/sessions/{session_id}", response_model=Session, tags=["sessions"])
@@ -53,7 +50,7 @@ async def delete_session(session_id: str, core: Core, caller: Caller,
                          purge: bool = False) -> Session:
     """Kill everything in the session and stop it; `purge=true` also drops its commands'
     output at once (their records stay, with `output_start == output_size`)."""
-    return to_session(await core.sessions.delete(caller.tenant, session_id, purge))
+    return await core.sessions.delete(caller.tenant, session_id, purge)
 
 
 @router.post("/sessions/{session_id}/exec", response_model=ExecResult | BackgroundStarted,
@@ -62,8 +59,7 @@ async def session_exec(session_id: str, req: SessionExecRequest, core: Core, cal
                        response: Response, request: Request) -> ExecResult | BackgroundStarted:
     """Run a command in the session: foreground (waits; ended if the client disconnects)
     or `background: true` (returns at once, runs on regardless)."""
-    work = core.executor.session_exec(caller.tenant, session_id, req)
-    result = await (unless_disconnected(request, work) if not req.background else work)
-    if isinstance(result, BackgroundStarted):
+    if req.background:
         response.status_code = 201
-    return result
+        return await core.executor.start(caller.tenant, session_id, req)
+    return await unless_disconnected(request, core.executor.run(caller.tenant, session_id, req))
