@@ -1,6 +1,6 @@
 """The one exception tree of the server side (core, runtime, store).
 
-    ChaserError
+    ServiceError
     ├── BadRequest            code: bad_request, invalid_signal, invalid_cwd
     ├── Unauthorized          code: unauthorized
     ├── Forbidden             code: forbidden
@@ -18,7 +18,7 @@ classes to status codes in one place (`chaser.server.errors`); nothing here know
 from __future__ import annotations
 
 
-class ChaserError(Exception):
+class ServiceError(Exception):
     """Base of every error the core reports to clients."""
 
     code = "error"
@@ -32,19 +32,19 @@ class ChaserError(Exception):
             self.code = code
 
 
-class BadRequest(ChaserError):
+class BadRequest(ServiceError):
     code = "bad_request"
 
 
-class Unauthorized(ChaserError):
+class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
-class Forbidden(ChaserError):
+class Forbidden(ServiceError):
     code = "forbidden"
 
 
-class NotFound(ChaserError):
+class NotFound(ServiceError):
     code = "not_found"
 
 
@@ -52,25 +52,25 @@ class ImageNotFound(NotFound):
     code = "image_not_found"
 
 
-class Conflict(ChaserError):
+class Conflict(ServiceError):
     code = "conflict"
 
 
-class PayloadTooLarge(ChaserError):
+class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
-class OverLimit(ChaserError):
+class OverLimit(ServiceError):
     code = "over_limit"
 
 
-class StorageFull(ChaserError):
+class StorageFull(ServiceError):
     """The data dir's filesystem is full: output or state cannot be recorded."""
 
     code = "storage_full"
 
 
-class Unavailable(ChaserError):
+class Unavailable(ServiceError):
     code = "no_capacity"
 
 

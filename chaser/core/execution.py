@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,14 +17,14 @@ from typing import Any
 from chaser.config import Settings
 from chaser.core.commands import CommandState, RunningCommand
 from chaser.core.logs import EPHEMERAL_DIR
-from chaser.core.output import STREAM_NAMES, OutputLog
+from chaser.core.output import STREAM_NAMES, OutputLog, delete_files_later
 from chaser.core.quotas import Grant
 from chaser.core.telemetry import Telemetry
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.util import new_id, parse_signal
 from chaser.errors import (
     BadRequest,
-    ChaserError,
+    ServiceError,
     Conflict,
     NotFound,
     OverLimit,
@@ -45,6 +46,7 @@ from chaser.models import (
 )
 from chaser.runtime.base import ProcessSpec, Runtime, SandboxSpec
 from chaser.store.base import Row, Store
+from chaser.tasks import TaskSet
 
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -73,6 +75,7 @@ class Executor:
         self.runtime = runtime
         self.sessions = sessions
         self.telemetry: Telemetry | None = None
+        self.tasks = TaskSet("commands")  # each started command's run, until it ends
 
     # -- starting ---------------------------------------------------------------------
 
@@ -118,9 +121,9 @@ class Executor:
         except StorageFull:
             # Not recorded, so not run: a command nobody can look up must not go on. Its
             # run still reaps it and closes its pipes; nobody is told of its end.
-            cmd.kill(9, reason="storage_full")
+            cmd.kill(signal.SIGKILL, reason="storage_full")
             live.commands.pop(state.id, None)
-            asyncio.get_running_loop().create_task(cmd.run(_nothing))
+            self.tasks.spawn(cmd.run(_nothing))
             raise
 
         async def on_end(c: RunningCommand) -> None:
@@ -134,7 +137,7 @@ class Executor:
                 end_reason=s.end_reason, ended_at=s.ended_at),
                 then=lambda: live.commands.pop(c.state.id, None))
 
-        asyncio.get_running_loop().create_task(cmd.run(on_end))
+        self.tasks.spawn(cmd.run(on_end))
         return cmd
 
     async def start(self, tenant: str, session_id: str, req: SessionExecRequest) -> BackgroundStarted:
@@ -218,8 +221,10 @@ class Executor:
             cmd.output.delete()
 
     def _new_log(self, session_id: str, command_id: str) -> OutputLog:
-        return OutputLog(self.settings.logs_dir / session_id / command_id,
-                         max_bytes=self.settings.max_log_bytes)
+        log = OutputLog(self.settings.logs_dir / session_id / command_id,
+                        max_bytes=self.settings.max_log_bytes)
+        log.discard = delete_files_later  # a roll never waits on an unlink
+        return log
 
     @staticmethod
     def _result(cmd: RunningCommand, max_bytes: int, session_id: str | None) -> ExecResult:
@@ -345,10 +350,10 @@ def _abandon(cmd: RunningCommand) -> None:
     """The request that waited for `cmd` is gone: end the command's whole tree."""
     if cmd.running and cmd.process is not None:
         with contextlib.suppress(Conflict):
-            cmd.kill(9, reason="client_disconnected")
+            cmd.kill(signal.SIGKILL, reason="client_disconnected")
 
 
-def _setup_error(reason: str) -> ChaserError:
+def _setup_error(reason: str) -> ServiceError:
     """The error for a one-shot sandbox that could not be set up (`reason`: the runtime's
     words). A cwd is entered inside the sandbox, so every missing one answers the same."""
     if reason.startswith("bwrap: Can't chdir"):

@@ -14,6 +14,7 @@ a condition for more, so a slow or vanished client costs nothing but its own off
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import struct
@@ -68,6 +69,9 @@ class OutputLog:
         # must end; `on_failure` tells its owner, once.
         self.failure: OSError | None = None
         self.on_failure: Callable[[OSError], None] | None = None
+        # Deletes dropped segments' files; the owner passes one that works off the event
+        # loop (an 8 MiB unlink is not free). Inline by default.
+        self.discard: Callable[[list[Path]], None] = delete_files
 
     # -- state ------------------------------------------------------------------------
 
@@ -124,12 +128,17 @@ class OutputLog:
         self._index_file = open(self.dir / f"{start:020d}.idx", "ab", buffering=0)
         seg = _Segment(start, start)
         self._segments.append(seg)
+        dropped = []
         while self.size - self._segments[0].end >= self.max_bytes:
-            old = self._segments.pop(0)
-            self.dropped = True
-            for ext in (".out", ".idx"):
-                (self.dir / f"{old.start:020d}{ext}").unlink(missing_ok=True)
+            dropped.append(self._segments.pop(0))
+        self._forget(dropped)
         return seg
+
+    def _forget(self, segments: list[_Segment]) -> None:
+        if segments:
+            self.dropped = True
+            self.discard([self.dir / f"{s.start:020d}{ext}" for s in segments
+                          for ext in (".out", ".idx")])
 
     def _close_files(self) -> None:
         for f in (self._data_file, self._index_file):
@@ -141,15 +150,12 @@ class OutputLog:
         """Drop all output kept so far (a log kept past its owner's share); what comes
         next is kept as usual. Returns the bytes dropped. Offsets keep their meaning:
         `start` moves forward to the end."""
-        freed = 0
         if self._segments and not self.closed and self.failure is None:
             self._roll()  # the writer goes on in a fresh segment
-        while len(self._segments) > 1:
-            old = self._segments.pop(0)
-            self.dropped = True
-            freed += old.end - old.start
-            for ext in (".out", ".idx"):
-                (self.dir / f"{old.start:020d}{ext}").unlink(missing_ok=True)
+        dropped = self._segments[:-1]
+        del self._segments[:-1]
+        freed = sum(s.end - s.start for s in dropped)
+        self._forget(dropped)
         return freed
 
     def close(self) -> None:
@@ -251,3 +257,20 @@ def _split_runs(seg: _Segment, offset: int, data: bytes) -> list[Chunk]:
         pos = max(stop, pos)
         i += 1
     return out
+
+
+def delete_files(paths: list[Path]) -> None:
+    """Delete files that may already be gone (blocking)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def delete_files_later(paths: list[Path]) -> None:
+    """Delete files on a worker thread when called on the event loop, else now."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # on a thread already
+        delete_files(paths)
+        return
+    loop.run_in_executor(None, delete_files, paths)

@@ -24,6 +24,7 @@ from chaser.core.workspaces import WorkspaceService
 from chaser.models import UsageReport
 from chaser.runtime.base import Runtime
 from chaser.store.base import Store
+from chaser.tasks import TaskSet
 
 log = logging.getLogger("chaser")
 
@@ -48,7 +49,7 @@ class Chaser:
             lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
             lambda: self.janitor.kept_bytes))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet("housekeeping")
 
     async def start(self) -> None:
         """Open state, settle what a previous run left behind, start housekeeping."""
@@ -63,10 +64,9 @@ class Chaser:
         if key_file:
             log.warning("created the first admin API key; it is in %s (mode 0600)", key_file)
         shutil.rmtree(self.settings.logs_dir / "_ephemeral", ignore_errors=True)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.sessions.reap_idle_forever()),
-                       loop.create_task(self._expire_logs_forever()),
-                       loop.create_task(self.janitor.run_forever())]
+        for work in (self.sessions.reap_idle_forever(), self._expire_logs_forever(),
+                     self.janitor.run_forever()):
+            self._tasks.spawn(work)
 
     def _running_command_ids(self) -> dict[str, tuple[str, OutputLog]]:
         return {cid: (live.tenant, cmd.output) for live in self.sessions.live.values()
@@ -104,12 +104,9 @@ class Chaser:
                 await self.store.set_workspace_uid(ws.id, uid)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
         await self.sessions.close_all()
+        await self.executor.tasks.close()  # the stopped sessions' commands have settled
         await self.runtime.close()
         await self.store.close()
 

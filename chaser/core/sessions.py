@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
 from chaser.runtime.cgroups import ResourceLimits
 from chaser.store.base import Row, Store
+from chaser.tasks import TaskSet
 
 log = logging.getLogger("chaser.core")
 
@@ -69,6 +71,7 @@ class SessionService:
         self.runtime = runtime
         self.ledger = ledger
         self.starts = StartQueue(settings.concurrent_starts)  # fair between tenants
+        self.tasks = TaskSet("sessions")  # each live session's watch on its sandbox
         self.live: dict[str, LiveSession] = {}
         self.unsaved: dict[str, Row] = {}  # ended sessions whose end is not stored yet
         self._unstored: list[tuple[Callable[[], Awaitable[None]], Callable[[], object]]] = []
@@ -177,7 +180,7 @@ class SessionService:
             self.live.pop(session_id, None)
             await sandbox.close()
             raise
-        asyncio.get_running_loop().create_task(self._watch(live))
+        self.tasks.spawn(self._watch(live))
         return live
 
     async def _watch(self, live: LiveSession) -> None:
@@ -203,7 +206,7 @@ class SessionService:
         try:
             for cmd in live.running_commands():
                 with contextlib.suppress(Conflict):
-                    cmd.kill(9, reason="session_" + reason if reason == "deleted" else reason)
+                    cmd.kill(signal.SIGKILL, reason="session_" + reason if reason == "deleted" else reason)
             await live.sandbox.close()
             running = live.running_commands()
             if running:
@@ -232,6 +235,7 @@ class SessionService:
         if self._retrying is not None:
             self._retrying.cancel()
         await self.flush()  # one last try: space may have come back
+        await self.tasks.close()
 
     # -- lookups ----------------------------------------------------------------------
 

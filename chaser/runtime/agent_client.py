@@ -12,9 +12,10 @@ import signal
 import socket
 from typing import Any
 
-from chaser.errors import BadRequest, ChaserError, OverLimit, SandboxFailed
+from chaser.errors import BadRequest, ServiceError, OverLimit, SandboxFailed
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec
 from chaser.runtime.cgroups import Cgroup
+from chaser.tasks import TaskSet
 
 log = logging.getLogger("chaser.runtime")
 
@@ -51,7 +52,7 @@ class AgentProcess:
         with contextlib.suppress(SandboxFailed):
             self.sandbox.send({"op": "kill", "pid": self.pid, "signal": signum})
         if signum == signal.SIGKILL and self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().create_task(self._confirm_end())
+            self._watchdog = self.sandbox.tasks.spawn(self._confirm_end())
 
     async def _confirm_end(self) -> None:
         """After a SIGKILL, settle the exit ourselves if the agent does not report it.
@@ -89,6 +90,7 @@ class AgentSandbox:
         self._started: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[ExitStatus]] = {}
         self._closed = asyncio.Event()
+        self.tasks = TaskSet(f"sandbox {name}")  # its own close, its stderr's logging
         sock.setblocking(False)
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -246,7 +248,7 @@ class AgentSandbox:
         self.failure = f"the sandbox sent {what} and was ended"
         log.warning("sandbox %s: %s", self.name, self.failure[:300])
         self._shutdown()
-        self._loop.create_task(self.close())
+        self.tasks.spawn(self.close())
 
     def _shutdown(self) -> None:
         """The agent is gone: fail what waits on it; its processes died with the sandbox."""
@@ -254,7 +256,7 @@ class AgentSandbox:
             return
         self._closed.set()
         if not self._closing:
-            self._loop.create_task(self._log_agent_stderr())
+            self.tasks.spawn(self._log_agent_stderr())
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
@@ -266,7 +268,7 @@ class AgentSandbox:
                 fut.set_exception(gone)
         for exit_fut in self._exits.values():
             if not exit_fut.done():
-                exit_fut.set_result(ExitStatus(None, 9))
+                exit_fut.set_result(ExitStatus(None, signal.SIGKILL))
         self._started.clear()
         self._exits.clear()
 
@@ -291,7 +293,7 @@ class AgentSandbox:
             await asyncio.wait_for(self.proc.wait(), CLOSE_GRACE_S)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, 9)
+                os.killpg(self.proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.proc.wait(), 5)
         if self.cgroup is not None:
@@ -308,7 +310,7 @@ def _int(value: object) -> int:
     return value
 
 
-def _refusal(error: str, reason: str) -> ChaserError:
+def _refusal(error: str, reason: str) -> ServiceError:
     """The error for a command the agent could not start, by the agent's reason."""
     if reason == "invalid_cwd":
         return BadRequest(error, "invalid_cwd")

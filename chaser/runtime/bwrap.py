@@ -30,6 +30,7 @@ import platform
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 from collections import Counter
 from pathlib import Path
@@ -42,6 +43,7 @@ from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
 from chaser.runtime.oneshot import ONESHOT_WRAPPER, OneShotProcess, command_env
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
+from chaser.tasks import TaskSet
 
 log = logging.getLogger("chaser.runtime")
 
@@ -90,7 +92,7 @@ class BwrapRuntime:
         self.default_disk_mb = default_disk_mb
         self._mounted: set[Path] = set()  # workspace disks this server mounted
         self._disk_users: Counter[Path] = Counter()  # running sandboxes on each disk
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("runtime")  # disk releases as sandboxes end
         self._disk_locks: dict[Path, asyncio.Lock] = {}
         self._uids = itertools.count(secrets.randbelow(uids.ephemeral_span))
 
@@ -112,9 +114,7 @@ class BwrapRuntime:
             self._disk_users[workspace_dir] -= 1
             await self._unmount_if_idle(workspace_dir)
 
-        task = asyncio.get_running_loop().create_task(release())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(release())
 
     async def _unmount_if_idle(self, workspace_dir: Path) -> None:
         lock = self._disk_locks.setdefault(workspace_dir, asyncio.Lock())
@@ -162,7 +162,7 @@ class BwrapRuntime:
             await asyncio.wait_for(proc.wait(), PURGE_TIMEOUT_S)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         finally:
             self._disk_users[workspace_dir] -= 1
@@ -250,6 +250,11 @@ class BwrapRuntime:
 
     async def close(self) -> None:
         await self.pool.close()
+        # The core closed every sandbox: their disk releases end promptly; past a
+        # moment, what is left is unmounted below anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tasks.wait(), 10)
+        await self._tasks.close()
         for workspace_dir in self._mounted:
             await asyncio.to_thread(disks.unmount, workspace_dir)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 
 from chaser.runtime.base import ExitStatus
 from chaser.runtime.cgroups import Cgroup
@@ -77,6 +78,6 @@ class OneShotProcess:
         """Any signal ends the whole one-shot sandbox (it is only used for timeouts)."""
         self._killed = True
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 9)
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_later()

@@ -16,7 +16,7 @@ from chaser.server.limits import BodyTooLarge
 
 log = logging.getLogger("chaser.server")
 
-STATUS: dict[type[errors.ChaserError], int] = {
+STATUS: dict[type[errors.ServiceError], int] = {
     errors.BadRequest: 400,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
@@ -34,7 +34,7 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
               503: "no_capacity", 507: "storage_full"}
 
 
-def status_for(exc: errors.ChaserError) -> int:
+def status_for(exc: errors.ServiceError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -66,8 +66,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str, list[dic
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
 
-    @app.exception_handler(errors.ChaserError)
-    async def chaser_error(_: Request, exc: errors.ChaserError) -> JSONResponse:
+    @app.exception_handler(errors.ServiceError)
+    async def chaser_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
         return error_response(status_for(exc), exc.code, exc.message, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)

@@ -25,11 +25,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chaser import __version__
-from chaser.errors import ChaserError
-from chaser.server.deps import Caller as Principal
+from chaser.errors import ServiceError
+from chaser.server.deps import Caller
 from chaser.server.deps import Core
 from chaser.server.mcp import schemas
-from chaser.server.mcp.tools import TOOLS, Caller
+from chaser.server.mcp.tools import TOOLS, ToolContext
 
 log = logging.getLogger("chaser.mcp")
 
@@ -69,14 +69,14 @@ class McpEndpoint:
         """The session manager's lifetime; enter it in the app's lifespan."""
         return self.manager.run()
 
-    async def _endpoint(self, request: Request, core: Core, principal: Principal) -> Response:
-        return _Delegate(self.manager.handle_request, Caller(core, principal.tenant))
+    async def _endpoint(self, request: Request, core: Core, caller: Caller) -> Response:
+        return _Delegate(self.manager.handle_request, ToolContext(core, caller.tenant))
 
 
 class _Delegate(Response):
     """A response that hands the raw request to the SDK, with the caller in its scope."""
 
-    def __init__(self, app: ASGIApp, caller: Caller) -> None:
+    def __init__(self, app: ASGIApp, caller: ToolContext) -> None:
         super().__init__()
         self.app = app
         self.caller = caller
@@ -85,7 +85,7 @@ class _Delegate(Response):
         await self.app(_normalise(scope, self.caller), receive, send)
 
 
-def _normalise(scope: Scope, caller: Caller) -> Scope:
+def _normalise(scope: Scope, caller: ToolContext) -> Scope:
     """Let plain HTTP clients in: a missing Accept header means both kinds the SDK wants,
     and a body sent without (or with a form) Content-Type is read as JSON."""
     headers = [(k, v) for k, v in scope["headers"] if k not in (b"accept", b"content-type")]
@@ -138,7 +138,7 @@ async def _call_tool(ctx: ServerRequestContext[Any],
                        f"unknown tool {params.name!r}; tools: {', '.join(TOOLS)}")
     request = ctx.request
     caller = request.scope.get(CALLER_SCOPE_KEY) if isinstance(request, Request) else None
-    if not isinstance(caller, Caller):  # every request comes through _Delegate
+    if not isinstance(caller, ToolContext):  # every request comes through _Delegate
         raise MCPError(types.INTERNAL_ERROR, "request did not pass authentication")
     try:
         args = spec.args.model_validate(params.arguments or {})
@@ -148,7 +148,7 @@ async def _call_tool(ctx: ServerRequestContext[Any],
         out = await spec.run(caller, args)
     except ValidationError as exc:  # a core request model refused a combination
         return _invalid(spec.name, exc)
-    except ChaserError as exc:
+    except ServiceError as exc:
         hint = "; call without session_id to start a new session" \
             if exc.code == "session_stopped" else ""
         return _error(f"error ({exc.code}): {exc.message}{hint}")

@@ -2,7 +2,7 @@
 
 A tool gets the caller (core + tenant) and its validated arguments, and returns text
 for the model plus a result model that becomes `structuredContent`. Core errors
-(`chaser.errors.ChaserError`) are turned into `isError` results by the dispatcher.
+(`chaser.errors.ServiceError`) are turned into `isError` results by the dispatcher.
 Choosing a session, running commands and reading or writing files are the core's
 (`SessionService.choose`, `Executor`, `FileService`); tools shape the answers for a
 model.
@@ -35,7 +35,7 @@ from chaser.models import (
 from chaser.server.mcp import schemas as s
 
 @dataclass(frozen=True)
-class Caller:
+class ToolContext:
     """Who calls a tool: the core and the tenant of the request's API key."""
 
     core: Chaser
@@ -50,7 +50,7 @@ class ToolOutput:
     data: BaseModel
 
 
-ToolFn = Callable[[Caller, Any], Awaitable[ToolOutput]]
+ToolFn = Callable[[ToolContext, Any], Awaitable[ToolOutput]]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class ToolSpec:
 # -- sessions as tools see them ---------------------------------------------------------
 
 
-async def _session_id(c: Caller, target: s.Target, image: str | None = None, *,
+async def _session_id(c: ToolContext, target: s.Target, image: str | None = None, *,
                       provision: bool = True) -> str:
     """The session a tool acts in: the given one, the workspace's, or a new private one."""
     live = await c.core.sessions.choose(c.tenant, session_id=target.session_id,
@@ -91,7 +91,7 @@ def _status(cmd: Command | ExecResult) -> str:
 # -- terminal and background commands ---------------------------------------------------
 
 
-async def terminal(c: Caller, a: s.TerminalArgs) -> ToolOutput:
+async def terminal(c: ToolContext, a: s.TerminalArgs) -> ToolOutput:
     run: dict[str, Any] = {"command": a.command, "cwd": a.cwd, "env": a.env, "shell": a.shell,
                            "timeout_ms": a.timeout_ms, "max_output_bytes": a.max_output_bytes}
     res: ExecResult
@@ -124,7 +124,7 @@ async def terminal(c: Caller, a: s.TerminalArgs) -> ToolOutput:
     return ToolOutput([text], result)
 
 
-async def start_command(c: Caller, a: s.StartArgs) -> ToolOutput:
+async def start_command(c: ToolContext, a: s.StartArgs) -> ToolOutput:
     sid = await _session_id(c, a, a.image)
     req = SessionExecRequest(command=a.command, cwd=a.cwd, env=a.env, shell=a.shell, background=True)
     started = await c.core.executor.start(c.tenant, sid, req)
@@ -133,7 +133,7 @@ async def start_command(c: Caller, a: s.StartArgs) -> ToolOutput:
                        "with send_input, stop it with send_signal."], started)
 
 
-async def read_output(c: Caller, a: s.ReadOutputArgs) -> ToolOutput:
+async def read_output(c: ToolContext, a: s.ReadOutputArgs) -> ToolOutput:
     ex = c.core.executor
     cmd = await ex.get_command(c.tenant, a.session_id, a.command_id, a.offset, a.limit)
     if a.wait_ms and cmd.status == "running" and cmd.next_offset >= cmd.output_size:
@@ -159,7 +159,7 @@ async def read_output(c: Caller, a: s.ReadOutputArgs) -> ToolOutput:
     return ToolOutput([text + "]"], cmd)
 
 
-async def send_input(c: Caller, a: s.SendInputArgs) -> ToolOutput:
+async def send_input(c: ToolContext, a: s.SendInputArgs) -> ToolOutput:
     if a.input is None and not a.eof:
         raise BadRequest("give input (text) and/or eof: true")
     res = await c.core.executor.stdin(c.tenant, a.session_id, a.command_id,
@@ -168,12 +168,12 @@ async def send_input(c: Caller, a: s.SendInputArgs) -> ToolOutput:
     return ToolOutput([f"wrote {res.bytes} bytes to the stdin of {a.command_id}{closed}"], res)
 
 
-async def send_signal(c: Caller, a: s.SendSignalArgs) -> ToolOutput:
+async def send_signal(c: ToolContext, a: s.SendSignalArgs) -> ToolOutput:
     cmd = await c.core.executor.kill(c.tenant, a.session_id, a.command_id, a.signal)
     return ToolOutput([f"sent {a.signal} to {a.command_id}: {_status(cmd)}"], cmd)
 
 
-async def list_commands(c: Caller, a: s.ListCommandsArgs) -> ToolOutput:
+async def list_commands(c: ToolContext, a: s.ListCommandsArgs) -> ToolOutput:
     cmds = await c.core.executor.list_commands(c.tenant, a.session_id)
     lines = [f"{x.id}  {_status(x)}  {'background' if x.background else 'foreground'}  "
              f"{x.command if len(x.command) <= 100 else x.command[:97] + '...'}" for x in cmds]
@@ -184,14 +184,14 @@ async def list_commands(c: Caller, a: s.ListCommandsArgs) -> ToolOutput:
 # -- sessions ---------------------------------------------------------------------------
 
 
-async def list_sessions(c: Caller, a: s.ListSessionsArgs) -> ToolOutput:
+async def list_sessions(c: ToolContext, a: s.ListSessionsArgs) -> ToolOutput:
     sessions = await c.core.sessions.list(c.tenant, a.status)
     lines = [f"{x.id}  {x.status}  workspace={x.workspace or '-'}  image={x.image}  "
              f"created {x.created_at}" for x in sessions]
     return ToolOutput(["\n".join(lines) or "no sessions"], SessionList(sessions=sessions))
 
 
-async def stop_session(c: Caller, a: s.StopSessionArgs) -> ToolOutput:
+async def stop_session(c: ToolContext, a: s.StopSessionArgs) -> ToolOutput:
     stopped = await c.core.sessions.delete(c.tenant, a.session_id)
     res = s.StopSessionResult(session_id=stopped.id, status=stopped.status,
                               end_reason=stopped.end_reason)
@@ -201,7 +201,7 @@ async def stop_session(c: Caller, a: s.StopSessionArgs) -> ToolOutput:
 # -- files --------------------------------------------------------------------------------
 
 
-async def read_file(c: Caller, a: s.ReadFileArgs) -> ToolOutput:
+async def read_file(c: ToolContext, a: s.ReadFileArgs) -> ToolOutput:
     sid = await _session_id(c, a, provision=False)
     chunk = await c.core.files.read(c.tenant, sid, a.path, a.offset, a.limit)
     data, size = chunk.data, chunk.size
@@ -234,7 +234,7 @@ def _utf8_prefix(data: bytes, *, cut_ok: bool) -> tuple[str | None, int]:
         return None, len(data)
 
 
-async def write_file(c: Caller, a: s.WriteFileArgs) -> ToolOutput:
+async def write_file(c: ToolContext, a: s.WriteFileArgs) -> ToolOutput:
     if (a.content is None) == (a.content_b64 is None):
         raise BadRequest("give exactly one of content (text) or content_b64 (base64 bytes)")
     if a.content is not None:
