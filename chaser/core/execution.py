@@ -271,8 +271,12 @@ class Executor:
                           offset: int = 0, limit: int = 1024 * 1024) -> Command:
         row, cmd = await self._find(tenant, session_id, command_id)
         log = await self._log(row, cmd)
-        start, data = await asyncio.to_thread(log.read_bytes, offset, limit)
+        # The size first: output written between the two would otherwise show as a size
+        # past bytes that were not read (an empty page of a log that is not empty).
         size = log.size
+        start, data = await asyncio.to_thread(log.read_bytes, offset, limit)
+        if data:
+            size = max(size, start + len(data))
         return _command(row, output=data.decode(errors="replace"), output_offset=start,
                         output_size=size, output_start=log.start, next_offset=start + len(data),
                         output_truncated=start > offset or start + len(data) < size)

@@ -101,6 +101,10 @@ def _watch_children_by_pidfd() -> None:
         os.close(os.pidfd_open(os.getpid()))  # the kernel has pidfds (5.3 and later)
     except (AttributeError, OSError):
         return
+    loop, policy = asyncio.get_running_loop(), asyncio.get_event_loop_policy()
+    current = policy.get_child_watcher()
+    if isinstance(current, asyncio.PidfdChildWatcher) and getattr(current, "_loop", None) is loop:
+        return  # another app in this process set it up: replacing it would lose its children
     watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
-    asyncio.get_event_loop_policy().set_child_watcher(watcher)
+    watcher.attach_loop(loop)
+    policy.set_child_watcher(watcher)

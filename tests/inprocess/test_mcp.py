@@ -1,0 +1,135 @@
+"""`POST /v1/mcp`: the MCP handshake, tools/list and tool calls over the same core.
+
+Structured results are read into the models the tools declare, so the wire shape is
+checked along with the behaviour.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from chaser.models import BackgroundStarted, Command, CommandList, SessionList, StdinResult
+from chaser.server.mcp import schemas
+from tests.inprocess.harness import Api, Tenant, error
+
+TOOLS = {"terminal", "start_command", "read_output", "send_input", "send_signal",
+         "list_commands", "read_file", "write_file", "list_sessions", "stop_session"}
+M = TypeVar("M", bound=BaseModel)
+_ids = itertools.count(1)
+
+
+async def rpc(t: Tenant, method: str, params: dict[str, object] | None = None,
+              path: str = "/v1/mcp") -> dict[str, object]:
+    """One JSON-RPC exchange; the answer (with `result` or `error`)."""
+    body: dict[str, object] = {"jsonrpc": "2.0", "id": next(_ids), "method": method}
+    if params is not None:
+        body["params"] = params
+    r = await t.client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    answer: dict[str, object] = r.json()
+    assert answer["id"] == body["id"]
+    return answer
+
+
+async def call_raw(t: Tenant, tool: str, **arguments: object) -> tuple[bool, str, object]:
+    """A tools/call: (isError, its text, structuredContent)."""
+    answer = await rpc(t, "tools/call", {"name": tool, "arguments": arguments})
+    result = answer.get("result")
+    assert isinstance(result, dict), answer
+    text = "".join(block["text"] for block in result["content"])
+    return bool(result["isError"]), text, result.get("structuredContent")
+
+
+async def call(t: Tenant, model: type[M], tool: str, **arguments: object) -> M:
+    """A tools/call that must succeed, its structured result read as `model`."""
+    failed, text, data = await call_raw(t, tool, **arguments)
+    assert not failed, text
+    return model.model_validate(data)
+
+
+async def test_initialize_and_list_tools(tenant: Tenant) -> None:
+    init = await rpc(tenant, "initialize", {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "inproc-test", "version": "0"}})
+    result = init["result"]
+    assert isinstance(result, dict)
+    assert result["serverInfo"]["name"] == "chaser"
+    assert result["protocolVersion"] == "2025-06-18" and "tools" in result["capabilities"]
+    listed = (await rpc(tenant, "tools/list", path="/v1/mcp/"))["result"]
+    assert isinstance(listed, dict)
+    tools = {t["name"]: t for t in listed["tools"]}
+    assert set(tools) == TOOLS
+    assert "command" in tools["terminal"]["inputSchema"]["properties"]
+    assert "exit_code" in tools["terminal"]["outputSchema"]["properties"]
+
+
+async def test_terminal_and_files(tenant: Tenant, other: Tenant) -> None:
+    failed, text, data = await call_raw(tenant, "terminal", command="echo hi; exit 3")
+    res = schemas.TerminalResult.model_validate(data)
+    assert not failed and (res.exit_code, res.output, res.status) == (3, "hi\n", "exited")
+    assert "exit code: 3" in text and f"session_id: {res.session_id}" in text
+    sid = res.session_id
+    # The session it made keeps files for later calls (paths relative to /workspace:
+    # the fake runtime maps cwd, not paths inside commands).
+    wrote = await call(tenant, schemas.WriteFileResult, "write_file", session_id=sid,
+                       path="notes/a.txt", content="héllo")
+    assert (wrote.bytes_written, wrote.size) == (6, 6)
+    read = await call(tenant, schemas.ReadFileResult, "read_file", session_id=sid,
+                      path="notes/a.txt")
+    assert (read.content, read.encoding, read.truncated) == ("héllo", "utf-8", False)
+    again = await call(tenant, schemas.TerminalResult, "terminal", session_id=sid,
+                       command="cat notes/a.txt")
+    assert again.output == "héllo"
+    eph = await call(tenant, schemas.TerminalResult, "terminal", command="test -e notes/a.txt",
+                     ephemeral=True)
+    assert (eph.exit_code, eph.session_id) == (1, None)
+    # Another tenant's session is not found; bad arguments are tool errors, not crashes.
+    failed, text, _ = await call_raw(other, "terminal", session_id=sid, command="true")
+    assert failed and "not_found" in text
+    failed, text, _ = await call_raw(tenant, "terminal", command="")
+    assert failed and "invalid arguments for terminal" in text
+    failed, text, _ = await call_raw(tenant, "read_file", session_id=sid, path="missing")
+    assert failed and "no such file" in text
+
+
+async def test_background_tools(tenant: Tenant) -> None:
+    started = await call(tenant, BackgroundStarted, "start_command", command="cat")
+    sid, cid = started.session_id, started.command_id
+    sent = await call(tenant, StdinResult, "send_input", session_id=sid, command_id=cid,
+                      input="x\n", eof=True)
+    assert sent.bytes == 2
+    # Read as an agent does: from next_offset until the command ended and all is read.
+    # (A read racing an append can answer no bytes with output_size past them: see the
+    # report on `Executor.get_command`.)
+    text, offset = "", 0
+    for _ in range(20):
+        out = await call(tenant, Command, "read_output", session_id=sid, command_id=cid,
+                         offset=offset, wait_ms=2000)
+        text, offset = text + (out.output or ""), out.next_offset
+        if out.status != "running" and offset == out.output_size:
+            break
+    assert (text, out.status, out.exit_code) == ("x\n", "exited", 0)
+    listed = await call(tenant, CommandList, "list_commands", session_id=sid)
+    assert [c.id for c in listed.commands] == [cid]
+    sleeper = await call(tenant, BackgroundStarted, "start_command", session_id=sid,
+                         command="sleep 30")
+    killed = await call(tenant, Command, "send_signal", session_id=sid,
+                        command_id=sleeper.command_id, signal="KILL")
+    assert (killed.status, killed.signal) == ("killed", "KILL")
+    sessions = await call(tenant, SessionList, "list_sessions")
+    assert sid in [s.id for s in sessions.sessions]
+    stopped = await call(tenant, schemas.StopSessionResult, "stop_session", session_id=sid)
+    assert (stopped.status, stopped.end_reason) == ("stopped", "deleted")
+
+
+async def test_mcp_errors(api: Api, tenant: Tenant) -> None:
+    r = await api.client().post("/v1/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    error(r, 401, "unauthorized")
+    answer = await rpc(tenant, "tools/call", {"name": "nope", "arguments": {}})
+    problem = answer.get("error")
+    assert isinstance(problem, dict) and "unknown tool" in problem["message"]
+    error(await tenant.client.get("/v1/mcp"), 405, "method_not_allowed")
