@@ -36,6 +36,12 @@ class TaskSet:
         task.add_done_callback(self._done)
         return task
 
+    def hold(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
+        """Hold a task someone else started (and handles the outcome of) until it ends."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:

@@ -91,6 +91,7 @@ class RunningCommand:
         self._timed_out = False
         self._end_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.abandoned = False  # its request went away (see abandon)
         output.on_failure = self._storage_failed
 
     @property
@@ -118,6 +119,8 @@ class RunningCommand:
             self.output.close()
             raise
         self.state.pid = self.process.pid
+        if self.abandoned:  # its request left while it started
+            self.kill(signal.SIGKILL, reason="client_disconnected")
         for fd, stream in ((out_r, STDOUT), (err_r, STDERR)):
             pump = _Pump(self.output, stream)
             await loop.connect_read_pipe(lambda p=pump: p, os.fdopen(fd, "rb", 0))  # type: ignore[misc]
@@ -178,6 +181,14 @@ class RunningCommand:
         self.kill(signal.SIGKILL)
 
     # -- control ----------------------------------------------------------------------
+
+    def abandon(self) -> None:
+        """Nobody waits for this command any more: end its whole tree now, or as soon as
+        it has started."""
+        self.abandoned = True
+        if self.running and self.process is not None:
+            with contextlib.suppress(Conflict):
+                self.kill(signal.SIGKILL, reason="client_disconnected")
 
     def kill(self, signum: int, reason: str | None = None) -> None:
         """Signal the command's whole process group."""

@@ -90,6 +90,20 @@ class Executor:
             raise OverLimit("too many commands are running in this session", "too_many_commands")
         grant = self.sessions.ledger.admit(live.tenant, commands=1)
         live.starting += 1
+        # Started to its end whatever becomes of the request: cancelled half-way, a
+        # process could be up with no record, no reaper and no charge. A foreground
+        # command whose request left meanwhile is ended once it is recorded.
+        starting = asyncio.ensure_future(self._start_charged(live, req, grant))
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            if not req.background:
+                starting.add_done_callback(_abandon_started)
+            self.tasks.hold(starting)
+            raise
+
+    async def _start_charged(self, live: LiveSession, req: SessionExecRequest,
+                             grant: Grant) -> RunningCommand:
         try:
             return await self._start_in_session(live, req, grant)
         except BaseException:
@@ -154,7 +168,7 @@ class Executor:
         try:
             await cmd.finished.wait()
         except asyncio.CancelledError:
-            _abandon(cmd)
+            cmd.abandon()
             raise
         if self.telemetry is not None:
             self.telemetry.exec_seconds.labels("session").observe(
@@ -197,18 +211,29 @@ class Executor:
         pspec = self.process_spec(req, {}, cwd)
         grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
                                            memory_mb=limits.memory_mb or 0)
+        # Start and run as one task of its own that holds the grant to the end: a request
+        # that leaves, even half-way through the start, ends the command, and its
+        # sandbox still counts until it is gone.
+        async def start_and_run() -> None:
+            try:
+                async with self.sessions.starts.turn(tenant):
+                    await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
+                                    stdin_pipe=False, stdin_text=req.stdin,
+                                    timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
+                await cmd.run(_nothing)
+            finally:
+                grant.release()
+
+        run = asyncio.ensure_future(start_and_run())
         try:
-            async with self.sessions.starts.turn(tenant):
-                await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
-                                stdin_pipe=False, stdin_text=req.stdin,
-                                timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
-            run = asyncio.ensure_future(cmd.run(_nothing))
             try:
                 await asyncio.shield(run)
             except asyncio.CancelledError:
-                _abandon(cmd)
+                cmd.abandon()
+                self.tasks.hold(run)
+                run.add_done_callback(lambda _: cmd.output.delete())
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(run, KILL_SETTLE_S)
+                    await asyncio.wait_for(asyncio.shield(run), KILL_SETTLE_S)
                 raise
             _check_recorded(cmd)
             if cmd.exit_status is not None and cmd.exit_status.setup_failed:
@@ -217,8 +242,8 @@ class Executor:
             result.command_id = None
             return result
         finally:
-            grant.release()
-            cmd.output.delete()
+            if run.done():
+                cmd.output.delete()
 
     def _new_log(self, session_id: str, command_id: str) -> OutputLog:
         log = OutputLog(self.settings.logs_dir / session_id / command_id,
@@ -350,11 +375,10 @@ def _check_recorded(cmd: RunningCommand) -> None:
                           "once space is freed")
 
 
-def _abandon(cmd: RunningCommand) -> None:
-    """The request that waited for `cmd` is gone: end the command's whole tree."""
-    if cmd.running and cmd.process is not None:
-        with contextlib.suppress(Conflict):
-            cmd.kill(signal.SIGKILL, reason="client_disconnected")
+def _abandon_started(starting: asyncio.Future[RunningCommand]) -> None:
+    """A foreground command finished starting after its request left: end it."""
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().abandon()
 
 
 def _setup_error(reason: str) -> ServiceError:

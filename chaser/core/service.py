@@ -47,7 +47,8 @@ class Chaser:
         self.telemetry.watch(LiveCollector(
             self._sandboxes_by_kind, lambda: {k: self.ledger.total[k] for k in RESOURCES},
             lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
-            lambda: self.janitor.kept_bytes))
+            lambda: self.janitor.kept_bytes,
+            lambda: (self.sessions.starts.free, self.sessions.starts.waiting)))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
         self._tasks = TaskSet("housekeeping")
 

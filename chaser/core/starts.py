@@ -78,6 +78,8 @@ class StartQueue:
             slot = queue.popleft()
             if queue:
                 self._waiting[tenant] = queue  # back of the line
+            if slot.done():  # cancelled, its waiter not yet woken to forget it
+                continue
             self.free -= 1
             self._held[tenant] = self._held.get(tenant, 0) + 1
             slot.set_result(None)

@@ -43,13 +43,15 @@ class LiveCollector(Collector):
 
     def __init__(self, sandboxes: Callable[[], dict[str, int]], held: Callable[[], dict[str, int]],
                  refused: Callable[[], dict[str, int]], pool: Callable[[], dict[str, int]],
-                 data_dir: Path, log_bytes: Callable[[], int]) -> None:
+                 data_dir: Path, log_bytes: Callable[[], int],
+                 starts: Callable[[], tuple[int, int]]) -> None:
         self.sandboxes = sandboxes
         self.pool = pool
         self.held = held
         self.refused = refused
         self.data_dir = data_dir
         self.log_bytes = log_bytes
+        self.starts = starts
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         kinds = GaugeMetricFamily("chaser_sandboxes", "Running sandboxes by kind.",
@@ -74,6 +76,13 @@ class LiveCollector(Collector):
         for outcome, n in self.pool().items():
             pool.add_metric([outcome], n)
         yield pool
+        free, waiting = self.starts()
+        yield GaugeMetricFamily("chaser_start_slots_free",
+                                "Sandbox starts that could begin now (CHASER_CONCURRENT_STARTS "
+                                "less those under way).", value=free)
+        yield GaugeMetricFamily("chaser_starts_waiting",
+                                "Sandbox starts waiting for a slot (served in turn by tenant).",
+                                value=waiting)
         usage = shutil.disk_usage(self.data_dir)
         yield GaugeMetricFamily("chaser_data_disk_free_bytes",
                                 "Free bytes on the data dir's filesystem.", value=usage.free)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -12,7 +13,7 @@ import signal
 import socket
 from typing import Any
 
-from chaser.errors import BadRequest, ServiceError, OverLimit, SandboxFailed
+from chaser.errors import BadRequest, OverLimit, PayloadTooLarge, SandboxFailed, ServiceError
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec
 from chaser.runtime.cgroups import Cgroup
 from chaser.tasks import TaskSet
@@ -107,7 +108,10 @@ class AgentSandbox:
     def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
         if not self.alive:
             raise SandboxFailed(f"sandbox {self.name} is not running")
-        data = json.dumps(msg).encode()
+        try:  # UTF-8, not \u escapes: six bytes a character would overflow the socket
+            data = json.dumps(msg, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: only the escaped form carries it
+            data = json.dumps(msg).encode()
         try:
             socket.send_fds(self.sock, [data], fds or [])
         except BlockingIOError:
@@ -117,6 +121,9 @@ class AgentSandbox:
             raise SandboxFailed(f"sandbox {self.name} stopped answering (its agent is "
                                 "wedged) and has been ended") from None
         except OSError as e:
+            if e.errno == errno.EMSGSIZE:  # this request is too large; the sandbox is fine
+                raise PayloadTooLarge("the command, its environment and cwd are too large "
+                                      "together; send less (a file, or stdin)") from None
             self._shutdown()
             raise SandboxFailed(f"sandbox {self.name} is gone: {e}") from e
 
@@ -131,7 +138,7 @@ class AgentSandbox:
         try:
             self.send({"op": "spawn", "id": req, "argv": spec.argv, "env": spec.env,
                        "cwd": spec.cwd, "stdin": io.stdin is not None}, fds)
-        except SandboxFailed:
+        except (SandboxFailed, PayloadTooLarge):
             self._started.pop(req, None)
             self._exits.pop(req, None)
             raise

@@ -50,6 +50,7 @@ log = logging.getLogger("chaser.runtime")
 AGENT_PATH = Path(__file__).with_name("agent.py")
 DEFAULT_DISK_MB = 10240  # a new workspace disk, or a tmpfs, when the spec names no size
 AGENT_START_TIMEOUT = 10.0
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux; not in every Python
 # Deleting a workspace, inside its own sandbox as its uid: first make every directory
 # its owner's to enter again (a tenant may have chmod 000'd one), then delete.
 PURGE = ("chmod -R u+rwX /workspace /home/user /tmp 2>/dev/null; "
@@ -193,7 +194,7 @@ class BwrapRuntime:
         """Start a long-lived sandbox whose agent forks every later command."""
         server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (server_end, agent_end):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            _large_send_buffer(s)
         argv = images.agent_argv(self.rootfs)
         try:
             proc, cgroup = await self._launch(spec, ["--as-pid-1", "--chdir", "/"], argv,
@@ -378,3 +379,14 @@ def _memfd_with(data: bytes, opened: list[int]) -> int:
         view = view[os.write(fd, view):]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
+
+
+def _large_send_buffer(sock: socket.socket) -> None:
+    """Room for the largest request in one packet (SEQPACKET messages must fit the send
+    buffer). SO_SNDBUF is capped by net.core.wmem_max (about 208 KiB on stock kernels);
+    the server is root, so it may force the size."""
+    size = 4 * 1024 * 1024  # the kernel doubles it: 8 MiB, the agent's largest packet
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)

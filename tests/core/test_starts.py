@@ -109,3 +109,26 @@ def test_cancelled_in_the_moment_a_slot_is_handed_over() -> None:
         assert queue.free == 1 and queue.waiting == 0
 
     asyncio.run(main())
+
+
+def test_a_waiter_cancelled_as_a_slot_frees_loses_no_slot() -> None:
+    """The waiter's future is cancelled at once, but its task runs later: a slot freed in
+    between must skip it, not be handed to it and lost (a red-team finding)."""
+
+    async def main() -> None:
+        queue, release = StartQueue(2), asyncio.Event()
+        order: list[str] = []
+        holders = [asyncio.create_task(_start(queue, "a", order, release)),
+                   asyncio.create_task(_start(queue, "b", order, release))]
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(_start(queue, "c", order, release))
+        await asyncio.sleep(0.01)
+        assert queue.waiting == 1
+        release.set()  # the holders are woken first, then the waiter is cancelled: its
+        waiter.cancel()  # future is cancelled now, its task runs after the holders' exits
+        await asyncio.gather(*holders, waiter, return_exceptions=True)
+        assert queue.free == 2 and queue.waiting == 0 and order == ["a", "b"]
+        async with queue.turn("d"), queue.turn("e"):
+            assert queue.free == 0
+
+    asyncio.run(main())

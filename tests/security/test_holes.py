@@ -501,3 +501,25 @@ def test_concurrent_starts_never_resize_a_disk_in_use(server: ServerProcess,
         assert r.json().get("output") == "ok\n", r.text
     dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     assert "bad block bitmap checksum" not in dmesg.split("chaser-race-start")[-1]
+
+
+def test_a_large_valid_request_never_ends_its_session(server: ServerProcess,
+                                                      tenant: Tenant) -> None:
+    """3.8 MB of non-ASCII environment (within the 4 MiB body limit): escaped as \\uXXXX
+    it overflowed the agent's socket and the session was ended, its background commands
+    with it. It must get an answer of its own and leave the session running."""
+    c = tenant.client
+    sid = c.post("/v1/sessions", json={}).json()["id"]
+    bg = c.post(f"/v1/sessions/{sid}/exec", json={"command": "sleep 600", "background": True})
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo ok",
+                                                  "env": {"BIG": "\u00e9" * 1_900_000}})
+    # Too large for one environment string (execve's 128 KiB): the command cannot run,
+    # which is the command's failure, not the sandbox's.
+    assert r.status_code in (200, 413), r.text
+    if r.status_code == 200:
+        assert r.json()["exit_code"] == 127 and "too long" in r.json()["output"], r.text
+    assert c.get(f"/v1/sessions/{sid}").json()["status"] == "running"
+    cmd = c.get(f"/v1/sessions/{sid}/commands/{bg.json()['command_id']}").json()
+    assert cmd["status"] == "running", cmd
+    after = c.post(f"/v1/sessions/{sid}/exec", json={"command": "echo still"})
+    assert after.json()["output"] == "still\n", after.text
