@@ -183,3 +183,14 @@ def session_id(tenant: Tenant) -> str:
     r = tenant.client.post("/v1/sessions", json={})
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+@pytest.fixture(autouse=True)
+def _umask_unchanged() -> Iterator[None]:
+    """No test leaves the process umask changed (the in-process tier's servers set 077,
+    and every later mkdir of the suite would quietly lose its o+x)."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    after = os.umask(before)
+    assert after == before, f"the umask was left at {after:o} (was {before:o})"

@@ -24,7 +24,7 @@ def inproc_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # ended with the tier: it sets a process-wide umask
 async def api(inproc_root: Path) -> AsyncIterator[Api]:
     """The shared app (admin client: `api.admin`)."""
     async with serving(inproc_root / "shared") as running:

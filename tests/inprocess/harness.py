@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -91,6 +92,10 @@ async def serving(root: Path, **overrides: object) -> AsyncIterator[Api]:
     root.chmod(0o711)  # the data dir's parents must be enterable (datadir.py checks)
     settings = settings_for(root, **overrides)
     runtime = FakeRuntime(root / "sandboxes")
+    # The server makes its files private with a process-wide umask (077); in this
+    # process the rest of the suite must get its own back afterwards.
+    umask = os.umask(0o022)
+    os.umask(umask)
     app = create_app(settings, runtime=runtime)
     started, stop = asyncio.Event(), asyncio.Event()
 
@@ -112,6 +117,7 @@ async def serving(root: Path, **overrides: object) -> AsyncIterator[Api]:
         await api.close()
         stop.set()
         await task
+        os.umask(umask)
 
 
 def error(r: httpx.Response, status: int, code: str) -> str:
