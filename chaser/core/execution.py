@@ -217,6 +217,8 @@ class Executor:
         async def start_and_run() -> None:
             try:
                 async with self.sessions.starts.turn(tenant):
+                    if cmd.abandoned:  # its request left while it waited: start nothing
+                        return
                     await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
                                     stdin_pipe=False, stdin_text=req.stdin,
                                     timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)

@@ -21,6 +21,9 @@ from chaser.tasks import TaskSet
 log = logging.getLogger("chaser.runtime")
 
 MAX_AGENT_PACKET = 4096  # the agent's messages are tiny; anything bigger is an attack
+# The largest message to the agent. The socket's buffer is forced to 8 MiB, but the
+# kernel refuses SEQPACKET messages past about 4 MiB (ENOBUFS) on some kernels.
+MAX_SEND_BYTES = 4 * 1024 * 1024 - 128 * 1024
 MAX_MESSAGES_PER_WAKEUP = 64
 CLOSE_GRACE_S = 2.0
 # The agent (PID 1, which commands cannot stop) answers each spawn within 10 s even when
@@ -112,6 +115,8 @@ class AgentSandbox:
             data = json.dumps(msg, ensure_ascii=False).encode()
         except UnicodeEncodeError:  # a lone surrogate: only the escaped form carries it
             data = json.dumps(msg).encode()
+        if len(data) > MAX_SEND_BYTES:
+            raise _too_large()
         try:
             socket.send_fds(self.sock, [data], fds or [])
         except BlockingIOError:
@@ -121,9 +126,8 @@ class AgentSandbox:
             raise SandboxFailed(f"sandbox {self.name} stopped answering (its agent is "
                                 "wedged) and has been ended") from None
         except OSError as e:
-            if e.errno == errno.EMSGSIZE:  # this request is too large; the sandbox is fine
-                raise PayloadTooLarge("the command, its environment and cwd are too large "
-                                      "together; send less (a file, or stdin)") from None
+            if e.errno in (errno.EMSGSIZE, errno.ENOBUFS, errno.ENOMEM):
+                raise _too_large() from None  # this request is too large; the sandbox is fine
             self._shutdown()
             raise SandboxFailed(f"sandbox {self.name} is gone: {e}") from e
 
@@ -315,6 +319,11 @@ def _int(value: object) -> int:
     if type(value) is not int or not -(2**31) <= value < 2**31:
         raise ProtocolViolation("a field that is not a small integer")
     return value
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge("the command, its environment (the session's and the request's "
+                           "together) and cwd are too large; send less (a file, or stdin)")
 
 
 def _refusal(error: str, reason: str) -> ServiceError:

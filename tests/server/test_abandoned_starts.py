@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.conftest import ServerProcess
 from tests.server.test_fair_share import new_key, own_server
+from tests.types import Tenant
 
 
 def drop_requests(srv: ServerProcess, key: str, path: str, body: dict[str, object],
@@ -85,3 +86,50 @@ def test_requests_dropped_mid_start_leave_nothing_behind(tmp_root: Path) -> None
         c.close()
     finally:
         srv.stop()
+
+
+def test_a_workspace_start_dropped_mid_resize_leaves_the_disk_whole(server: ServerProcess,
+                                                                    tenant: Tenant) -> None:
+    """A dropped request that was growing a workspace's disk (mkfs, e2fsck, resize2fs in a
+    thread) used to release the disk's lock while the tools still ran: the next request
+    prepared the same image at the same time and corrupted it. The grow now runs to its
+    end; the next request waits for it, and the session nobody wants is stopped."""
+    c = tenant.client
+    for n, delay_ms in enumerate((5, 15, 30, 60)):
+        ws = f"grow-drop-{n}-{secrets.token_hex(3)}"
+        r = c.post("/v1/exec", json={"workspace": ws, "command": "echo kept > f",
+                                     "limits": {"disk_mb": 64}})
+        assert r.status_code == 200, r.text
+        for s in c.get("/v1/sessions", params={"status": "running"}).json()["sessions"]:
+            if s["workspace"] == ws:
+                c.delete(f"/v1/sessions/{s['id']}")
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw = json.dumps({"workspace": ws, "command": "true",
+                          "limits": {"disk_mb": 4000 + 100 * n}}).encode()
+        conn.sendall(f"POST /v1/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     f"{tenant.key}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        time.sleep(delay_ms / 1000)
+        conn.close()
+        r = c.post("/v1/exec", json={"workspace": ws, "command":
+                                     "cat f && head -c 20000000 /dev/zero > g && echo wrote"})
+        assert r.status_code == 200 and r.json()["output"] == "kept\nwrote\n", (delay_ms, r.text)
+
+
+def test_an_oversized_spawn_is_refused_and_the_session_lives(server: ServerProcess,
+                                                            tenant: Tenant) -> None:
+    """The session's environment and the request's together past what one message to the
+    agent may carry: 413, not the end of the session and its background commands."""
+    c = tenant.client
+    # Within execve's limits (128 KiB a string, about 2 MiB in all), so commands run.
+    env = {f"BIG{i}": "x" * 120_000 for i in range(14)}
+    sid = c.post("/v1/sessions", json={"env": env}).json()["id"]
+    bg = c.post(f"/v1/sessions/{sid}/exec", json={"command": "sleep 600", "background": True})
+    assert bg.status_code == 201, bg.text
+    more = {f"MORE{i}": "y" * 120_000 for i in range(20)}
+    r = c.post(f"/v1/sessions/{sid}/exec", json={"command": "true", "env": more})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text
+    assert c.get(f"/v1/sessions/{sid}").json()["status"] == "running"
+    cmd = c.get(f"/v1/sessions/{sid}/commands/{bg.json()['command_id']}").json()
+    assert cmd["status"] == "running", cmd
