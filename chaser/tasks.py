@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger("chaser")
@@ -36,11 +36,24 @@ class TaskSet:
         task.add_done_callback(self._done)
         return task
 
-    def hold(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
-        """Hold a task someone else started (and handles the outcome of) until it ends."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    async def carry(self, work: Coroutine[Any, Any, T], *,
+                    orphaned: Callable[[T], object] | None = None) -> T:
+        """Run `work` to its end even when the caller is cancelled meanwhile (a start
+        cancelled half-way could leave a process or a mount nobody owns); what it then
+        makes for nobody goes to `orphaned`."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._tasks.add(task)
+
+            def done(t: asyncio.Future[T]) -> None:
+                self._tasks.discard(t)
+                if not t.cancelled() and t.exception() is None and orphaned is not None:
+                    orphaned(t.result())
+
+            task.add_done_callback(done)
+            raise
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -93,14 +93,8 @@ class Executor:
         # Started to its end whatever becomes of the request: cancelled half-way, a
         # process could be up with no record, no reaper and no charge. A foreground
         # command whose request left meanwhile is ended once it is recorded.
-        starting = asyncio.ensure_future(self._start_charged(live, req, grant))
-        try:
-            return await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            if not req.background:
-                starting.add_done_callback(_abandon_started)
-            self.tasks.hold(starting)
-            raise
+        return await self.tasks.carry(self._start_charged(live, req, grant),
+                                      orphaned=None if req.background else RunningCommand.abandon)
 
     async def _start_charged(self, live: LiveSession, req: SessionExecRequest,
                              grant: Grant) -> RunningCommand:
@@ -226,16 +220,11 @@ class Executor:
             finally:
                 grant.release()
 
-        run = asyncio.ensure_future(start_and_run())
         try:
             try:
-                await asyncio.shield(run)
+                await self.tasks.carry(start_and_run())
             except asyncio.CancelledError:
-                cmd.abandon()
-                self.tasks.hold(run)
-                run.add_done_callback(lambda _: cmd.output.delete())
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(run), KILL_SETTLE_S)
+                cmd.abandon()  # ended now, or as soon as its start is through
                 raise
             _check_recorded(cmd)
             if cmd.exit_status is not None and cmd.exit_status.setup_failed:
@@ -244,8 +233,7 @@ class Executor:
             result.command_id = None
             return result
         finally:
-            if run.done():
-                cmd.output.delete()
+            cmd.output.delete()  # closed first: output still arriving is dropped
 
     def _new_log(self, session_id: str, command_id: str) -> OutputLog:
         log = OutputLog(self.settings.logs_dir / session_id / command_id,
@@ -375,12 +363,6 @@ def _check_recorded(cmd: RunningCommand) -> None:
         raise StorageFull("the server's disk is full: the command's output could not be "
                           "recorded, so the command was ended (its whole tree); try again "
                           "once space is freed")
-
-
-def _abandon_started(starting: asyncio.Future[RunningCommand]) -> None:
-    """A foreground command finished starting after its request left: end it."""
-    if not starting.cancelled() and starting.exception() is None:
-        starting.result().abandon()
 
 
 def _setup_error(reason: str) -> ServiceError:

@@ -131,14 +131,9 @@ class SessionService:
         # Carried to its end whatever becomes of the request: cancelled half-way, a
         # workspace disk could be half made or left mounted, a sandbox left unowned. A
         # session whose request left meanwhile is stopped once it is up.
-        starting = asyncio.ensure_future(self._create_charged(tenant, req, limits,
-                                                              idle_timeout_s, grant))
-        try:
-            return await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            starting.add_done_callback(self._stop_unwanted)
-            self.tasks.hold(starting)
-            raise
+        return await self.tasks.carry(
+            self._create_charged(tenant, req, limits, idle_timeout_s, grant),
+            orphaned=lambda live: self.tasks.spawn(self.stop(live, "client_disconnected")))
 
     async def _create_charged(self, tenant: str, req: SessionCreate, limits: Limits,
                               idle_timeout_s: int | None, grant: Grant) -> LiveSession:
@@ -149,11 +144,6 @@ class SessionService:
             raise
         live.grant = grant
         return live
-
-    def _stop_unwanted(self, starting: asyncio.Future[LiveSession]) -> None:
-        """A session finished starting after its request left: nobody will use it."""
-        if not starting.cancelled() and starting.exception() is None:
-            self.tasks.spawn(self.stop(starting.result(), "client_disconnected"))
 
     async def _create(self, tenant: str, req: SessionCreate, limits: Limits,
                       idle_timeout_s: int | None) -> LiveSession:
