@@ -194,3 +194,18 @@ def _umask_unchanged() -> Iterator[None]:
     yield
     after = os.umask(before)
     assert after == before, f"the umask was left at {after:o} (was {before:o})"
+
+
+def kernel_log_marker(label: str) -> str:
+    """Write a unique line to the kernel log; `kernel_log_since` reads what follows it
+    (so a test judges only the kernel messages of its own run, not the machine's past)."""
+    marker = f"{label}-{secrets.token_hex(6)}"
+    with open("/dev/kmsg", "w") as kmsg:
+        kmsg.write(marker + "\n")
+    return marker
+
+
+def kernel_log_since(marker: str) -> str:
+    """The kernel log after `marker` (all of it if the marker is gone from the ring)."""
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+    return dmesg.split(marker)[-1]

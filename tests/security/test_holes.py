@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from chaser.runtime.agent_client import descendants
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, kernel_log_marker, kernel_log_since
 from tests.types import NewTenant, Tenant
 
 EVIL_SO = r"""
@@ -486,6 +486,7 @@ def test_concurrent_starts_never_resize_a_disk_in_use(server: ServerProcess,
                                                       tenant: Tenant) -> None:
     """Two sessions racing onto one new workspace with different disk sizes: one disk
     operation at a time, never a check or resize of a disk that is mounted or in use."""
+    marker = kernel_log_marker("chaser-race-start")
     c = tenant.client
     for n in range(4):
         ws = f"race{n}-{secrets.token_hex(3)}"
@@ -499,8 +500,7 @@ def test_concurrent_starts_never_resize_a_disk_in_use(server: ServerProcess,
         assert codes in ([201, 201], [201, 409]), codes
         r = c.post("/v1/exec", json={"workspace": ws, "command": "echo ok > f && cat f"})
         assert r.json().get("output") == "ok\n", r.text
-    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    assert "bad block bitmap checksum" not in dmesg.split("chaser-race-start")[-1]
+    assert "bad block bitmap checksum" not in kernel_log_since(marker)
 
 
 def test_a_large_valid_request_never_ends_its_session(server: ServerProcess,

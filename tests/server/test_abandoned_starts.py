@@ -13,7 +13,7 @@ import struct
 import time
 from pathlib import Path
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, kernel_log_marker, kernel_log_since
 from tests.server.test_fair_share import new_key, own_server
 from tests.types import Tenant
 
@@ -94,6 +94,7 @@ def test_a_workspace_start_dropped_mid_resize_leaves_the_disk_whole(server: Serv
     thread) used to release the disk's lock while the tools still ran: the next request
     prepared the same image at the same time and corrupted it. The grow now runs to its
     end; the next request waits for it, and the session nobody wants is stopped."""
+    marker = kernel_log_marker("chaser-grow-drop")
     c = tenant.client
     for n, delay_ms in enumerate((5, 15, 30, 60)):
         ws = f"grow-drop-{n}-{secrets.token_hex(3)}"
@@ -115,6 +116,8 @@ def test_a_workspace_start_dropped_mid_resize_leaves_the_disk_whole(server: Serv
         r = c.post("/v1/exec", json={"workspace": ws, "command":
                                      "cat f && head -c 20000000 /dev/zero > g && echo wrote"})
         assert r.status_code == 200 and r.json()["output"] == "kept\nwrote\n", (delay_ms, r.text)
+    kernel = kernel_log_since(marker)
+    assert "bad block bitmap checksum" not in kernel and "Data will be lost" not in kernel
 
 
 def test_an_oversized_spawn_is_refused_and_the_session_lives(server: ServerProcess,
