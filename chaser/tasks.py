@@ -26,9 +26,6 @@ class TaskSet:
         self.owner = owner
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `work` in the background, held until it ends."""
         task = asyncio.get_running_loop().create_task(work)

@@ -120,7 +120,7 @@ class RunningCommand:
             raise
         self.state.pid = self.process.pid
         if self.abandoned:  # its request left while it started
-            self.kill(signal.SIGKILL, reason="client_disconnected")
+            self.abandon()
         for fd, stream in ((out_r, STDOUT), (err_r, STDERR)):
             pump = _Pump(self.output, stream)
             await loop.connect_read_pipe(lambda p=pump: p, os.fdopen(fd, "rb", 0))  # type: ignore[misc]

@@ -148,7 +148,8 @@ class Executor:
         self.tasks.spawn(cmd.run(on_end))
         return cmd
 
-    async def start(self, tenant: str, session_id: str, req: SessionExecRequest) -> BackgroundStarted:
+    async def start(self, tenant: str, session_id: str,
+                    req: SessionExecRequest) -> BackgroundStarted:
         """A background command in the session: returns once it started."""
         live = await self.sessions.require_live(tenant, session_id)
         cmd = await self.start_in_session(live, req.model_copy(update={"background": True}))

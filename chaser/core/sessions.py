@@ -215,7 +215,8 @@ class SessionService:
         try:
             for cmd in live.running_commands():
                 with contextlib.suppress(Conflict):
-                    cmd.kill(signal.SIGKILL, reason="session_" + reason if reason == "deleted" else reason)
+                    cmd.kill(signal.SIGKILL,
+                             reason="session_" + reason if reason == "deleted" else reason)
             await live.sandbox.close()
             running = live.running_commands()
             if running:

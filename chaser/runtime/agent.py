@@ -309,9 +309,11 @@ class Agent:
         self.sock = sock
         # shepherd pid -> [request id, command pid, report fd or None]
         self.shepherds: dict[int, list[Any]] = {}
-        self.reports: dict[int, int] = {}  # report fd -> shepherd pid, until the command's end is reported
+        # report fd -> shepherd pid, until the command's end is reported
+        self.reports: dict[int, int] = {}
         self.poll = select.poll()
-        self.closing: list[int] = []  # closed after each poll round, so no fd number is reused mid-round
+        # closed after each poll round, so no fd number is reused mid-round
+        self.closing: list[int] = []
         self.early: dict[int, str] = {}  # report fd -> what was read past the start line
 
     def spawn(self, msg: Message, fds: list[int]) -> None:

@@ -11,6 +11,7 @@ import secrets
 import socket
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import ServerProcess, kernel_log_marker, kernel_log_since
@@ -39,10 +40,10 @@ def drop_requests(srv: ServerProcess, key: str, path: str, body: dict[str, objec
         s.close()
 
 
-def settle(check: object, seconds: float = 10) -> None:
+def settle(check: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.2)
 
@@ -54,7 +55,8 @@ def test_requests_dropped_mid_start_leave_nothing_behind(tmp_root: Path) -> None
         c = srv.client(key)
         sid = c.post("/v1/sessions", json={}).json()["id"]
         assert srv.proc is not None
-        fds_before = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+        fd_dir = f"/proc/{srv.proc.pid}/fd"
+        fds_before = len(os.listdir(fd_dir))
         marker = f"47{secrets.randbelow(10**6)}.5"
         for _ in range(4):
             drop_requests(srv, key, "/v1/exec", {"ephemeral": True, "command": f"sleep {marker}",
@@ -81,8 +83,8 @@ def test_requests_dropped_mid_start_leave_nothing_behind(tmp_root: Path) -> None
         assert "chaser_start_slots_free 64.0" in metrics and "chaser_starts_waiting 0.0" in metrics
         r = c.post("/v1/exec", json={"ephemeral": True, "command": "echo ok"})
         assert r.status_code == 200 and r.json()["output"] == "ok\n", r.text
-        settle(lambda: len(os.listdir(f"/proc/{srv.proc.pid}/fd")) <= fds_before + 4)
-        assert len(os.listdir(f"/proc/{srv.proc.pid}/fd")) <= fds_before + 4
+        settle(lambda: len(os.listdir(fd_dir)) <= fds_before + 4)
+        assert len(os.listdir(fd_dir)) <= fds_before + 4
         c.close()
     finally:
         srv.stop()
