@@ -15,11 +15,17 @@ fi
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v setpriv >/dev/null || need+=(util-linux)
-[ -x /usr/bin/python3 ] || need+=(python3)  # the default image's python3 (and the in-sandbox agent)
+[ -x /usr/bin/python3 ] || need+=(python3)  # the default image's python3 (and the fallback agent)
 command -v curl >/dev/null || need+=(curl)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # workspace disks
 command -v losetup >/dev/null || need+=(mount)
 command -v ps >/dev/null || need+=(procps)
+# The static in-sandbox agent is compiled at server start: a compiler and a static libc.
+if ! command -v gcc >/dev/null; then
+  need+=(gcc libc6-dev)
+elif libc_a=$(gcc -print-file-name=libc.a) && [ ! -f "$libc_a" ]; then
+  need+=(libc6-dev)
+fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "chaser: installing ${need[*]}"

@@ -36,11 +36,11 @@ from collections import Counter
 from pathlib import Path
 
 from chaser.errors import Conflict, SandboxFailed
-from chaser.runtime import disks, images, seccomp
+from chaser.runtime import agent_build, disks, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
-from chaser.runtime.oneshot import ONESHOT_WRAPPER, OneShotProcess, command_env
+from chaser.runtime.oneshot import OneShotProcess, command_env
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
 from chaser.tasks import TaskSet
@@ -82,7 +82,10 @@ class BwrapRuntime:
         if cap_all is not None:
             # What every sandbox of this server may use together: the host keeps the rest.
             self.cgroups.limit_all(cap_all)
-        self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH)
+        # The static agent (C) runs on any image; without a compiler, the Python one.
+        static_agent = agent_build.build_agent(state_dir / "agent")
+        self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH,
+                                                static_agent)
         self.root_args = images.root_args(self.rootfs)
         self.seccomp = seccomp.filter_program()
         if self.seccomp is None:
@@ -236,7 +239,7 @@ class BwrapRuntime:
         for name, value in env.items():
             options += ["--setenv", name, value]
         try:
-            child, cgroup = await self._launch(spec, options, ["/bin/sh", "-c", ONESHOT_WRAPPER],
+            child, cgroup = await self._launch(spec, options, images.oneshot_argv(self.rootfs),
                                                stdin=stdin, stdout=io.stdout, stderr=io.stderr,
                                                keep=[status_w])
         except BaseException:

@@ -13,12 +13,14 @@ import subprocess
 from pathlib import Path
 
 from chaser.errors import ImageNotFound
+from chaser.runtime.oneshot import ONESHOT_WRAPPER
 
 DEFAULT_IMAGE = "default"
 SANDBOX_USER = "user"
 SANDBOX_UID = 1000
 SANDBOX_HOSTNAME = "sandbox"
 SANDBOX_PYTHON = "/usr/bin/python3"  # the host's /usr is the default image's
+STATIC_AGENT = ".chaser/agent"  # in the root; bwrap.py binds it into pulled images too
 
 # /etc entries a normal userland needs; everything else of the host's /etc stays hidden.
 ETC_ALLOWLIST = (
@@ -53,12 +55,15 @@ def check_image(image: str | None) -> str:
     return name
 
 
-def build_default_root(directory: Path, agent: Path) -> Path:
+def build_default_root(directory: Path, agent: Path, static_agent: Path | None = None) -> Path:
     """Lay out the default image's root once per server start; sandboxes bind it read-only.
 
     One prepared directory costs bubblewrap one mount where thirty /etc binds cost
     thirty: this is most of what makes a fresh sandbox cheap. The host's /usr is bound
     on top at run time; /etc holds copies of the allowlist and the generated files.
+    `/.chaser` holds the agents: `static_agent` (the C build, when there is one) as
+    `agent`, which sandboxes on pulled images bind too, and the Python `agent`
+    (`agent.py` and its byte-code), the fallback when there is none.
     """
     staging = directory.with_name(directory.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
@@ -90,6 +95,9 @@ def build_default_root(directory: Path, agent: Path) -> Path:
     for path in (staging, *staging.rglob("*")):
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
+    if static_agent is not None:
+        shutil.copyfile(static_agent, staging / STATIC_AGENT)
+        (staging / STATIC_AGENT).chmod(0o755)
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     return directory
@@ -106,10 +114,27 @@ def _compile(source: Path) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
+def has_static_agent(rootfs: Path) -> bool:
+    """Whether the default image's root at `rootfs` holds the static (C) agent."""
+    return (rootfs / STATIC_AGENT).is_file()
+
+
 def agent_argv(rootfs: Path) -> list[str]:
-    """How a sandbox on `rootfs` starts its agent: compiled when that worked."""
+    """How a sandbox starts its agent, by what the default image's root at `rootfs`
+    holds: the static one, else the Python one (byte-compiled when that worked)."""
+    if has_static_agent(rootfs):
+        return ["/" + STATIC_AGENT]
     name = "agent.pyc" if (rootfs / ".chaser" / "agent.pyc").is_file() else "agent.py"
     return [SANDBOX_PYTHON, "-I", "-S", f"/.chaser/{name}"]
+
+
+def oneshot_argv(rootfs: Path) -> list[str]:
+    """A one-shot sandbox's command (the request comes in its environment, see
+    oneshot.py): the static agent's `exec` entry, which needs no shell of the image's
+    to apply the request, else the shell wrapper."""
+    if has_static_agent(rootfs):
+        return ["/" + STATIC_AGENT, "exec"]
+    return ["/bin/sh", "-c", ONESHOT_WRAPPER]
 
 
 def root_args(rootfs: Path) -> list[str]:

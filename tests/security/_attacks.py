@@ -210,8 +210,10 @@ def cmdline(pid):
 def pids():
     return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 def agentish(pid):
-    """The agent (PID 1 of a session sandbox) or a shepherd (a fork of it)."""
-    return "/.chaser/agent.py" in cmdline(pid)
+    """The agent (PID 1 of a session sandbox) or a shepherd (a fork of it): the static
+    /.chaser/agent (not a one-shot's `agent exec`), or the Python fallback's agent.py(c)."""
+    c = cmdline(pid)
+    return c == "/.chaser/agent" or "/.chaser/agent.py" in c
 def status(pid):
     out = {}
     with open("/proc/%s/status" % pid) as f:

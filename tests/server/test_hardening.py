@@ -95,7 +95,8 @@ def test_warm_sandboxes_never_share_a_host_uid(server: ServerProcess, tenant: Te
             nspid = status.split("NSpid:")[1].split("\n")[0].split()
             # the agent itself (pid 1 inside: not its bwrap parents, nor the shepherds
             # forked from it), in sandboxes without a workspace
-            if (cmdline.startswith(b"/usr/bin/python3") and nspid[-1] == "1"
+            if (cmdline.split(b"\0")[0] in (b"/.chaser/agent", b"/usr/bin/python3")
+                    and nspid[-1] == "1"
                     and (uid - FIRST_BASE) % BLOCK >= BLOCK // 2):
                 agents.append(uid)
         except FileNotFoundError:

@@ -1,0 +1,114 @@
+"""Building the static in-sandbox agent (`agent.c`) when the server starts.
+
+The agent is compiled on the host rather than shipped as a binary: the source is
+reviewable, and the result matches the host's architecture. It is linked statically, so
+a sandbox needs nothing from its image to start it (no libc, no interpreter, no shell).
+A build is kept under a name derived from its source and flags, so an unchanged agent is
+compiled once and reused by every later start. Without a C compiler or a static libc,
+`build_agent` returns None and sandboxes fall back to the Python agent (`agent.py`, run
+by the default image's python3), which pulled images cannot use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger("chaser.runtime")
+
+SOURCE = Path(__file__).with_name("agent.c")
+# No -Werror here: a newer compiler's new warning must not silently cost a server its
+# static agent (the test suite builds with -Werror, where a warning is a finding).
+CFLAGS = ("-static", "-O2", "-s", "-Wall", "-Wextra")
+# The compiler sees nothing of the server's environment (CC, CFLAGS, GCC_EXEC_PREFIX or
+# LD_LIBRARY_PATH could change what it builds).
+BUILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "LC_ALL": "C"}
+BUILD_TIMEOUT_S = 120
+NAME_PREFIX = "agent-"
+
+
+def compiler() -> str | None:
+    """The host's C compiler (`cc`, else `gcc`), or None."""
+    for name in ("cc", "gcc"):
+        path = shutil.which(name, path=BUILD_ENV["PATH"])
+        if path:
+            return path
+    return None
+
+
+def build_agent(out_dir: Path, source: Path = SOURCE) -> Path | None:
+    """The static agent built from `source` into `out_dir` (a directory of its own:
+    earlier builds in it are removed), or None when this host cannot build it (a
+    warning says why; sandboxes then run the Python agent).
+
+    The binary is named by a hash of the source and flags: one already built from the
+    same source is returned as it is, and other builds of earlier sources are removed.
+    A build is written under a temporary name and renamed into place, so a crash or a
+    concurrent start never leaves a partial binary under the final name.
+    """
+    code = source.read_bytes()
+    digest = hashlib.sha256(code + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    target = out_dir / f"{NAME_PREFIX}{digest}"
+    if not target.is_file():
+        cc = compiler()
+        if cc is None:
+            log.warning("no C compiler (cc or gcc) on this host: sandboxes use the Python "
+                        "agent, and images other than 'default' cannot run; install gcc "
+                        "and libc6-dev (scripts/install.sh does)")
+            return None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not _compile(cc, source, target):
+            return None
+    _remove_stale(out_dir, keep=target)
+    return target
+
+
+def _compile(cc: str, source: Path, target: Path) -> bool:
+    """Compile `source` to `target` atomically; False (with a warning) on failure."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        proc = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(source)], env=BUILD_ENV,
+                              cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=BUILD_TIMEOUT_S)
+        if proc.returncode != 0:
+            detail = proc.stderr.decode(errors="replace").strip()[-600:]
+            log.warning("cannot build the static agent with %s (sandboxes use the Python "
+                        "agent; a static libc is needed: install libc6-dev): %s", cc, detail)
+            return False
+        if not _runs(tmp):
+            log.warning("the static agent built with %s does not run on this host "
+                        "(sandboxes use the Python agent)", cc)
+            return False
+        tmp.chmod(0o755)
+        os.replace(tmp, target)
+        log.info("built the static agent: %s", target)
+        return True
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("cannot build the static agent with %s (sandboxes use the Python "
+                    "agent): %s", cc, e)
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _runs(binary: Path) -> bool:
+    """Whether `binary` runs here, tried through its harmless one-shot entry (`exec`,
+    running /bin/true). Never its agent mode on the host: that is for PID 1 of a
+    sandbox only (it refuses to run as anything else)."""
+    proc = subprocess.run([str(binary), "exec"], env={"__SANDBOX_SHELL": "/bin/true"},
+                          cwd="/", stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+def _remove_stale(out_dir: Path, keep: Path) -> None:
+    """Remove the agents built from earlier sources."""
+    for path in out_dir.glob(NAME_PREFIX + "*"):
+        if path != keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
