@@ -5,10 +5,12 @@
     ├── Unauthorized          code: unauthorized
     ├── Forbidden             code: forbidden
     ├── NotFound              code: not_found, image_not_found
-    ├── Conflict              code: conflict, session_stopped, command_finished
-    ├── PayloadTooLarge       code: payload_too_large
+    ├── Conflict              code: conflict, session_stopped, command_finished, image_in_use
+    ├── PayloadTooLarge       code: payload_too_large, image_too_large
+    ├── Unprocessable         code: image_rejected (an image's content is refused)
     ├── OverLimit             code: tenant_limit, too_many_commands, pids_limit
     ├── StorageFull           code: storage_full
+    ├── BadGateway            code: image_pull_failed (a registry failed or lied)
     └── Unavailable           code: no_capacity, sandbox_failed
 
 Each carries a machine-readable `code` and a human message. The HTTP layer maps the
@@ -58,6 +60,16 @@ class Conflict(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
+
+
+class Unprocessable(ServiceError):
+    code = "unprocessable"
+
+
+class BadGateway(ServiceError):
+    """A server this one depends on (a registry) failed or answered nonsense."""
+
+    code = "bad_gateway"
 
 
 class OverLimit(ServiceError):

@@ -23,6 +23,8 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
+    errors.Unprocessable: 422,
+    errors.BadGateway: 502,
     errors.OverLimit: 429,
     errors.StorageFull: 507,
     errors.Unavailable: 503,
@@ -30,7 +32,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-              415: "unsupported_media_type", 422: "invalid_request", 429: "over_limit",
+              415: "unsupported_media_type", 422: "invalid_request", 429: "over_limit", 502: "bad_gateway",
               503: "no_capacity", 507: "storage_full"}
 
 
