@@ -21,9 +21,11 @@ class SettingError(ValueError):
     """A setting's value is not of the form it takes (the message says which and how)."""
 
 
-def _env(help: str, *, lo: float | None = None, hi: float | None = None) -> dict[str, object]:
-    """Metadata of a setting read from `CHASER_<NAME>`, with its range and meaning."""
-    return {"env": True, "help": help, "lo": lo, "hi": hi}
+def _env(help: str, *, lo: float | None = None, hi: float | None = None,
+         form: str = "number") -> dict[str, object]:
+    """Metadata of a setting read from `CHASER_<NAME>`, with its range and meaning;
+    `form` is "number", "list" (comma-separated) or "path"."""
+    return {"env": True, "help": help, "lo": lo, "hi": hi, "form": form}
 
 
 @dataclass
@@ -95,6 +97,26 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     warm_pool: int = field(default=2, metadata=_env(
         "started sandboxes kept ready for ephemeral runs (each used once)", lo=0, hi=64))
+    # Images (docs/images.md).
+    image_cache_mb: int | None = field(default=None, metadata=_env(
+        "what pulled images may take on disk together; least recently used unused ones "
+        "make room [default: a quarter of the data dir's filesystem]", lo=64))
+    max_image_mb: int = field(default=8192, metadata=_env(
+        "one image's size, compressed and unpacked (413 `image_too_large` past it)", lo=1))
+    image_pull_timeout_s: int = field(default=1800, metadata=_env(
+        "how long one pull may take", lo=1))
+    registry_mirrors: list[str] = field(default_factory=list, metadata=_env(
+        "mirrors tried first for Docker Hub images, as Docker's registry-mirrors "
+        "(comma-separated URLs)", form="list"))
+    allowed_registries: list[str] = field(default_factory=list, metadata=_env(
+        "the only registries (HOST[:PORT], docker.io for Docker Hub) images may be pulled "
+        "from; empty: any (comma-separated)", form="list"))
+    insecure_registries: list[str] = field(default_factory=list, metadata=_env(
+        "registries (HOST:PORT) reached over plain HTTP; loopback ones always are "
+        "(comma-separated)", form="list"))
+    registry_auth_file: Path | None = field(default=None, metadata=_env(
+        "credentials per registry, in the format of Docker's config.json (`auths`); "
+        "never shown to clients or sandboxes", form="path"))
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -157,13 +179,21 @@ class Settings:
         return self.data_dir / "runtime"
 
     @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
     def admin_key_file(self) -> Path:
         return self.data_dir / "admin.key"
 
 
-def _parse(name: str, raw: str, kind: object, meta: object) -> int | float:
+def _parse(name: str, raw: str, kind: object, meta: object) -> int | float | list[str] | Path:
     """`raw` as the setting's type, in its range; SettingError naming `name` otherwise."""
     assert isinstance(meta, dict) or hasattr(meta, "get")
+    if meta.get("form") == "list":
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if meta.get("form") == "path":
+        return Path(raw)
     as_float = "float" in str(kind)
     form = "a number" if as_float else "a whole number"
     lo, hi = meta.get("lo"), meta.get("hi")

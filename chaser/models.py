@@ -67,6 +67,9 @@ def _check_abs_path(path: str) -> str:
 
 
 WorkspaceName = Annotated[str, AfterValidator(check_workspace_name)]
+ImageName = Annotated[Text, Field(min_length=1, max_length=512,
+                                  description="An OCI reference (`node:20-bookworm`, "
+                                              "`ghcr.io/org/app:tag`, `host:5000/x@sha256:...`)")]
 EnvVars = Annotated[dict[str, str], AfterValidator(_check_env)]
 AbsPath = Annotated[str, AfterValidator(_check_abs_path)]
 
@@ -115,7 +118,7 @@ class ExecRequest(CommandRequest):
 
     workspace: WorkspaceName | None = None
     ephemeral: bool | None = None
-    image: str | None = None
+    image: ImageName | None = None
     limits: Limits | None = None  # a one-shot sandbox's, or a workspace's new session's
 
     @model_validator(mode="after")
@@ -131,7 +134,7 @@ class SessionCreate(_Strict):
     """`POST /v1/sessions`."""
 
     workspace: WorkspaceName | None = None
-    image: str | None = None
+    image: ImageName | None = None
     env: EnvVars | None = None
     cwd: AbsPath | None = None
     limits: Limits | None = None
@@ -312,3 +315,62 @@ class ExitEvent(BaseModel):
     exit_code: int | None = None
     signal: str | None = None
     end_reason: str | None = None
+
+
+# -- images ------------------------------------------------------------------------------
+
+
+
+class ImageConfigInfo(BaseModel):
+    """What an image's config says (Env, WorkingDir and User are honoured; see docs)."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = None
+    user: str | None = None
+    entrypoint: list[str] = Field(default_factory=list)
+    cmd: list[str] = Field(default_factory=list)
+
+
+class Image(BaseModel):
+    """An image in the server's cache."""
+
+    reference: str | None = None  # the first of `references`; None when untagged
+    references: list[str] = Field(default_factory=list)
+    digest: str  # the manifest's, for this machine's platform
+    size: int  # bytes unpacked
+    layers: int
+    config: ImageConfigInfo = Field(default_factory=ImageConfigInfo)
+    pulled_at: str
+    last_used_at: str
+    in_use: int = 0  # running sandboxes on it
+
+
+class ImageList(BaseModel):
+    images: list[Image]
+    cache_bytes: int
+    cache_limit_bytes: int
+
+
+class ImagePull(_Strict):
+    """`POST /v1/images/pull`."""
+
+    image: ImageName
+
+
+class ImagePrune(_Strict):
+    """`POST /v1/images/prune` (admins): unused images only, never one a sandbox runs on.
+
+    With no field, untagged images go (as `docker image prune`); `all` takes every
+    unused one; `older_than_s` those unused for that long; `max_total_mb` then the
+    least recently used until the cache fits.
+    """
+
+    all: bool = False
+    older_than_s: int | None = Field(default=None, ge=0)
+    max_total_mb: int | None = Field(default=None, ge=0)
+
+
+class PruneResult(BaseModel):
+    deleted: list[Image]
+    freed_bytes: int
+    cache_bytes: int

@@ -20,12 +20,19 @@ command -v curl >/dev/null || need+=(curl)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # workspace disks
 command -v losetup >/dev/null || need+=(mount)
 command -v ps >/dev/null || need+=(procps)
+command -v skopeo >/dev/null || need+=(skopeo)  # `images import`: docker save / OCI archives
 # The static in-sandbox agent is compiled at server start: a compiler and a static libc.
 if ! command -v gcc >/dev/null; then
   need+=(gcc libc6-dev)
 elif libc_a=$(gcc -print-file-name=libc.a) && [ ! -f "$libc_a" ]; then
   need+=(libc6-dev)
 fi
+case " $* " in
+  *" --dev "*)  # the image tests: a real registry on loopback, and a libc-free busybox
+    command -v docker-registry >/dev/null || need+=(docker-registry)
+    [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
+    ;;
+esac
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "chaser: installing ${need[*]}"

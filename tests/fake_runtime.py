@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 from chaser.errors import BadRequest, Conflict, SandboxFailed
-from chaser.runtime import disks, images
+from chaser.runtime import disks
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 
 MOUNTS = {"/workspace": "files", "/home/user": "home", "/tmp": "tmp"}
@@ -163,9 +163,6 @@ class FakeRuntime:
         return {"runtime": "fake", "cgroup": "none", "memory": False, "pids": False,
                 "cpu": False}
 
-    def check_image(self, image: str) -> None:
-        images.check_image(image)
-
     def workspace_uid(self, workspace_id: int) -> int:
         return FAKE_UID_BASE + workspace_id
 
@@ -194,8 +191,10 @@ class FakeRuntime:
         self._quota_mb[workspace_dir] = max(current, size_mb or current or self.default_disk_mb)
         self._users[workspace_dir] += 1
 
+    def forget_image(self, rootfs: Path) -> None:
+        return None  # no warm sandboxes here
+
     async def start(self, spec: SandboxSpec) -> FakeSandbox:
-        self.check_image(spec.image)
         if spec.workspace_dir is not None:
             self._take_workspace(spec.workspace_dir, spec.disk_mb)
             root, owned = spec.workspace_dir, False

@@ -17,6 +17,7 @@ from .keys import keys
 from .run import exec_command, shell
 from .sessions import sessions
 from .workspaces import workspaces
+from .images import images
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -64,13 +65,25 @@ and writes it to a 0600 file in the data dir (the log says where).""")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Any setting of docs/configuration.md (as CHASER_NAME), e.g. "
                    "--set max_sandboxes=64; wins over the variable.")
-def server(host: str, port: int, data_dir: Path | None, sets: tuple[str, ...]) -> None:
+@click.option("--registry-mirror", "mirrors", multiple=True, metavar="URL",
+              help="A mirror tried first for Docker Hub images (repeatable) "
+                   "[env: CHASER_REGISTRY_MIRRORS].")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="A registry reached over plain HTTP (repeatable; loopback ones always "
+                   "are) [env: CHASER_INSECURE_REGISTRIES].")
+@click.option("--registry-auth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Registry credentials, as Docker's config.json "
+                                   "[env: CHASER_REGISTRY_AUTH_FILE].")
+def server(host: str, port: int, data_dir: Path | None, sets: tuple[str, ...],
+           mirrors: tuple[str, ...], insecure: tuple[str, ...], registry_auth: Path | None) -> None:
     """Run the Chaser server in the foreground."""
     try:
         from chaser.server.run import serve
     except ImportError as e:
         fail(f"the server is not available in this installation ({e})")
-    serve(host=host, port=port, data_dir=data_dir, sets=sets)
+    serve(host=host, port=port, data_dir=data_dir, sets=sets,
+          registry_mirrors=list(mirrors) or None, insecure_registries=list(insecure) or None,
+          registry_auth_file=registry_auth)
 
 
 @cli.command(epilog="""\b
@@ -151,6 +164,7 @@ cli.add_command(sessions)
 cli.add_command(commands)
 cli.add_command(keys)
 cli.add_command(workspaces)
+cli.add_command(images)
 
 
 def main() -> None:

@@ -18,15 +18,18 @@ from chaser.models import (
     Command,
     ExecResult,
     ExitEvent,
+    Image,
+    ImageList,
     Limits,
     OutputEvent,
+    PruneResult,
     Session,
     StdinResult,
 )
 
-from ._async_client import AsyncClient, AsyncCommands, AsyncKeys, AsyncSessions
+from ._async_client import AsyncClient, AsyncCommands, AsyncImages, AsyncKeys, AsyncSessions
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
-from ._client import Client, Commands, Keys, Sessions
+from ._client import Client, Commands, Images, Keys, Sessions
 from ._config import DEFAULT_API_URL, Config, default_config_path, resolve_config
 from ._errors import (
     APIError,
@@ -57,6 +60,7 @@ __all__ = [
     "AsyncCommandHandle",
     "AsyncCommandStream",
     "AsyncCommands",
+    "AsyncImages",
     "AsyncKeys",
     "AsyncSessionHandle",
     "AsyncSessions",
@@ -73,11 +77,15 @@ __all__ = [
     "ConnectionError",
     "ExecResult",
     "ExitEvent",
+    "Image",
+    "ImageList",
+    "Images",
     "Keys",
     "Limits",
     "NotFoundError",
     "OutputEvent",
     "PermissionDeniedError",
+    "PruneResult",
     "RateLimitError",
     "ServerError",
     "ServerUnavailable",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+import httpx
+
 from chaser.models import (
     ApiKey,
     BackgroundStarted,
@@ -19,8 +21,11 @@ from chaser.models import (
     CommandList,
     DEFAULT_FOREGROUND_TIMEOUT_MS,
     ExecResult,
+    Image,
+    ImageList,
     KeyList,
     Limits,
+    PruneResult,
     Session,
     SessionList,
     Shell,
@@ -30,6 +35,8 @@ from chaser.models import (
     Workspace,
     WorkspaceList,
 )
+
+from ._errors import error_from_response
 
 T = TypeVar("T")
 
@@ -217,3 +224,55 @@ def key_list() -> Call[list[ApiKey]]:
 
 def key_revoke(key_id: str) -> Call[ApiKey]:
     return Call("DELETE", f"/v1/keys/{_seg(key_id)}", ApiKey.model_validate)
+
+
+# -- images ---------------------------------------------------------------------------
+
+IMAGE_PULL_WAIT_S = 3600.0  # a pull waits for its layers; the server bounds it too
+
+
+def image_path(name: str) -> str:
+    # A reference has slashes and colons of its own: the route takes the rest of the path.
+    return "/v1/images/" + quote(name, safe="/:@")
+
+
+def image_list() -> Call[ImageList]:
+    return Call("GET", "/v1/images", ImageList.model_validate)
+
+
+def image_get(name: str) -> Call[Image]:
+    return Call("GET", image_path(name), Image.model_validate)
+
+
+def image_pull(name: str) -> Call[Image]:
+    return Call("POST", "/v1/images/pull", Image.model_validate, json={"image": name},
+                read_timeout=IMAGE_PULL_WAIT_S)
+
+
+def image_delete(name: str) -> Call[Image]:
+    return Call("DELETE", image_path(name), Image.model_validate)
+
+
+def image_prune(all: bool, older_than_s: int | None, max_total_mb: int | None) -> Call[PruneResult]:
+    return Call("POST", "/v1/images/prune", PruneResult.model_validate,
+                json=_body(all=all or None, older_than_s=older_than_s, max_total_mb=max_total_mb))
+
+
+def image_import(name: str | None) -> Call[Image]:
+    """The call without its body: the clients stream the archive's file themselves."""
+    return Call("POST", "/v1/images/import", Image.model_validate,
+                params=_body(name=name), read_timeout=IMAGE_PULL_WAIT_S)
+
+
+def pull_event(event: str, data: dict[str, Any]) -> Image | None:
+    """The image once a pull's progress says `done`; the typed error for `error`."""
+    if event == "done":
+        return Image.model_validate(data["image"])
+    if event == "error":
+        err = data.get("error") or {}
+        status = int(err.get("status") or 502)
+        raise error_from_response(httpx.Response(status, json={"error": err}))
+    return None
+
+
+IMPORT_CHUNK = 1 << 20

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from chaser.models import (
     ApiKey,
     Command,
     ExecResult,
+    Image,
+    ImageList,
     Limits,
+    PruneResult,
     Session,
     Shell,
     TenantLimits,
@@ -22,11 +29,12 @@ from chaser.models import (
 
 from . import _api
 from ._config import Config, resolve_config
-from ._errors import ChaserError
+from ._errors import ChaserError, StreamError
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
 from ._http import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
+    api_error,
     client_options,
     parse_response,
     request_kwargs,
@@ -76,6 +84,7 @@ class AsyncClient:
         self.commands = AsyncCommands(self)
         self.keys = AsyncKeys(self)
         self.workspaces = AsyncWorkspaces(self)
+        self.images = AsyncImages(self)
 
     @property
     def api_url(self) -> str:
@@ -236,3 +245,67 @@ class AsyncWorkspaces:
     async def delete(self, name: str, *, force: bool = False) -> Workspace:
         """Delete a workspace and its files; `force` stops a session running on it."""
         return await self._client._call(_api.workspace_delete(name, force))
+
+
+_PULL_TIMEOUT = httpx.Timeout(10.0, read=_api.IMAGE_PULL_WAIT_S)
+
+
+class AsyncImages:
+    """`client.images`: the server's image cache (shared by every tenant)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> ImageList:
+        """Cached images, most recently used first, with the cache's size and cap."""
+        return await self._client._call(_api.image_list())
+
+    async def get(self, name: str) -> Image:
+        """One cached image, by reference or `sha256:` digest."""
+        return await self._client._call(_api.image_get(name))
+
+    async def pull(self, name: str, *,
+             progress: Callable[[str, dict[str, Any]], object] | None = None) -> Image:
+        """Pull `name` (a tag is looked up anew) and return it once cached. `progress`
+        gets each event of the pull (`resolved`, `progress` per layer, `unpacking`...)."""
+        if progress is None:
+            return await self._client._call(_api.image_pull(name))
+        async with aconnect_sse(self._client._http, "POST", "/v1/images/pull",
+                                json={"image": name}, timeout=_PULL_TIMEOUT) as source:
+            if not source.response.is_success:
+                await source.response.aread()
+                raise api_error(source.response, self._client.config)
+            async for sse in source.aiter_sse():
+                data = json.loads(sse.data) if sse.data else {}
+                progress(sse.event, data)
+                image = _api.pull_event(sse.event, data)
+                if image is not None:
+                    return image
+        raise StreamError(f"the progress of pulling {name} ended before the pull did")
+
+    async def delete(self, name: str) -> Image:
+        """Untag a reference, or delete by digest (admin keys; refused while in use)."""
+        return await self._client._call(_api.image_delete(name))
+
+    async def prune(self, *, all: bool = False, older_than_s: int | None = None,
+              max_total_mb: int | None = None) -> PruneResult:
+        """Delete unused images (admin keys): untagged ones, or `all`, or those unused for
+        `older_than_s`, then the least recently used until the cache fits `max_total_mb`."""
+        return await self._client._call(_api.image_prune(all, older_than_s, max_total_mb))
+
+    async def import_archive(self, path: str | Path, *, name: str | None = None) -> Image:
+        """Load a `docker save` tarball or an OCI archive from a local file (streamed)."""
+        call = _api.image_import(name)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as f:
+                while chunk := await asyncio.to_thread(f.read, _api.IMPORT_CHUNK):
+                    yield chunk
+
+        try:
+            response = await self._client._http.request(
+                call.method, call.path, params=call.params, content=chunks(),
+                timeout=_PULL_TIMEOUT)
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise transport_error(e, self._client.config) from None
+        return parse_response(call, response, self._client.config)

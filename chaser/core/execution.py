@@ -119,7 +119,7 @@ class Executor:
             except OSError as e:
                 raise StorageFull(f"the command's output cannot be recorded ({e.strerror}); "
                                   "it was not started") from None
-        spec = self.process_spec(req, live.row["env"], cwd)
+        spec = self.process_spec(req, live.env, cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
                         stdin_text=req.stdin, timeout_ms=timeout)
@@ -182,30 +182,32 @@ class Executor:
 
     async def _exec(self, tenant: str, req: ExecRequest) -> ExecResult:
         if req.workspace:
-            self.runtime.check_image(req.image or "default")
-            live = await self.sessions.for_workspace(tenant, req.workspace, req.limits)
-            if req.image and req.image != live.row["image"]:
-                raise BadRequest(f"workspace {req.workspace} runs image {live.row['image']}")
+            live = await self.sessions.for_workspace(tenant, req.workspace, req.limits, req.image)
             body = req.model_dump(exclude={"workspace", "ephemeral", "image", "limits"})
             return await self.run(tenant, live.id, SessionExecRequest(**body))
         return await self._ephemeral(tenant, req)
 
     async def _ephemeral(self, tenant: str, req: ExecRequest) -> ExecResult:
-        image = req.image or "default"
-        self.runtime.check_image(image)
+        image = await self.sessions.images.choose(req.image, tenant)
         cmd_id = new_id("cmd")
-        cwd = req.cwd or "/workspace"
+        cwd = req.cwd or image.working_dir or "/workspace"
         state = CommandState(id=cmd_id, session_id="", tenant="", command=req.command, cwd=cwd,
                              background=False)
         cmd = RunningCommand(state, self._new_log(EPHEMERAL_DIR, cmd_id))
         limits = self.sessions.limits_for(req.limits)
         group, group_limits = self.sessions.ledger.group(tenant)
-        spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image,
+        spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image.key,
+                           rootfs=image.rootfs,
                            limits=self.sessions.resource_limits(limits), group=group,
                            group_limits=group_limits, disk_mb=limits.disk_mb)
-        pspec = self.process_spec(req, {}, cwd)
-        grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
-                                           memory_mb=limits.memory_mb or 0)
+        pspec = self.process_spec(req, image.env, cwd)
+        self.sessions.images.hold(image, tenant)  # until the run ends (in start_and_run)
+        try:
+            grant = self.sessions.ledger.admit(tenant, sandboxes=1, commands=1,
+                                               memory_mb=limits.memory_mb or 0)
+        except BaseException:
+            self.sessions.images.release(image, tenant)
+            raise
         # Start and run as one task of its own that holds the grant to the end: a request
         # that leaves, even half-way through the start, ends the command, and its
         # sandbox still counts until it is gone.
@@ -220,6 +222,7 @@ class Executor:
                 await cmd.run(_nothing)
             finally:
                 grant.release()
+                self.sessions.images.release(image, tenant)
 
         try:
             try:

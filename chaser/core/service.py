@@ -13,6 +13,7 @@ from pathlib import Path
 from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.files import FileService
+from chaser.core.images import Images
 from chaser.core.keys import KeyService
 from chaser.core.logs import LogJanitor
 from chaser.core.output import OutputLog
@@ -21,6 +22,7 @@ from chaser.core.sessions import SessionService
 from chaser.core.telemetry import LiveCollector, Telemetry
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
+from chaser.images.store import ImageStore
 from chaser.models import UsageReport
 from chaser.runtime.base import Runtime
 from chaser.store.base import Store
@@ -32,14 +34,19 @@ log = logging.getLogger("chaser")
 class Chaser:
     """Sessions, commands and keys over one store and one sandbox runtime."""
 
-    def __init__(self, settings: Settings, store: Store, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime,
+                 images: ImageStore | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
+        self.images = images  # None: only the built-in default image
+        if images is not None:
+            images.on_drop = runtime.forget_image
         self.ledger = Ledger.for_host(settings)
         self.keys = KeyService(store, settings.admin_key, self.ledger)
         self.sessions = SessionService(settings, store, runtime, self.ledger)
         self.executor = Executor(settings, store, runtime, self.sessions)
+        self.sessions.images = Images(images)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
         self.files = FileService(self.executor)
         self.janitor = LogJanitor(settings, store, self._running_command_ids)
@@ -55,6 +62,8 @@ class Chaser:
     async def start(self) -> None:
         """Open state, settle what a previous run left behind, start housekeeping."""
         await self.store.open()
+        if self.images is not None:
+            await self.images.open()
         sessions, commands = await self.store.end_all_running(now_iso())
         if sessions or commands:
             log.info("marked %d sessions and %d commands of the previous run as ended",
@@ -109,6 +118,8 @@ class Chaser:
         await self.sessions.close_all()
         await self.executor.tasks.close()  # the stopped sessions' commands have settled
         await self.runtime.close()
+        if self.images is not None:
+            await self.images.close()
         await self.store.close()
 
     async def _expire_logs_forever(self, every_s: float = 3600) -> None:

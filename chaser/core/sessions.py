@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from chaser.config import Settings
 from chaser.core.commands import RunningCommand
+from chaser.core.images import DEFAULT_CHOICE, ImageChoice, Images, same_image
 from chaser.core.util import new_id, now_iso
 from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
@@ -44,6 +45,12 @@ class LiveSession:
     stopping: bool = False  # still findable while its commands settle; takes no new ones
     auto: bool = False  # made by /v1/exec for its workspace, so /v1/exec may reuse it
     grant: Grant | None = None  # its sandbox, session and memory in the tenant's share
+    image: ImageChoice = DEFAULT_CHOICE  # held until the session stops
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What its commands' environment starts from: the image's, then the session's."""
+        return {**self.image.env, **self.row["env"]}
 
     @property
     def id(self) -> str:
@@ -71,6 +78,7 @@ class SessionService:
         self.runtime = runtime
         self.ledger = ledger
         self.starts = StartQueue(settings.concurrent_starts)  # fair between tenants
+        self.images = Images(None)  # the core gives it the image cache
         self.tasks = TaskSet("sessions")  # each live session's watch on its sandbox
         self.live: dict[str, LiveSession] = {}
         self.unsaved: dict[str, Row] = {}  # ended sessions whose end is not stored yet
@@ -122,32 +130,40 @@ class SessionService:
     async def start(self, tenant: str, req: SessionCreate, *,
                     idle_timeout_s: int | None = None) -> LiveSession:
         """Start a session's sandbox and record it; the live session, for the core."""
-        self.runtime.check_image(req.image or "default")
         limits = self.limits_for(req.limits)
-        # Admitted before the sandbox starts, in one step with the check, so concurrent
-        # creates cannot slip past a limit while sandboxes start.
-        grant = self.ledger.admit(tenant, sandboxes=1, sessions=1,
-                                  memory_mb=limits.memory_mb or 0)
+        # Pulled (when new) before anything is admitted: a pull is not a sandbox. Held
+        # from here on, so it cannot be deleted before the sandbox is up on it.
+        image = await self.images.choose(req.image, tenant)
+        self.images.hold(image, tenant)
+        try:
+            # Admitted before the sandbox starts, in one step with the check, so
+            # concurrent creates cannot slip past a limit while sandboxes start.
+            grant = self.ledger.admit(tenant, sandboxes=1, sessions=1,
+                                      memory_mb=limits.memory_mb or 0)
+        except BaseException:
+            self.images.release(image, tenant)
+            raise
         # Carried to its end whatever becomes of the request: cancelled half-way, a
         # workspace disk could be half made or left mounted, a sandbox left unowned. A
         # session whose request left meanwhile is stopped once it is up.
         return await self.tasks.carry(
-            self._create_charged(tenant, req, limits, idle_timeout_s, grant),
+            self._create_charged(tenant, req, image, limits, idle_timeout_s, grant),
             orphaned=lambda live: self.tasks.spawn(self.stop(live, "client_disconnected")))
 
-    async def _create_charged(self, tenant: str, req: SessionCreate, limits: Limits,
-                              idle_timeout_s: int | None, grant: Grant) -> LiveSession:
+    async def _create_charged(self, tenant: str, req: SessionCreate, image: ImageChoice,
+                              limits: Limits, idle_timeout_s: int | None,
+                              grant: Grant) -> LiveSession:
         try:
-            live = await self._create(tenant, req, limits, idle_timeout_s)
+            live = await self._create(tenant, req, image, limits, idle_timeout_s)
         except BaseException:
+            self.images.release(image, tenant)
             grant.release()
             raise
         live.grant = grant
         return live
 
-    async def _create(self, tenant: str, req: SessionCreate, limits: Limits,
-                      idle_timeout_s: int | None) -> LiveSession:
-        image = req.image or "default"
+    async def _create(self, tenant: str, req: SessionCreate, image: ImageChoice,
+                      limits: Limits, idle_timeout_s: int | None) -> LiveSession:
         if req.workspace and not (req.limits and req.limits.disk_mb):
             # Not asked: the workspace's disk keeps its size (the default sizes new ones).
             limits = limits.model_copy(update={"disk_mb": None})
@@ -165,7 +181,8 @@ class SessionService:
                 await self.store.touch_workspace(ws.id, now_iso())
             workspace_dir = self.settings.workspaces_dir / str(ws.id)
         group, group_limits = self.ledger.group(tenant)
-        spec = SandboxSpec(name=session_id, uid=uid, image=image, workspace_dir=workspace_dir,
+        spec = SandboxSpec(name=session_id, uid=uid, image=image.key, rootfs=image.rootfs,
+                           workspace_dir=workspace_dir,
                            limits=self.resource_limits(limits), group=group,
                            group_limits=group_limits, disk_mb=limits.disk_mb)
         started = time.monotonic()
@@ -175,13 +192,13 @@ class SessionService:
             self.telemetry.sandbox_start_seconds.observe(time.monotonic() - started)
         now = now_iso()
         row: Row = {
-            "id": session_id, "tenant": tenant, "workspace": req.workspace, "image": image,
+            "id": session_id, "tenant": tenant, "workspace": req.workspace, "image": image.name,
             "status": "running", "created_at": now, "ended_at": None, "end_reason": None,
-            "env": req.env or {}, "cwd": req.cwd or "/workspace",
+            "env": req.env or {}, "cwd": req.cwd or image.working_dir or "/workspace",
             "limits": limits.model_dump(), "last_activity_at": now,
             "idle_timeout_s": req.idle_timeout_s or idle_timeout_s or self.settings.idle_timeout_s,
         }
-        live = LiveSession(row, tenant, sandbox)
+        live = LiveSession(row, tenant, sandbox, image=image)
         self.live[session_id] = live
         try:
             await self.store.insert_session(row)
@@ -231,6 +248,7 @@ class SessionService:
             self.live.pop(live.id, None)
             if live.grant is not None:
                 live.grant.release()
+            self.images.release(live.image, live.tenant)
             self._touch_logs(live.id)
         return live.row
 
@@ -320,9 +338,11 @@ class SessionService:
             await asyncio.to_thread(purge_session, self.settings.logs_dir, session_id)
         return to_session(row)
 
-    async def for_workspace(self, tenant: str, workspace: str,
-                            limits: Limits | None = None) -> LiveSession:
-        """The workspace's running session, started on first use (one at a time)."""
+    async def for_workspace(self, tenant: str, workspace: str, limits: Limits | None = None,
+                            image: str | None = None) -> LiveSession:
+        """The workspace's running session, started on first use (one at a time). Asked
+        for another image, an idle one is replaced: the workspace's files stay, the root
+        is the new image's."""
         key = (tenant, workspace)
         lock = self._ws_locks.setdefault(key, asyncio.Lock())
         try:
@@ -332,8 +352,16 @@ class SessionService:
                 for live in self.live.values():
                     if (live.auto and not live.stopping and live.tenant == tenant
                             and live.row["workspace"] == workspace):
-                        return live
-                live = await self.start(tenant, SessionCreate(workspace=workspace, limits=limits),
+                        if image is None or same_image(image, live.row["image"]):
+                            return live
+                        if live.running_commands() or live.starting:
+                            raise Conflict(f"workspace {workspace} is running commands on "
+                                           f"image {live.row['image']}; wait for them before "
+                                           f"using image {image}", "workspace_busy")
+                        await self.stop(live, "image_changed")
+                        break
+                live = await self.start(tenant, SessionCreate(workspace=workspace, limits=limits,
+                                                              image=image),
                                         idle_timeout_s=self.settings.workspace_idle_timeout_s)
                 live.auto = True
                 return live
@@ -357,7 +385,7 @@ class SessionService:
                                     idle_timeout_s=self.settings.workspace_idle_timeout_s)
         else:
             raise BadRequest("give session_id or workspace")
-        if image and image != live.row["image"]:
+        if image and not same_image(image, live.row["image"]):
             raise BadRequest(f"session {live.id} runs image {live.row['image']}, not {image}")
         return live
 

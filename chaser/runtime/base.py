@@ -18,6 +18,8 @@ from chaser.runtime.cgroups import ResourceLimits
 class SandboxSpec:
     """How to build one sandbox.
 
+    `image` names the root (shown, and part of what a warm sandbox is shaped by);
+    `rootfs` is an unpacked OCI image's root, None for the built-in default image.
     `workspace_dir` is a host directory whose `files`, `home` and `tmp` subdirectories
     become `/workspace`, `/home/user` and `/tmp`; None gives private, empty tmpfs mounts
     that vanish with the sandbox. `uid` is the host uid the sandbox runs as; None lets
@@ -29,6 +31,7 @@ class SandboxSpec:
     name: str
     uid: int | None = None
     image: str = "default"
+    rootfs: Path | None = None
     workspace_dir: Path | None = None
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     group: str | None = None
@@ -104,9 +107,6 @@ class Runtime(Protocol):
 
     def describe(self) -> dict[str, object]: ...
 
-    def check_image(self, image: str) -> None:
-        """Raise ImageNotFound when `image` cannot be used."""
-
     def workspace_uid(self, workspace_id: int) -> int:
         """The host uid a workspace's sandboxes run as (its files belong to it)."""
 
@@ -123,6 +123,9 @@ class Runtime(Protocol):
         """Bytes a workspace's files take (blocking; call it from a thread)."""
 
     async def start(self, spec: SandboxSpec) -> Sandbox: ...
+
+    def forget_image(self, rootfs: Path) -> None:
+        """An image's root is being deleted: drop what was prepared on it (warm sandboxes)."""
 
     async def run_once(self, spec: SandboxSpec, proc: ProcessSpec, io: ProcessIO) -> Process:
         """Run one process in a fresh sandbox that ends with it (the ephemeral path)."""

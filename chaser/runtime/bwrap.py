@@ -36,10 +36,11 @@ from collections import Counter
 from pathlib import Path
 
 from chaser.errors import Conflict, SandboxFailed
-from chaser.runtime import agent_build, disks, images, seccomp
+from chaser.runtime import agent_build, disks, image_roots, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
+from chaser.runtime.overlays import Overlays
 from chaser.runtime.oneshot import OneShotProcess, command_env
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
@@ -93,6 +94,12 @@ class BwrapRuntime:
                         platform.machine())
         self.pool = WarmPool(self.start, warm_pool)
         self.uids = uids
+        # Sandboxes on pulled images: a writable layer each over the shared image.
+        self.overlays = Overlays(state_dir / "roots", uids.base)
+        self.overlays.setup()
+        if not self.overlays.available:
+            log.warning("image roots will be read-only (no idmapped overlay: %s)",
+                        self.overlays.why_not)
         self.default_disk_mb = default_disk_mb
         self._mounted: set[Path] = set()  # workspace disks this server mounted
         self._disk_users: Counter[Path] = Counter()  # running sandboxes on each disk
@@ -104,8 +111,8 @@ class BwrapRuntime:
         return {"runtime": "bubblewrap", "seccomp": self.seccomp is not None,
                 "pool": dict(self.pool.stats), **self.cgroups.describe()}
 
-    def check_image(self, image: str) -> None:
-        images.check_image(image)
+    def forget_image(self, rootfs: Path) -> None:
+        self.pool.forget(rootfs)
 
     def _hold_disk(self, workspace_dir: Path, sandbox: AgentSandbox) -> None:
         """Release the sandbox's count on the workspace's disk (taken at launch) when it
@@ -228,7 +235,6 @@ class BwrapRuntime:
                        io: ProcessIO) -> OneShotProcess | PooledProcess:
         """Run one command in a sandbox of its own that ends with it: a warm one from the
         pool when there is one, else a fresh one with the command as its only process."""
-        self.check_image(spec.image)
         warm = self.pool.take(spec)
         if warm is not None:
             return await self.pool.run(warm, proc, io)
@@ -271,17 +277,38 @@ class BwrapRuntime:
         `extra` may carry request data (it goes to bwrap through a memfd, never argv);
         `argv` must not: it is visible in the argv of the root-run launchers.
         """
-        self.check_image(spec.image)
+        if spec.rootfs is not None and not self.static_agent.is_file():
+            raise SandboxFailed("sandboxes on images other than 'default' need the static "
+                                "agent, which this server could not build (install gcc and "
+                                "libc6-dev: the README's install command does)")
         uid = self._uid(spec)
         if spec.workspace_dir is not None:
             await self._take_disk(spec.workspace_dir, uid, spec.disk_mb)
+        root = None
         try:
-            return await self._launch_taken(spec, uid, extra, argv, stdin=stdin,
-                                            stdout=stdout, stderr=stderr, keep=keep)
+            if spec.rootfs is not None and self.overlays.available:
+                size = (spec.disk_mb or self.default_disk_mb) * disks.MIB
+                root = await asyncio.to_thread(self.overlays.mount, spec.name, spec.rootfs,
+                                               uid, size)
+            proc, cgroup = await self._launch_taken(spec, uid, root, extra, argv, stdin=stdin,
+                                                    stdout=stdout, stderr=stderr, keep=keep)
         except BaseException:
             if spec.workspace_dir is not None:
                 self._disk_users[spec.workspace_dir] -= 1
+            if root is not None:
+                await asyncio.to_thread(self.overlays.unmount, spec.name)
             raise
+        if root is not None:
+            self._tasks.spawn(self._unmount_after(spec.name, proc))
+        return proc, cgroup
+
+    async def _unmount_after(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        """A sandbox's writable root goes when its bubblewrap has exited (with it, every
+        process of the sandbox)."""
+        try:
+            await proc.wait()
+        finally:
+            await asyncio.to_thread(self.overlays.unmount, name)
 
     async def _take_disk(self, workspace_dir: Path, uid: int, size_mb: int | None) -> None:
         """Prepare a workspace's disk and count one more sandbox on it. One launch at a
@@ -302,15 +329,17 @@ class BwrapRuntime:
             self._disk_users[workspace_dir] += 1
             self._mounted.add(workspace_dir)
 
-    async def _launch_taken(self, spec: SandboxSpec, uid: int, extra: list[str],
-                            argv: list[str], *, stdin: int, stdout: int, stderr: int,
+    async def _launch_taken(self, spec: SandboxSpec, uid: int, root: Path | None,
+                            extra: list[str], argv: list[str], *, stdin: int, stdout: int,
+                            stderr: int,
                             keep: list[int] | None) -> tuple[asyncio.subprocess.Process,
                                                              Cgroup | None]:
         # bwrap reads its options from a memfd (--args), so host paths stay out of the
         # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
         # program comes through a memfd as well. Encoded first: nothing may fail after
         # the cgroup exists without removing it.
-        options_blob = b"".join(a.encode() + b"\0" for a in [*self._bwrap_args(spec), *extra])
+        options_blob = b"".join(a.encode() + b"\0"
+                                for a in [*self._bwrap_args(spec, root), *extra])
         try:
             cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits,
                                              spec.group, spec.group_limits)
@@ -350,12 +379,30 @@ class BwrapRuntime:
                 os.close(fd)
         return proc, cgroup
 
-    def _bwrap_args(self, spec: SandboxSpec) -> list[str]:
+    @property
+    def static_agent(self) -> Path:
+        """The static agent, bound into sandboxes on pulled images (built at start)."""
+        return self.rootfs / ".chaser" / "agent"
+
+    def _root_args(self, spec: SandboxSpec, root: Path | None) -> list[str]:
+        """The default image's root; or an image's: its writable overlay (`root`), else
+        the image read-only with private scratch mounts."""
+        if spec.rootfs is None:
+            return self.root_args
+        if root is not None:
+            return image_roots.root_args(root, self.static_agent, writable=True)
+        size = str((spec.disk_mb or self.default_disk_mb) * disks.MIB)
+        args = image_roots.root_args(spec.rootfs, self.static_agent)
+        for path in image_roots.SCRATCH:
+            args += ["--perms", "0755", "--size", size, "--tmpfs", path]
+        return args
+
+    def _bwrap_args(self, spec: SandboxSpec, root: Path | None = None) -> list[str]:
         args = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
                 "--die-with-parent", "--new-session",
                 "--uid", str(images.SANDBOX_UID), "--gid", str(images.SANDBOX_UID),
                 "--hostname", images.SANDBOX_HOSTNAME,
-                *self.root_args,
+                *self._root_args(spec, root),
                 # /proc/sys read-only: sysctls of the sandbox's own namespaces too (the
                 # host's values were never writable: the sandbox's uid does not own them).
                 "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",

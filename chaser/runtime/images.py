@@ -12,7 +12,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from chaser.errors import ImageNotFound
 from chaser.runtime.oneshot import ONESHOT_WRAPPER
 
 DEFAULT_IMAGE = "default"
@@ -42,17 +41,6 @@ GENERATED_ETC = {
     "hostname": f"{SANDBOX_HOSTNAME}\n",
     "resolv.conf": "# no network in this sandbox\n",
 }
-
-
-def check_image(image: str | None) -> str:
-    """Return the image name to use, or raise ImageNotFound."""
-    name = image or DEFAULT_IMAGE
-    if name != DEFAULT_IMAGE:
-        raise ImageNotFound(
-            f"image {name!r} is not available: only the built-in {DEFAULT_IMAGE!r} image "
-            "exists on this server (OCI image pulls are not supported yet)"
-        )
-    return name
 
 
 def build_default_root(directory: Path, agent: Path, static_agent: Path | None = None) -> Path:

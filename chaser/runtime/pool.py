@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 from chaser.runtime.agent_client import AgentProcess, AgentSandbox
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
@@ -36,11 +37,12 @@ class WarmPool:
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self.stats = {"hit": 0, "miss": 0}
+        self._forgotten: dict[Path, int] = {}  # how often each root was dropped
 
     @staticmethod
     def _shape(spec: SandboxSpec) -> tuple[object, ...]:
         # The group too: a warm sandbox counts against the group it was made in.
-        return (spec.image, spec.workspace_dir, spec.limits, spec.group, spec.group_limits)
+        return (spec.image, spec.rootfs, spec.workspace_dir, spec.limits, spec.group, spec.group_limits)
 
     def take(self, spec: SandboxSpec) -> AgentSandbox | None:
         """A warm sandbox shaped like `spec`, or None. Keeps the pool filling."""
@@ -68,15 +70,25 @@ class WarmPool:
         self._refilling = asyncio.get_running_loop().create_task(self._fill(spec))
 
     async def _fill(self, spec: SandboxSpec) -> None:
+        # The pool follows the runs: sandboxes of another shape (an image, a tenant, limits
+        # asked before) make room, or a pool once filled would never serve a new shape.
+        stale = [sb for s, sb in self._ready if self._shape(s) != self._shape(spec)]
+        self._ready = [(s, sb) for s, sb in self._ready if self._shape(s) == self._shape(spec)]
+        for sandbox in stale:
+            self.discard(sandbox)
         n = 0
         while not self._closed and len(self._ready) < self.size:
             n += 1
             # A fresh uid each: warm sandboxes never share a host uid (nor per-uid limits).
             warm_spec = replace(spec, name=f"{spec.name}-w{n}", uid=None)
+            epoch = self._forgotten.get(spec.rootfs) if spec.rootfs is not None else None
             try:
                 sandbox = await self._start(warm_spec)
             except Exception as e:  # noqa: BLE001 - the pool is an optimisation only
                 log.warning("could not warm a sandbox: %s", e)
+                return
+            if spec.rootfs is not None and self._forgotten.get(spec.rootfs) != epoch:
+                await sandbox.close()  # its image went while it started
                 return
             if self._closed:
                 await sandbox.close()
@@ -90,6 +102,17 @@ class WarmPool:
             self.discard(sandbox)
             raise
         return PooledProcess(process, sandbox, self)
+
+    def forget(self, rootfs: Path) -> None:
+        """Drop warm sandboxes on a root that is going away (and those starting now)."""
+        self._forgotten[rootfs] = self._forgotten.get(rootfs, 0) + 1
+        keep = []
+        for spec, sandbox in self._ready:
+            if spec.rootfs == rootfs:
+                self.discard(sandbox)
+            else:
+                keep.append((spec, sandbox))
+        self._ready = keep
 
     def discard(self, sandbox: AgentSandbox) -> None:
         """Destroy a used sandbox off the request's path."""

@@ -10,7 +10,8 @@ its data dir is gone: the next allocation prunes it.
 
 Inside a block, the lower half are workspace uids (base + workspace id, stable, since
 files on disk carry them); the upper half are fresh uids for sandboxes without a
-workspace.
+workspace. The first uid (base + 0: no workspace has id 0) owns the image cache's files
+and runs its unpacker; no sandbox ever runs as it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from chaser import __version__
 from chaser.config import Settings
 from chaser.core.service import Chaser
+from chaser.images.setup import image_store
 from chaser.runtime.base import Runtime
 from chaser.core.quotas import host_memory_mb, kernel_pid_max
 from chaser.runtime.bwrap import BwrapRuntime
@@ -24,7 +25,16 @@ from chaser.server import errors
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
-from chaser.server.routes import commands, health, keys, metrics, sessions, usage, workspaces
+from chaser.server.routes import (
+    commands,
+    health,
+    images,
+    keys,
+    metrics,
+    sessions,
+    usage,
+    workspaces,
+)
 from chaser.store.sqlite import SQLiteStore
 
 log = logging.getLogger("chaser")
@@ -54,8 +64,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
                   description="Run commands in real Linux sandboxes over HTTP.")
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (health, metrics, sessions, commands, keys, usage, workspaces):
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       streamed=("/v1/images/import",))
+    for module in (health, metrics, sessions, commands, keys, usage, workspaces, images):
         app.include_router(module.router)
     app.include_router(mcp.router)
     return app
@@ -64,18 +75,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
 @asynccontextmanager
 async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Chaser]:
     """The core over the real runtime (or the one given), started and closed."""
+    images = None
     if runtime is None:
         uids = await asyncio.to_thread(allocate_uids, settings.data_dir)
         cap_all = ResourceLimits(memory_bytes=host_memory_mb() * 1024 * 1024 * 9 // 10,
                                  pids=int(kernel_pid_max() * settings.pids_fraction))
         runtime = BwrapRuntime(settings.runtime_dir, uids, warm_pool=settings.warm_pool,
                                cap_all=cap_all, default_disk_mb=settings.disk_mb)
+        # The image cache's files belong to the block's first uid, which no sandbox
+        # runs as (workspace ids start at 1, fresh uids in the upper half).
+        images = image_store(settings, uids.base)
     _watch_children_by_pidfd()
     # Request paths hop to threads for file and cgroup work; the default pool (cpus + 4)
     # queues them behind each other under load.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="chaser-io"))
-    core = Chaser(settings, SQLiteStore(settings.db_path), runtime)
+    core = Chaser(settings, SQLiteStore(settings.db_path), runtime, images)
     await core.start()
     try:
         limits = runtime.describe()

@@ -64,7 +64,8 @@ def prepare_data_dir(settings: Settings) -> None:
     their own workspace, so directories on that path are 0711: enterable, not listable."""
     private_umask()
     for path, mode in ((settings.data_dir, 0o711), (settings.workspaces_dir, 0o711),
-                       (settings.runtime_dir, 0o711), (settings.logs_dir, 0o700)):
+                       (settings.runtime_dir, 0o711), (settings.images_dir, 0o711),
+                       (settings.logs_dir, 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)
     for parent in settings.data_dir.resolve().parents:

@@ -14,12 +14,14 @@ class BodyTooLarge(Exception):
 class BodyLimitMiddleware:
     """Checks Content-Length up front and counts streamed bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Routes that stream their body to disk and enforce their own limit (uploads).
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.streamed:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

@@ -14,16 +14,19 @@ from chaser.server.datadir import open_data_dir
 
 
 def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None,
-          sets: tuple[str, ...] = ()) -> None:
-    """Start the server and block until it is stopped (SIGINT/SIGTERM)."""
+          sets: tuple[str, ...] = (), **flags: object) -> None:
+    """Start the server and block until it is stopped (SIGINT/SIGTERM); `flags` are
+    settings given as options (None: not given)."""
     try:
-        settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+        settings = Settings.from_env(host=host, port=port, data_dir=data_dir, **flags)
         for assignment in sets:  # flags win over variables
             settings.set_from_flag(assignment)
     except SettingError as e:  # before the data dir is touched
         print(f"chaser: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A line per registry request (the pulls' httpx client) is noise, and names URLs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         lock = open_data_dir(settings)  # fail before serving, with one clear line
     except (RuntimeError, OSError) as e:
