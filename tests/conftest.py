@@ -209,3 +209,57 @@ def kernel_log_since(marker: str) -> str:
     """The kernel log after `marker` (all of it if the marker is gone from the ring)."""
     dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
     return dmesg.split(marker)[-1]
+
+
+@dataclass
+class Registry:
+    """A real OCI registry (Debian's docker-registry, the CNCF distribution) on loopback."""
+
+    host: str  # 127.0.0.1:PORT
+    log_path: Path
+
+    def blob_fetches(self, digest: str) -> int:
+        """How often a blob was downloaded (from the registry's access log)."""
+        text = self.log_path.read_text(errors="replace")
+        return sum(1 for line in text.splitlines()
+                   if f"/blobs/{digest}" in line and '"GET ' in line and " 200 " in line)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_root: Path) -> Iterator[Registry]:
+    """One registry for the session; tests push the images they need to it."""
+    if shutil.which("docker-registry") is None:
+        pytest.fail("docker-registry is not installed (scripts/install.sh --dev installs it)")
+    with running_registry(Path(tempfile.mkdtemp(dir=tmp_root))) as reg:
+        yield reg
+
+
+@contextlib.contextmanager
+def running_registry(home: Path) -> Iterator[Registry]:
+    """A registry storing its data under `home`, until the block ends."""
+    exe = shutil.which("docker-registry") or "docker-registry"
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = home / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {home}/data\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    log_path = home / "registry.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([exe, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the registry did not start:\n" + log_path.read_text())
+            time.sleep(0.05)
+        yield Registry(f"127.0.0.1:{port}", log_path)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -139,13 +139,15 @@ def test_session_exec_response_speed_fields(tenant: Tenant, session_id: str) -> 
     assert body["session_id"] == session_id
 
 
-def test_unknown_image_is_a_clear_404(tenant: Tenant) -> None:
+def test_an_unreachable_registry_is_a_clear_502(tenant: Tenant) -> None:
+    """This machine reaches no public registry (tests/images has the real pulls)."""
     r = tenant.client.post("/v1/exec", json={"ephemeral": True, "image": "node:20-bookworm",
                                              "command": "node -v"})
-    assert r.status_code == 404
-    assert r.json()["error"]["code"] == "image_not_found"
-    r = tenant.client.post("/v1/sessions", json={"image": "nope"})
-    assert r.status_code == 404
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "image_pull_failed"
+    assert "docker.io/library/node:20-bookworm" in r.json()["error"]["message"]
+    r = tenant.client.post("/v1/sessions", json={"image": "Not A Reference"})
+    assert r.status_code in (400, 422) and "invalid" in r.json()["error"]["code"]
 
 
 def test_server_keeps_serving_after_abuse(server: ServerProcess, tenant: Tenant) -> None:
