@@ -139,11 +139,21 @@ def server(tmp_root: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def fresh_server(tmp_root: Path) -> Iterator[ServerProcess]:
     """A server of its own for tests that restart or inspect the data dir."""
-    srv = ServerProcess(data_dir=Path(tempfile.mkdtemp(dir=tmp_root)) / "data")
-    srv.data_dir.parent.chmod(0o711)
+    with server_with(tmp_root, {}) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def server_with(tmp_root: Path, env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A server of its own with these `CHASER_*` settings, for the block."""
+    home = Path(tempfile.mkdtemp(dir=tmp_root))
+    home.chmod(0o711)  # sandboxes (unprivileged uids) traverse it
+    srv = ServerProcess(data_dir=home / "data", extra_env=env)
     srv.start()
-    yield srv
-    srv.stop()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

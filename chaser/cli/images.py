@@ -121,7 +121,10 @@ def ls(app: AppContext, as_json: bool) -> None:
                err=True)
 
 
-@images.command("inspect")
+@images.command("inspect", epilog="""\b
+Examples:
+  chaser images inspect node:20-bookworm
+  chaser images inspect sha256:0123... --json""")
 @click.argument("name")
 @json_option
 @pass_app

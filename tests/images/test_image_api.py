@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Registry, ServerProcess, free_port
+from tests.conftest import Registry, free_port, server_with
 from tests.images import oci
-from tests.types import NewTenant, Tenant
+from tests.types import Tenant
 
 
 def push(registry: Registry, tmp_root: Path, name: str, layers: list[bytes | list[oci.Entry]],
@@ -103,12 +103,8 @@ def test_the_documents_line_through_a_mirror(tmp_root: Path, registry: Registry)
     push(registry, tmp_root, "library/node:20-bookworm",
          [oci.busybox_layer(), [oci.directory("usr/local/bin"), node]],
          env=["PATH=/usr/local/bin:/bin"])
-    srv = ServerProcess(data_dir=tmp_root / ("mirror-" + secrets.token_hex(3)),
-                        extra_env={"CHASER_REGISTRY_MIRRORS": f"http://{registry.host}",
-                                   "CHASER_ALLOWED_REGISTRIES": "docker.io"})
-    srv.data_dir.mkdir()
-    srv.start()
-    try:
+    with server_with(tmp_root, {"CHASER_REGISTRY_MIRRORS": f"http://{registry.host}",
+                                "CHASER_ALLOWED_REGISTRIES": "docker.io"}) as srv:
         with srv.client() as c:
             r = c.post("/v1/exec", json={"ephemeral": True, "image": "node:20-bookworm",
                                          "command": "node -v"})
@@ -120,8 +116,6 @@ def test_the_documents_line_through_a_mirror(tmp_root: Path, registry: Registry)
             msg = error_of(c.post("/v1/images/pull", json={"image": f"{registry.host}/x:1"}),
                            403, "forbidden")
             assert "not one this server pulls from" in msg
-    finally:
-        srv.stop()
 
 
 # -- bad input --------------------------------------------------------------------------
@@ -255,23 +249,16 @@ def test_crafted_layers_are_refused(case: str, why: str, tenant: Tenant, registr
         "output"] == "ok\n"
 
 
-def test_an_image_over_the_size_limit(tmp_root: Path, registry: Registry,
-                                      new_tenant: NewTenant) -> None:
+def test_an_image_over_the_size_limit(tmp_root: Path, registry: Registry) -> None:
     ref = push(registry, tmp_root, "test/bomb:1",
                [oci.busybox_layer(), raw_layer([member("zeros", data=bytes(64 << 20))])])
-    srv = ServerProcess(data_dir=tmp_root / ("small-" + secrets.token_hex(3)),
-                        extra_env={"CHASER_MAX_IMAGE_MB": "16"})
-    srv.data_dir.mkdir()
-    srv.start()
-    try:
+    with server_with(tmp_root, {"CHASER_MAX_IMAGE_MB": "16"}) as srv:
         with srv.client() as c:
             msg = error_of(c.post("/v1/images/pull", json={"image": ref}), 422, "image_rejected")
             assert "more than 16 MiB" in msg
             assert c.get("/v1/images").json()["images"] == []
             staging = srv.data_dir / "images" / "staging"
             assert list(staging.iterdir()) == []  # nothing half-unpacked is left
-    finally:
-        srv.stop()
 
 
 class _Private(http.server.BaseHTTPRequestHandler):
@@ -335,11 +322,7 @@ def test_private_registry_with_configured_credentials(tmp_root: Path, tenant: Te
         auth = tmp_root / ("auth-" + secrets.token_hex(3) + ".json")
         auth.write_text(json.dumps({"auths": {f"127.0.0.1:{port}": {
             "auth": base64.b64encode(f"bob:{_Private.secret}".encode()).decode()}}}))
-        srv = ServerProcess(data_dir=tmp_root / ("creds-" + secrets.token_hex(3)),
-                            extra_env={"CHASER_REGISTRY_AUTH_FILE": str(auth)})
-        srv.data_dir.mkdir()
-        srv.start()
-        try:
+        with server_with(tmp_root, {"CHASER_REGISTRY_AUTH_FILE": str(auth)}) as srv:
             with srv.client() as c:
                 r = c.post("/v1/exec", json={"ephemeral": True, "image": ref,
                                              "command": "cat /secret-app; env"})
@@ -349,7 +332,5 @@ def test_private_registry_with_configured_credentials(tmp_root: Path, tenant: Te
                 listed = c.get("/v1/images").text + c.get("/v1/usage").text
                 assert _Private.secret not in listed and "bob" not in listed
             assert _Private.secret not in srv.log()
-        finally:
-            srv.stop()
     finally:
         httpd.shutdown()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import os
-import secrets
 import tarfile
 import threading
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from chaser.runtime.base import SandboxSpec
 from chaser.runtime.pool import WarmPool
-from tests.conftest import Registry, ServerProcess, free_port
+from tests.conftest import Registry, ServerProcess, free_port, server_with
 from tests.images import oci
 from tests.images.test_image_api import error_of, member, push, raw_layer
 from tests.types import Json, Tenant
@@ -108,27 +107,18 @@ def test_empty_files_and_directories_count_against_the_limit(
     """Sizes are what the root takes on disk: 20,000 directories are 80 MB, not 0."""
     dirs = raw_layer([member(f"d{i}", tarfile.DIRTYPE) for i in range(20_000)])
     ref = push(registry, tmp_root, "test/inodes:1", [oci.busybox_layer(), dirs])
-    srv = ServerProcess(data_dir=tmp_root / ("inodes-" + secrets.token_hex(3)),
-                        extra_env={"CHASER_MAX_IMAGE_MB": "40"})
-    srv.data_dir.mkdir()
-    srv.start()
-    try:
+    with server_with(tmp_root, {"CHASER_MAX_IMAGE_MB": "40"}) as srv:
         with srv.client() as c:
             msg = error_of(c.post("/v1/images/pull", json={"image": ref}), 422, "image_rejected")
             assert "more than 40 MiB" in msg
-    finally:
-        srv.stop()
 
 
 def test_one_tenant_cannot_pin_the_whole_cache(tmp_root: Path, registry: Registry) -> None:
     big = push(registry, tmp_root, "test/pin-big:1",
                [oci.busybox_layer(), [oci.file("blob", os.urandom(24 << 20))]])
     small = push(registry, tmp_root, "test/pin-small:1", [oci.busybox_layer()])
-    srv = ServerProcess(data_dir=tmp_root / ("pin-" + secrets.token_hex(3)),
-                        extra_env={"CHASER_IMAGE_CACHE_MB": "80"})  # a quarter: 20 MiB each
-    srv.data_dir.mkdir()
-    srv.start()
-    try:
+    # a quarter of the cache, 20 MiB, is what one tenant's sandboxes may hold in use
+    with server_with(tmp_root, {"CHASER_IMAGE_CACHE_MB": "80"}) as srv:
         with srv.client() as admin:
             key = admin.post("/v1/keys", json={"name": "pinner"}).json()["key"]
             other = admin.post("/v1/keys", json={"name": "other"}).json()["key"]
@@ -138,8 +128,6 @@ def test_one_tenant_cannot_pin_the_whole_cache(tmp_root: Path, registry: Registr
             msg = error_of(c.post("/v1/images/pull", json={"image": small}), 429, "tenant_limit")
             assert "share of the image cache" in msg
             assert o.post("/v1/images/pull", json={"image": small}).status_code == 200
-    finally:
-        srv.stop()
 
 
 def test_a_sandboxs_layer_is_private_on_the_host(tenant: Tenant, registry: Registry,
