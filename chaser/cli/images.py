@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -204,15 +209,32 @@ def prune(app: AppContext, everything: bool, older_than: str | None, max_size: i
 Examples:
   docker save app:1 -o app.tar && chaser images import app.tar
   chaser images import oci-archive.tar --name registry.local/app:2""")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True))
 @click.option("--name", metavar="REF", help="Tag it so (default: the archive's own tag).")
 @json_option
 @pass_app
 def import_(app: AppContext, file: str, name: str | None, as_json: bool) -> None:
-    """Load an image from a `docker save` tarball or an OCI archive: no registry needed."""
-    with spinner(f"importing {file}"):
-        image = app.client(timeout=3600).images.import_archive(file, name=name)
+    """Load an image from a `docker save` tarball, an OCI archive, or an OCI layout
+    directory (sent as an archive): no registry needed (admin keys)."""
+    with spinner(f"importing {file}"), _as_archive(Path(file)) as archive:
+        image = app.client(timeout=3600).images.import_archive(archive, name=name)
     if as_json:
         print_json(image)
     else:
         click.echo(f"{image.reference or image.digest}: {image.digest} ({_mb(image.size)} MB)")
+
+
+@contextlib.contextmanager
+def _as_archive(path: Path) -> Iterator[Path]:
+    """An OCI layout directory as an OCI archive (a tar of it); a file as it is."""
+    if not path.is_dir():
+        yield path
+        return
+    if not (path / "oci-layout").is_file():
+        raise click.BadParameter(f"{path} is a directory but not an OCI layout (no oci-layout)")
+    with tempfile.TemporaryDirectory(prefix="chaser-import-") as tmp:
+        archive = Path(tmp) / "layout.tar"
+        with tarfile.open(archive, "w") as tar:
+            for entry in sorted(path.iterdir()):
+                tar.add(entry, arcname=entry.name)
+        yield archive

@@ -40,7 +40,13 @@ def test_images_round_trip(server: ServerProcess, registry: Registry, tenant: Te
     assert imported["reference"] == "docker.io/cli/imported:2"
     refused = user("images", "import", str(archive))
     assert refused.returncode != 0 and "admin" in refused.stderr
+    # an OCI layout directory, as it is on disk
+    from_dir = json.loads(ok(admin("images", "import", str(layout.path), "--name",
+                                   "cli/layout:3", "--json")))
+    assert from_dir["digest"] == layout.manifest_digest
+    assert from_dir["references"] == ["docker.io/cli/layout:3"]
     pruned = json.loads(ok(admin("images", "prune", "--older-than", "0s", "--json")))
-    assert "docker.io/cli/imported:2" in [d["reference"] for d in pruned["deleted"]]
+    assert {"docker.io/cli/imported:2", "docker.io/cli/layout:3"} <= {
+        d["reference"] for d in pruned["deleted"]}
     bad = admin("images", "prune", "--older-than", "soon")
     assert bad.returncode == 2 and "expected a number" in bad.stderr
