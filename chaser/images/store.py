@@ -379,7 +379,17 @@ class ImageStore:
         return sum(self.images[d].size for d in self._held.get(tenant, ()) if d in self.images)
 
     def acquire(self, image: CachedImage, tenant: str) -> None:
-        """A sandbox of `tenant` starts on `image`: it cannot be deleted until released."""
+        """A sandbox of `tenant` starts on `image`: it cannot be deleted until released.
+        A tenant's sandboxes may hold images up to its share of the cache (its first
+        image always, however large: it must be able to run it)."""
+        held = self._held.get(tenant)
+        share = int(self.limits.cache_bytes * self.limits.tenant_share)
+        if held and image.digest not in held and self.held_bytes(tenant) + image.size > share:
+            raise OverLimit(f"this key's sandboxes run on images taking "
+                            f"{self.held_bytes(tenant) >> 20} MiB of the image cache; with "
+                            f"{image.size >> 20} MiB more they would pass its share "
+                            f"({share >> 20} MiB): stop sessions on other images first",
+                            "tenant_limit", retry_after=60)
         self._users[image.digest] += 1
         self._held.setdefault(tenant, Counter())[image.digest] += 1
         image.last_used_at = _now()

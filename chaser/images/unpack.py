@@ -37,7 +37,7 @@ MAX_PATH = 4096
 CHUNK = 1 << 20
 MEMORY_LIMIT = 1 << 30
 BLOCK = 4096
-MAX_OPEN_DIRS = 256
+MAX_OPEN_DIRS = 64  # a few hundred descriptors may be all a server has
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -262,6 +262,7 @@ class Unpacker:
                     if line.strip() and not _same_account(line, entry["name"], entry["id"])]
             self.write(("etc",), name, "\n".join([*kept, entry["line"]]) + "\n")
         for parts, mode in sorted(self.dir_modes.items(), key=lambda kv: -len(kv[0])):
+            self.trim()  # one descriptor per directory of the image would run out
             try:
                 fd = self.dir_fd(parts, create=False)
             except (FileNotFoundError, Refused):
@@ -342,7 +343,8 @@ def main() -> int:
         return 1
     except OSError as e:
         code = "storage_full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "unpack_failed"
-        print(json.dumps({"error": f"layer {current[:19]}: {e.strerror or e}", "code": code}))
+        where = f"layer {current[:19]}: " if current else ""
+        print(json.dumps({"error": f"{where}{e.strerror or e}", "code": code}))
         return 1
     print(json.dumps({"ok": True, "bytes": unpacker.bytes, "entries": unpacker.entries}))
     return 0

@@ -790,6 +790,15 @@ static void exec_command(struct msg *m, int *fds, int nfds, int gate)
 fail:
 	err = errno;
 	write_str(2, "chaser: cannot start command: ");
+	if (what && what == m->argv[0] && (err == ENOENT || err == ENOTDIR)) {
+		/* the same words as a one-shot run's (`agent exec`): a distroless image */
+		write_str(2, "this image has no ");
+		write_str(2, what);
+		write_str(2, " (");
+		write_str(2, strerror(err));
+		write_str(2, ")\n");
+		_exit(127);
+	}
 	write_str(2, strerror(err));
 	if (what) { /* as agent.py's OSError text: which path */
 		write_str(2, ": '");
@@ -1205,7 +1214,7 @@ static int oneshot(void)
 	umask(022);
 	execv(val[0], argv);
 	err = errno;
-	write_str(2, "chaser: cannot run the command: ");
+	write_str(2, "chaser: cannot start command: ");
 	if (err == ENOENT || err == ENOTDIR) { /* a distroless image, say */
 		write_str(2, "this image has no ");
 		write_str(2, val[0]);

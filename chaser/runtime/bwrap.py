@@ -97,7 +97,9 @@ class BwrapRuntime:
         # Sandboxes on pulled images: a writable layer each over the shared image.
         self.overlays = Overlays(state_dir / "roots", uids.base)
         self.overlays.setup()
-        if not self.overlays.available:
+        if self.overlays.available:
+            log.info("sandboxes on images get a writable overlay over an idmapped image")
+        else:
             log.warning("image roots will be read-only (no idmapped overlay: %s)",
                         self.overlays.why_not)
         self.default_disk_mb = default_disk_mb

@@ -3,7 +3,9 @@
 Commands already run without capabilities and cannot make user namespaces, which closes
 most of the kernel to them. This filter closes the rest of what container runtimes
 refuse by default and exploits favour: keyrings, eBPF, perf events, userfaultfd,
-io_uring, module and kexec loading, and a few administrative calls. Refused calls fail
+io_uring, module and kexec loading, and a few administrative calls; and prlimit64 on
+any process but the caller (commands share the agent's uid, and PID 1 with its open
+files or memory limited could not kill trees or take requests). Refused calls fail
 with EPERM, as under Docker's default profile; everything else is allowed (debuggers,
 ptrace and process_vm_* included, since all of a sandbox's processes are the same user).
 
@@ -30,6 +32,10 @@ BPF_JGE_K = 0x35
 BPF_RET_K = 0x06
 OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0 = 0, 4, 16  # in struct seccomp_data
 SOCKET_X86_64 = 41
+# prlimit64(pid, ...) on another process: commands share the agent's uid, and lowering
+# PID 1's limits (open files, address space) would leave it unable to kill trees or take
+# requests. Setting one's own limits (pid 0, what setrlimit and `ulimit` use) stays.
+PRLIMIT64_X86_64 = 302
 # Socket families a network namespace does not isolate: VM sockets reach the hypervisor.
 DENIED_FAMILIES = {"AF_VSOCK": 40}
 
@@ -53,23 +59,33 @@ def filter_program() -> bytes | None:
         return None
     denied = sorted(DENIED_X86_64.values())
     families = sorted(DENIED_FAMILIES.values())
-    # Layout: arch check, load nr, x32 check, socket() family checks, one check per
-    # denied call, ALLOW, EPERM. Jumps count the instructions they skip.
+    # Layout: arch check, load nr, x32 check, socket() family checks, the prlimit64()
+    # check, one check per denied call, ALLOW, EPERM. Jumps count the instructions they
+    # skip.
     prog = [
         _insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
         _insn(BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),  # foreign ABI (i386): kill
         _insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
         _insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
     ]
-    tail = len(families) + 3 + len(denied) + 1  # what follows the x32 check up to EPERM
+    prlimit_block = 5
+    # what follows the x32 check up to EPERM
+    tail = len(families) + 3 + prlimit_block + len(denied) + 1
     # x32 calls reach the same kernel code under other numbers: refuse them all.
     prog.append(_insn(BPF_JGE_K, tail, 0, X32_SYSCALL_BIT))
     # socket(family, ...): refuse the families listed; any other socket() is allowed.
     prog.append(_insn(BPF_JEQ_K, 0, len(families) + 2, SOCKET_X86_64))
     prog.append(_insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARG0))
     for i, family in enumerate(families):
-        prog.append(_insn(BPF_JEQ_K, len(families) - i + len(denied) + 1, 0, family))
+        prog.append(_insn(BPF_JEQ_K, len(families) - i + prlimit_block + len(denied) + 1, 0,
+                          family))
     prog.append(_insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    # prlimit64(pid, ...): pid 0 (oneself) is allowed, any other pid refused (EPERM).
+    prog.append(_insn(BPF_JEQ_K, 0, prlimit_block - 1, PRLIMIT64_X86_64))
+    prog.append(_insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARG0))
+    prog.append(_insn(BPF_JEQ_K, 0, 1, 0))
+    prog.append(_insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    prog.append(_insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM))
     for i, nr in enumerate(denied):
         # on a match jump to the EPERM return, past the remaining checks and the ALLOW
         prog.append(_insn(BPF_JEQ_K, len(denied) - i, 0, nr))

@@ -114,20 +114,32 @@ def test_empty_files_and_directories_count_against_the_limit(
 
 
 def test_one_tenant_cannot_pin_the_whole_cache(tmp_root: Path, registry: Registry) -> None:
+    """Its sandboxes may hold images up to its share of the cache (a quarter here: 20 MiB
+    of 80), whether it pulls them first or runs them straight away; others still pull."""
+    mids = [push(registry, tmp_root, f"test/pin-mid:{i}",
+                 [oci.busybox_layer(), [oci.file("blob", os.urandom(6 << 20))]]) for i in range(3)]
     big = push(registry, tmp_root, "test/pin-big:1",
                [oci.busybox_layer(), [oci.file("blob", os.urandom(24 << 20))]])
     small = push(registry, tmp_root, "test/pin-small:1", [oci.busybox_layer()])
-    # a quarter of the cache, 20 MiB, is what one tenant's sandboxes may hold in use
     with server_with(tmp_root, {"CHASER_IMAGE_CACHE_MB": "80"}) as srv:
         with srv.client() as admin:
             key = admin.post("/v1/keys", json={"name": "pinner"}).json()["key"]
             other = admin.post("/v1/keys", json={"name": "other"}).json()["key"]
         with srv.client(key) as c, srv.client(other) as o:
-            s = c.post("/v1/sessions", json={"image": big})
-            assert s.status_code == 201, s.text
-            msg = error_of(c.post("/v1/images/pull", json={"image": small}), 429, "tenant_limit")
+            for ref in mids:  # pulling holds nothing: all three come in
+                assert c.post("/v1/images/pull", json={"image": ref}).status_code == 200
+            assert c.post("/v1/sessions", json={"image": mids[0]}).status_code == 201
+            assert c.post("/v1/sessions", json={"image": mids[1]}).status_code == 201
+            msg = error_of(c.post("/v1/sessions", json={"image": mids[2]}), 429,
+                           "tenant_limit")
+            assert "share" in msg
+            assert o.post("/v1/exec", json={"ephemeral": True, "image": small,
+                                            "command": "true"}).json()["exit_code"] == 0
+            # a first image may be larger than the share; holding it, no more pulls
+            assert o.post("/v1/sessions", json={"image": big}).status_code == 201
+            msg = error_of(o.post("/v1/images/pull", json={"image": mids[0] + "-x"}), 429,
+                           "tenant_limit")
             assert "share of the image cache" in msg
-            assert o.post("/v1/images/pull", json={"image": small}).status_code == 200
 
 
 def test_a_sandboxs_layer_is_private_on_the_host(tenant: Tenant, registry: Registry,

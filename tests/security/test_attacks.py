@@ -400,27 +400,22 @@ for pid in pids():
 '''
 
 
-@attack("cripple the agent with prlimit", "confined: own sandbox may end, cleanly; others fine")
+@attack("cripple the agent with prlimit",
+        "EPERM (seccomp): no other process's limits change; the next exec works")
 def prlimit_agent(ctx: Ctx) -> str:
     res = ctx.box.probe(PRLIMIT_PROBE)
+    lowered = sorted(f"{pid}:{name}" for r in res for pid, entry in pid_entries(r).items()
+                     for name, v in entry.items() if str(v).startswith("ok"))
+    assert not lowered, lowered
+    tried = sum(len(entry) for r in res for entry in pid_entries(r).values())
+    assert tried, res  # it found the agent (or PID 1) to try on
     if ctx.kind == EPHEMERAL:
         after = ctx.box.run1("echo fine")
         assert after["output"] == "fine\n"
-        return f"one-shot sandboxes end anyway ({modes(res)}); next run fine"
-    t0 = time.monotonic()
+        return f"{tried} prlimit calls refused ({modes(res)}); next run fine"
     r = ctx.box.request({"command": "echo still", "timeout_ms": 10000}, timeout=30)
-    took = time.monotonic() - t0
-    assert took < 20
-    assert r.status_code < 500 or r.status_code == 503, r.text
-    if r.status_code != 200:
-        assert is_json_error(r), r.text
-    outcome = f"{r.status_code} {r.json().get('error', {}).get('code', '')}".strip()
-    # The tenant itself recovers with a new sandbox.
-    fresh = ctx.new_box(ctx.attacker, SESSION).run1("echo fresh")
-    assert fresh["output"] == "fresh\n"
-    lowered = sorted(k for k, v in res[0].get("1", {}).items() if str(v).startswith("ok"))
-    return f"PID 1's {'/'.join(lowered) or 'no'} limits lowered; next exec: {outcome} in " \
-        f"{took:.1f} s; a new session works"
+    assert r.status_code == 200 and r.json()["output"] == "still\n", r.text
+    return f"{tried} prlimit calls on PID 1 and shepherds refused ({modes(res)}); next exec fine"
 
 
 # === seccomp =============================================================================

@@ -142,3 +142,17 @@ def test_seccomp_refuses_risky_kernel_interfaces(server: ServerProcess, tenant: 
                       ("/v1/exec", {"workspace": "sec"})):
         r = c.post(url, json={"command": SYSCALL_PROBE, **body}).json()
         assert r["output"] == expected, (url, body, r["output"])
+
+
+def test_commands_set_their_own_limits_but_not_the_agents(tenant: Tenant, session_id: str) -> None:
+    """prlimit64 on another process is refused (PID 1's limits would cripple the agent);
+    a command's own limits (`ulimit`, setrlimit) are its business."""
+    r = tenant.client.post(f"/v1/sessions/{session_id}/exec", json={
+        "command": "ulimit -n 64 && ulimit -n; prlimit --pid 1 --nofile=3:3 2>&1; "
+                   "prlimit --pid $$ --nofile=32:32 2>&1 >/dev/null || echo refused-self-by-pid",
+        "shell": "bash"}).json()
+    lines = r["output"].splitlines()
+    assert lines[0] == "64", r
+    assert "Operation not permitted" in lines[1], r
+    after = tenant.client.post(f"/v1/sessions/{session_id}/exec", json={"command": "echo ok"})
+    assert after.json()["output"] == "ok\n"
