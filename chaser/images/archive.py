@@ -53,8 +53,9 @@ async def import_archive(store: ImageStore, chunks: AsyncIterator[bytes],
         digest, config, layers = await asyncio.to_thread(_read_layout, layout)
         label = name or f"archive {digest[:19]}"
         image = await store.unpack(digest, config, layers, refs, label)
+        await store.fit(image)  # the cache's cap holds for imports as for pulls
         for ref in refs:  # already cached under another name: the new one points at it too
-            store._tag(image, ref)
+            store.tag(image, ref)
         return image
     finally:
         await store.owner.remove_tree(work)

@@ -264,7 +264,7 @@ class ImageStore:
                     image = self.images.get(resolved.digest)
                     if image is None:
                         image = await self._download_and_unpack(resolved, pull)
-                    self._tag(image, str(ref))
+                    self.tag(image, str(ref))
                 return image
         except TimeoutError:
             raise BadGateway(f"image {ref}: the pull took longer than this server's "
@@ -279,13 +279,13 @@ class ImageStore:
         await self._make_room(resolved.size * 2)
         tag = secrets.token_hex(6)
         paths = [self.dir / "blobs" / f"{tag}-{i}" for i in range(len(resolved.layers))]
-        budget = [self.limits.max_image_bytes]
         gate = asyncio.Semaphore(PARALLEL_LAYERS)
 
         async def fetch(blob: Descriptor, path: Path) -> None:
             async with gate:
                 await self.registry.fetch(resolved, blob, path,
-                                          lambda n: pull.got(blob.digest, n), budget[0])
+                                          lambda n: pull.got(blob.digest, n),
+                                          self.limits.max_image_bytes)
 
         try:
             await asyncio.gather(*(fetch(b, p) for b, p in zip(resolved.layers, paths)))
@@ -347,7 +347,7 @@ class ImageStore:
                                 pulled_at=_now(), last_used_at=_now(),
                                 root=self.dir / "roots" / digest.removeprefix("sha256:") / "rootfs")
             for r in references:
-                self._tag(image, r, save=False)
+                self.tag(image, r, save=False)
             await asyncio.to_thread(_save, staging, image)
             os.rename(staging, image.root.parent)
         except BaseException:
@@ -359,7 +359,7 @@ class ImageStore:
         self.images[digest] = image
         return image
 
-    def _tag(self, image: CachedImage, ref: str, save: bool = True) -> None:
+    def tag(self, image: CachedImage, ref: str, save: bool = True) -> None:
         """Point `ref` at `image` (a tag moves off the image it named before). A
         reference by an index's digest names the manifest the index resolved to here."""
         for other in self.images.values():

@@ -5,7 +5,9 @@ How a sandbox starts (see docs/sandbox.md for the reasons):
     server --(fork)--> sh: join the sandbox's cgroups as root
              --exec--> setpriv: become the sandbox's unprivileged host uid, drop caps
              --exec--> bwrap: new user/mount/pid/net/ipc/uts/cgroup namespaces,
-                       read-only root, private /workspace, /home/user, /tmp
+                       read-only root (on a pulled image: the sandbox's own overlay
+                       over it, mounted first: overlays.py), private /workspace,
+                       /home/user, /tmp
              --exec--> the in-sandbox agent as PID 1 (sessions), or a fixed wrapper
                        that applies the request inside the sandbox (one-shot runs)
 
