@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from tests.conftest import ServerProcess
 from tests.types import Tenant
 
