@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chaser.core.keys import Principal
 from chaser.errors import BadRequest, Forbidden, ImageNotFound, Unavailable
@@ -123,7 +122,7 @@ class Images:
         removed = await store.prune(
             everything=req.all, older_than_s=req.older_than_s,
             max_total_bytes=None if req.max_total_mb is None else req.max_total_mb << 20)
-        return PruneResult(deleted=[Image(**store.info(i)) for i in removed],
+        return PruneResult(deleted=[self.model(i) for i in removed],
                            freed_bytes=before - store.cache_bytes, cache_bytes=store.cache_bytes)
 
     async def import_archive(self, caller: Principal, chunks: AsyncIterator[bytes],

@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 
 from chaser.runtime.base import SandboxSpec
 from chaser.runtime.pool import WarmPool
