@@ -33,7 +33,7 @@ def command_env(shell: str, command: str) -> dict[str, str]:
             "__SANDBOX_CMD2": command[half:]}
 
 
-def _read_all(fd: int) -> bytes:
+def read_all(fd: int) -> bytes:
     """Read a pipe to its end and close it (bwrap's status: a few hundred bytes)."""
     data = b""
     try:
@@ -59,7 +59,7 @@ class OneShotProcess:
     async def wait(self) -> ExitStatus:
         if self._status is None:
             rc = await self.proc.wait()
-            status = await asyncio.to_thread(_read_all, self.status_fd)
+            status = await asyncio.to_thread(read_all, self.status_fd)
             if self.cgroup is not None:
                 # Off the request's path: rmdir waits until the kernel lets the cgroup go.
                 self.cgroup.remove_later()

@@ -29,22 +29,13 @@ from chaser.runtime.agent_client import AgentProcess, AgentSandbox, descendants
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.bwrap import BwrapRuntime
 from chaser.runtime.cgroups import ResourceLimits
+from chaser.runtime.oneshot import read_all
 from chaser.runtime.uids import allocate
 from tests.conftest import ServerProcess
 from tests.types import Tenant
 
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 Result = tuple[ExitStatus, bytes, bytes]
-
-
-def _read_all(fd: int) -> bytes:
-    data = b""
-    try:
-        while chunk := os.read(fd, 65536):
-            data += chunk
-    finally:
-        os.close(fd)
-    return data
 
 
 async def _runtime(root: Path) -> BwrapRuntime:
@@ -89,8 +80,8 @@ async def run(box: AgentSandbox, argv: list[str], env: dict[str, str] | None = N
         assert stdin is not None
         await asyncio.to_thread(os.write, in_w, stdin)
         os.close(in_w)
-    out, err = await asyncio.gather(asyncio.to_thread(_read_all, out_r),
-                                    asyncio.to_thread(_read_all, err_r))
+    out, err = await asyncio.gather(asyncio.to_thread(read_all, out_r),
+                                    asyncio.to_thread(read_all, err_r))
     return await asyncio.wait_for(proc.wait(), 30), out, err
 
 
@@ -238,7 +229,7 @@ async def test_signals_and_kills(sandbox: AgentSandbox) -> None:
     assert await asyncio.to_thread(os.read, out, 100) == b"up\n"
     proc.signal(9)  # the whole tree below its shepherd
     assert await asyncio.wait_for(proc.wait(), 10) == ExitStatus(None, 9)
-    assert await asyncio.to_thread(_read_all, out) == b""  # every holder of its pipe gone
+    assert await asyncio.to_thread(read_all, out) == b""  # every holder of its pipe gone
     _, ps, _ = await run(sandbox, ["/bin/sh", "-c", "pgrep -fc 'sleep 30[012]'"])
     assert ps == b"1\n", ps  # only the first command's setsid'd sleep, left running
 
@@ -353,8 +344,8 @@ async def test_oneshot_entry(runtime: BwrapRuntime) -> None:
         err_r, err_w = os.pipe()
         spec = SandboxSpec(name="once_" + secrets.token_hex(6))
         proc = await runtime.run_once(spec, ProcessSpec(argv, env, cwd), ProcessIO(out_w, err_w))
-        out, err = await asyncio.gather(asyncio.to_thread(_read_all, out_r),
-                                        asyncio.to_thread(_read_all, err_r))
+        out, err = await asyncio.gather(asyncio.to_thread(read_all, out_r),
+                                        asyncio.to_thread(read_all, err_r))
         return await proc.wait(), out, err
 
     big = "echo " + "é" * 60_000 + " >/dev/null; "  # 120 kB: travels in two halves
@@ -423,7 +414,7 @@ async def test_the_python_agent_is_the_fallback(tmp_root: Path,
         once = await rt.run_once(SandboxSpec(name="pyonce_" + secrets.token_hex(6)),
                                  ProcessSpec(["/bin/sh", "-c", "echo one-shot"], ENV, "/"),
                                  ProcessIO(out_w, err_w))
-        assert await asyncio.to_thread(_read_all, out_r) == b"one-shot\n"
+        assert await asyncio.to_thread(read_all, out_r) == b"one-shot\n"
         os.close(err_r)
         assert await once.wait() == ExitStatus(0, None)
     finally:
