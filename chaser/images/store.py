@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ DEFAULT_IMAGE = "default"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEX = re.compile(r"[0-9a-f]{64}")
 PARALLEL_LAYERS = 4
+SAVE_LAST_USED_EVERY_S = 60.0
 
 
 def _now() -> str:
@@ -135,6 +137,7 @@ class ImageStore:
         self.pulls: dict[str, Pull] = {}  # by normalised reference
         self._users: Counter[str] = Counter()  # sandboxes running on each image
         self._held: dict[str, Counter[str]] = {}  # tenant -> its sandboxes on each image
+        self._saved: dict[str, float] = {}  # when each image's last use was last written
         self._tenant_pulls: Counter[str] = Counter()
         self._by_digest: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(limits.concurrent_pulls)
@@ -166,6 +169,9 @@ class ImageStore:
     async def close(self) -> None:
         await self._tasks.close()
         await self.registry.close()
+        for image in self.images.values():
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(_save, image.root.parent, image)
 
     # -- finding ------------------------------------------------------------------------
 
@@ -405,8 +411,13 @@ class ImageStore:
         self._users[image.digest] -= 1
         if self._users[image.digest] <= 0:
             del self._users[image.digest]
-            with contextlib.suppress(OSError):
-                _save(image.root.parent, image)  # when it was last used, for pruning
+            # When it was last used, for pruning after a restart: a write on the event
+            # loop, so at most once a minute per image (close() saves the rest).
+            now = time.monotonic()
+            if now - self._saved.get(image.digest, 0.0) >= SAVE_LAST_USED_EVERY_S:
+                self._saved[image.digest] = now
+                with contextlib.suppress(OSError):
+                    _save(image.root.parent, image)
 
     # -- deleting -----------------------------------------------------------------------
 
