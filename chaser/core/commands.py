@@ -31,6 +31,7 @@ DRAIN_GRACE_S = 0.25  # after exit, how long output held open by orphans may sti
 MAX_STDIN_BUFFER = 16 * 1024 * 1024
 
 Launcher = Callable[[ProcessIO], Awaitable[Process]]
+OnEnd = Callable[["RunningCommand"], None]
 
 
 class _Pump(asyncio.Protocol):
@@ -134,8 +135,10 @@ class RunningCommand:
         if timeout_ms is not None:
             self._timer = loop.call_later(timeout_ms / 1000, self._on_timeout)
 
-    async def run(self, on_end: Callable[[RunningCommand], Awaitable[None]]) -> None:
-        """Wait for the process, drain its output, record the end, then call `on_end`."""
+    async def run(self, on_end: OnEnd | None = None) -> None:
+        """Wait for the process, drain its output, record the end, call `on_end`, then
+        set `finished`. `on_end` runs before anyone waiting on `finished` does; what it
+        stores it starts, and does not wait for (the answer does not wait on the disk)."""
         assert self.process is not None
         status = self.exit_status = await self.process.wait()
         if self._timer is not None:
@@ -146,7 +149,8 @@ class RunningCommand:
         self.output.close()
         self.ended_mono = time.monotonic()
         try:
-            await on_end(self)
+            if on_end is not None:
+                on_end(self)
         finally:
             self.finished.set()
 

@@ -124,29 +124,38 @@ class Executor:
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
                         stdin_text=req.stdin, timeout_ms=timeout)
         live.commands[state.id] = cmd
-        try:
-            await self.store.insert_command(state.row())
-        except StorageFull:
-            # Not recorded, so not run: a command nobody can look up must not go on. Its
-            # run still reaps it and closes its pipes; nobody is told of its end.
-            cmd.kill(signal.SIGKILL, reason="storage_full")
-            live.commands.pop(state.id, None)
-            self.tasks.spawn(cmd.run(_nothing))
-            raise
+        # Recorded while it runs (a short command is done by the time the row is), and
+        # answered for only once recorded: a command nobody can look up must not go on.
+        recorded = asyncio.ensure_future(self.store.insert_command(state.row()))
 
-        async def on_end(c: RunningCommand) -> None:
+        def on_end(c: RunningCommand) -> None:
             grant.release()
             live.touch()
-            s = c.state
-            # The row first, then out of the live map: a reader never finds neither. On a
-            # full disk the command stays readable from memory until its end is saved.
-            await self.sessions.save(lambda: self.store.update_command(
-                s.id, status=s.status, exit_code=s.exit_code, signal=s.signal,
-                end_reason=s.end_reason, ended_at=s.ended_at),
-                then=lambda: live.commands.pop(c.state.id, None))
+            self.tasks.spawn(self._save_end(live, c, recorded))
 
         self.tasks.spawn(cmd.run(on_end))
+        try:
+            await asyncio.shield(recorded)
+        except StorageFull:
+            # Not recorded, so not run: its run still reaps it and closes its pipes.
+            with contextlib.suppress(Conflict):
+                cmd.kill(signal.SIGKILL, reason="storage_full")
+            raise
         return cmd
+
+    async def _save_end(self, live: LiveSession, cmd: RunningCommand,
+                        recorded: asyncio.Future[None]) -> None:
+        """Store how a command ended, then take it out of the live map: the row first,
+        so a reader never finds neither. On a full disk the command stays readable from
+        memory until its end is stored."""
+        s = cmd.state
+        if not await _succeeded(recorded):  # never recorded: nobody can look it up
+            live.commands.pop(s.id, None)
+            return
+        await self.sessions.save(lambda: self.store.update_command(
+            s.id, status=s.status, exit_code=s.exit_code, signal=s.signal,
+            end_reason=s.end_reason, ended_at=s.ended_at),
+            then=lambda: live.commands.pop(s.id, None))
 
     async def start(self, tenant: str, session_id: str,
                     req: SessionExecRequest) -> BackgroundStarted:
@@ -219,7 +228,7 @@ class Executor:
                     await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
                                     stdin_pipe=False, stdin_text=req.stdin,
                                     timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
-                await cmd.run(_nothing)
+                await cmd.run()
             finally:
                 grant.release()
                 self.sessions.images.release(image, tenant)
@@ -378,8 +387,13 @@ def _setup_error(reason: str) -> ServiceError:
     return SandboxFailed(f"the sandbox could not be set up: {reason.strip()[:300]}")
 
 
-async def _nothing(_: RunningCommand) -> None:
-    return None
+async def _succeeded(work: asyncio.Future[None]) -> bool:
+    """Whether `work` ends without an error (its error is the caller's to report)."""
+    try:
+        await work
+    except Exception:  # noqa: BLE001 - reported where it was awaited first
+        return False
+    return True
 
 
 def _command(row: Row, **extra: Any) -> Command:

@@ -80,8 +80,9 @@ class AgentSandbox:
     """A running sandbox: its bwrap process, its cgroup and the socket to its agent."""
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, sock: socket.socket,
-                 cgroup: Cgroup | None) -> None:
+                 cgroup: Cgroup | None, uid: int | None = None) -> None:
         self.name = name
+        self.uid = uid  # its host uid
         self.proc = proc
         self.sock = sock
         self.cgroup = cgroup
@@ -103,7 +104,9 @@ class AgentSandbox:
         return not self._closed.is_set()
 
     async def ready(self) -> None:
-        await self._ready
+        # Shielded: a waiter cancelled (a server closing mid-start) must not cancel the
+        # future itself, or the agent's one 'ready' would then read as a second one.
+        await asyncio.shield(self._ready)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -274,6 +277,7 @@ class AgentSandbox:
         gone = SandboxFailed(f"sandbox {self.name} ended")
         if not self._ready.done():
             self._ready.set_exception(gone)
+            self._ready.exception()  # told to whoever awaits it; nobody may, after a cancel
         for fut in self._started.values():
             if not fut.done():
                 fut.set_exception(gone)

@@ -2,8 +2,8 @@
 
 How a sandbox starts (see docs/sandbox.md for the reasons):
 
-    server --(fork)--> sh: join the sandbox's cgroups as root
-             --exec--> setpriv: become the sandbox's unprivileged host uid, drop caps
+    server --(fork)--> launch (launch.c): join the sandbox's cgroups (made ahead) as
+                       root, become the sandbox's unprivileged host uid, drop caps
              --exec--> bwrap: new user/mount/pid/net/ipc/uts/cgroup namespaces,
                        read-only root (on a pulled image: the sandbox's own overlay
                        over it, mounted first: overlays.py), private /workspace,
@@ -11,8 +11,9 @@ How a sandbox starts (see docs/sandbox.md for the reasons):
              --exec--> the in-sandbox agent as PID 1 (sessions), or a fixed wrapper
                        that applies the request inside the sandbox (one-shot runs)
 
-Nothing from a request reaches the root-run `sh` or `setpriv`: their environment is
-fixed and their argv holds only server-chosen values. A one-shot run's command, cwd and
+Without a C compiler the launcher is `sh` (joins the cgroups) and `setpriv` (the uid),
+a few ms slower. Nothing from a request reaches the root-run launcher: its environment
+is fixed and its argv holds only server-chosen values. A one-shot run's command, cwd and
 environment travel in bwrap's option file (`--setenv`, read from a memfd), are applied
 by bwrap after it dropped to the sandbox's uid, and the cwd is entered inside the
 sandbox by bwrap as the sandbox's uid (never checked on the host).
@@ -53,6 +54,7 @@ log = logging.getLogger("chaser.runtime")
 AGENT_PATH = Path(__file__).with_name("agent.py")
 DEFAULT_DISK_MB = 10240  # a new workspace disk, or a tmpfs, when the spec names no size
 AGENT_START_TIMEOUT = 10.0
+WARM_NICE = 19  # warm sandboxes start at the lowest priority (see WarmPool)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux; not in every Python
 # Deleting a workspace, inside its own sandbox as its uid: first make every directory
 # its owner's to enter again (a tenant may have chmod 000'd one), then delete.
@@ -87,6 +89,7 @@ class BwrapRuntime:
             self.cgroups.limit_all(cap_all)
         # The static agent (C) runs on any image; without a compiler, the Python one.
         static_agent = agent_build.build_agent(state_dir / "agent")
+        self.launcher = agent_build.build_launcher(state_dir / "launch")
         self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH,
                                                 static_agent)
         self.root_args = images.root_args(self.rootfs)
@@ -94,7 +97,7 @@ class BwrapRuntime:
         if self.seccomp is None:
             log.warning("no seccomp filter for %s: sandboxes get the full syscall surface",
                         platform.machine())
-        self.pool = WarmPool(self.start, warm_pool)
+        self.pool = WarmPool(self._start_warm, warm_pool)
         self.uids = uids
         # Sandboxes on pulled images: a writable layer each over the shared image.
         self.overlays = Overlays(state_dir / "roots", uids.base)
@@ -113,6 +116,7 @@ class BwrapRuntime:
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", "seccomp": self.seccomp is not None,
+                "launcher": "launch" if self.launcher else "sh+setpriv",
                 "pool": dict(self.pool.stats), **self.cgroups.describe()}
 
     def forget_image(self, rootfs: Path) -> None:
@@ -169,7 +173,7 @@ class BwrapRuntime:
             return
         spec = SandboxSpec(name="purge_" + secrets.token_hex(6), uid=uid,
                            workspace_dir=workspace_dir)
-        proc, cgroup = await self._launch(spec, ["--chdir", "/"], ["/bin/sh", "-c", PURGE],
+        proc, cgroup = await self._launch(spec, uid, ["--chdir", "/"], ["/bin/sh", "-c", PURGE],
                                           stdin=asyncio.subprocess.DEVNULL,
                                           stdout=asyncio.subprocess.DEVNULL,
                                           stderr=asyncio.subprocess.DEVNULL)
@@ -204,23 +208,25 @@ class BwrapRuntime:
             return spec.uid
         return self.uids.ephemeral(next(self._uids))
 
-    async def start(self, spec: SandboxSpec) -> AgentSandbox:
-        """Start a long-lived sandbox whose agent forks every later command."""
+    async def start(self, spec: SandboxSpec, nice: int = 0) -> AgentSandbox:
+        """Start a long-lived sandbox whose agent forks every later command; `nice`
+        lowers the priority of all its processes (until `wake`)."""
         server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (server_end, agent_end):
             _large_send_buffer(s)
         argv = images.agent_argv(self.rootfs)
+        uid = self._uid(spec)
         try:
-            proc, cgroup = await self._launch(spec, ["--as-pid-1", "--chdir", "/"], argv,
+            proc, cgroup = await self._launch(spec, uid, ["--as-pid-1", "--chdir", "/"], argv,
                                               stdin=agent_end.fileno(),
                                               stdout=asyncio.subprocess.DEVNULL,
-                                              stderr=asyncio.subprocess.PIPE)
+                                              stderr=asyncio.subprocess.PIPE, nice=nice)
         except BaseException:
             server_end.close()
             raise
         finally:
             agent_end.close()
-        sandbox = AgentSandbox(spec.name, proc, server_end, cgroup)
+        sandbox = AgentSandbox(spec.name, proc, server_end, cgroup, uid)
         if spec.workspace_dir is not None:
             self._hold_disk(spec.workspace_dir, sandbox)
         try:
@@ -233,7 +239,15 @@ class BwrapRuntime:
             await sandbox.close()
             detail = err.decode(errors="replace").strip() or str(e) or "timed out"
             raise SandboxFailed(f"sandbox {spec.name} failed to start: {detail}") from None
+        except BaseException:  # cancelled half-way: the sandbox is nobody's
+            self._tasks.spawn(sandbox.close())
+            raise
         return sandbox
+
+    async def _start_warm(self, spec: SandboxSpec) -> AgentSandbox:
+        """A warm sandbox for the pool, started at the lowest priority: made while
+        requests keep coming, it takes only the CPU they leave."""
+        return await self.start(spec, nice=WARM_NICE)
 
     async def run_once(self, spec: SandboxSpec, proc: ProcessSpec,
                        io: ProcessIO) -> OneShotProcess | PooledProcess:
@@ -241,6 +255,7 @@ class BwrapRuntime:
         pool when there is one, else a fresh one with the command as its only process."""
         warm = self.pool.take(spec)
         if warm is not None:
+            _wake(warm)
             return await self.pool.run(warm, proc, io)
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -249,7 +264,8 @@ class BwrapRuntime:
         for name, value in env.items():
             options += ["--setenv", name, value]
         try:
-            child, cgroup = await self._launch(spec, options, images.oneshot_argv(self.rootfs),
+            child, cgroup = await self._launch(spec, self._uid(spec), options,
+                                               images.oneshot_argv(self.rootfs),
                                                stdin=stdin, stdout=io.stdout, stderr=io.stderr,
                                                keep=[status_w])
         except BaseException:
@@ -271,21 +287,22 @@ class BwrapRuntime:
         await self._tasks.close()
         for workspace_dir in self._mounted:
             await asyncio.to_thread(disks.unmount, workspace_dir)
+        await asyncio.to_thread(self.cgroups.close)
 
-    async def _launch(self, spec: SandboxSpec, extra: list[str], argv: list[str], *,
+    async def _launch(self, spec: SandboxSpec, uid: int, extra: list[str], argv: list[str], *,
                       stdin: int, stdout: int, stderr: int,
-                      keep: list[int] | None = None,
+                      keep: list[int] | None = None, nice: int = 0,
                       ) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
-        """Start bwrap for `spec` with `extra` options and the fixed `argv` inside.
+        """Start bwrap for `spec` as host `uid` with `extra` options and the fixed `argv`
+        inside, at priority `nice`.
 
         `extra` may carry request data (it goes to bwrap through a memfd, never argv);
-        `argv` must not: it is visible in the argv of the root-run launchers.
+        `argv` must not: it is visible in the argv of the root-run launcher.
         """
         if spec.rootfs is not None and not self.static_agent.is_file():
             raise SandboxFailed("sandboxes on images other than 'default' need the static "
                                 "agent, which this server could not build (install gcc and "
                                 "libc6-dev: the README's install command does)")
-        uid = self._uid(spec)
         if spec.workspace_dir is not None:
             await self._take_disk(spec.workspace_dir, uid, spec.disk_mb)
         root = None
@@ -295,7 +312,8 @@ class BwrapRuntime:
                 root = await asyncio.to_thread(self.overlays.mount, spec.name, spec.rootfs,
                                                uid, size)
             proc, cgroup = await self._launch_taken(spec, uid, root, extra, argv, stdin=stdin,
-                                                    stdout=stdout, stderr=stderr, keep=keep)
+                                                    stdout=stdout, stderr=stderr, keep=keep,
+                                                    nice=nice)
         except BaseException:
             if spec.workspace_dir is not None:
                 self._disk_users[spec.workspace_dir] -= 1
@@ -335,9 +353,8 @@ class BwrapRuntime:
 
     async def _launch_taken(self, spec: SandboxSpec, uid: int, root: Path | None,
                             extra: list[str], argv: list[str], *, stdin: int, stdout: int,
-                            stderr: int,
-                            keep: list[int] | None) -> tuple[asyncio.subprocess.Process,
-                                                             Cgroup | None]:
+                            stderr: int, keep: list[int] | None,
+                            nice: int) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         # bwrap reads its options from a memfd (--args), so host paths stay out of the
         # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
         # program comes through a memfd as well. Encoded first: nothing may fail after
@@ -345,13 +362,15 @@ class BwrapRuntime:
         options_blob = b"".join(a.encode() + b"\0"
                                 for a in [*self._bwrap_args(spec, root), *extra])
         try:
-            cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits,
-                                             spec.group, spec.group_limits)
+            cgroup = self.cgroups.take(spec.name, spec.limits, spec.group, spec.group_limits)
+            if cgroup is None:
+                cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits,
+                                                 spec.group, spec.group_limits)
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
         try:
             return await self._exec_bwrap(uid, cgroup, options_blob, argv, stdin, stdout,
-                                          stderr, list(keep or ()))
+                                          stderr, list(keep or ()), nice)
         except BaseException:
             if cgroup is not None:
                 await asyncio.wrap_future(cgroup.remove_later())
@@ -359,19 +378,16 @@ class BwrapRuntime:
 
     async def _exec_bwrap(self, uid: int, cgroup: Cgroup | None, options_blob: bytes,
                           argv: list[str], stdin: int, stdout: int, stderr: int,
-                          pass_fds: list[int]) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
+                          pass_fds: list[int],
+                          nice: int) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         opened: list[int] = []
         blob = options_blob
         if self.seccomp is not None:
             blob = b"--seccomp\0" + str(_memfd_with(self.seccomp, opened)).encode() + b"\0" + blob
         args_fd = _memfd_with(blob, opened)
-        cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-               "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
-               self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
-        if cgroup is not None:
-            # && : a sandbox that cannot join every cgroup must not start unlimited.
-            joins = " && ".join(f"echo $$ > {shlex.quote(str(f))}" for f in cgroup.procs_files)
-            cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
+        bwrap = [self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
+        procs = [str(f) for f in cgroup.procs_files] if cgroup is not None else []
+        cmd = self._launcher_argv(uid, nice, procs) + bwrap
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=LAUNCH_ENV, cwd="/",
@@ -382,6 +398,21 @@ class BwrapRuntime:
             for fd in opened:
                 os.close(fd)
         return proc, cgroup
+
+    def _launcher_argv(self, uid: int, nice: int, procs: list[str]) -> list[str]:
+        """The root-run launcher's argv up to bwrap's: join `procs` (cgroup.procs
+        files), lower the priority to `nice`, become `uid` for good."""
+        if self.launcher is not None:
+            return [str(self.launcher), str(uid), str(nice), *procs, "--"]
+        cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
+               "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
+        if nice:
+            cmd = ["nice", "-n", str(nice), *cmd]
+        if procs:
+            # && : a sandbox that cannot join every cgroup must not start unlimited.
+            joins = " && ".join(f"echo $$ > {shlex.quote(f)}" for f in procs)
+            cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
+        return cmd
 
     @property
     def static_agent(self) -> Path:
@@ -421,6 +452,14 @@ class BwrapRuntime:
             args += ["--bind", str(ws / "files"), "/workspace", "--bind", str(ws / "home"), home,
                      "--bind", str(ws / "tmp"), "/tmp"]
         return args
+
+
+def _wake(sandbox: AgentSandbox) -> None:
+    """Back to normal priority: every process of a warm sandbox (its own host uid) as
+    a request takes it."""
+    if sandbox.uid is not None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_USER, sandbox.uid, 0)
 
 
 def _memfd_with(data: bytes, opened: list[int]) -> int:

@@ -8,6 +8,10 @@ Limits are hierarchical, so the kernel holds them for sets of sandboxes too: the
 instance directory caps all of this server's sandboxes together (processes, memory:
 what the host keeps for itself), and a group directory caps a set of sandboxes that
 share limits (the core puts each tenant's sandboxes in one group).
+
+Cgroups are made ahead: a few per recent shape (limits and group) wait, limits written,
+under a stock name, and a launch renames one to its sandbox's name (a rename is a few
+microseconds; making one is a thread hop and a dozen writes).
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +32,9 @@ log = logging.getLogger("chaser.runtime")
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD_US = 100_000
+STOCK_PER_SHAPE = 2  # cgroups made ahead for each recent shape
+STOCK_SHAPES = 4  # shapes kept in stock; the least recently used gives way
+STOCK_PREFIX = "stock_"
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,9 @@ class ResourceLimits:
     cpus: float | None = None
 
 
+Shape = tuple[ResourceLimits, str | None, ResourceLimits | None]  # limits, group, its limits
+
+
 @dataclass
 class Cgroup:
     """One sandbox's cgroup directories (one per v1 controller, or a single v2 one)."""
@@ -43,6 +56,21 @@ class Cgroup:
     dirs: list[Path]
     version: str
     gc: ThreadPoolExecutor | None = None  # where removals run (see CgroupManager)
+
+    def rename(self, name: str) -> None:
+        """Give the cgroup a new name under the same parent (in every hierarchy)."""
+        renamed = []
+        try:
+            for d in self.dirs:
+                new = d.with_name(name)
+                os.rename(d, new)
+                renamed.append(new)
+        except OSError:
+            for new, old in zip(renamed, self.dirs):
+                with contextlib.suppress(OSError):
+                    os.rename(new, old)
+            raise
+        self.dirs = renamed
 
     def remove_later(self) -> Future[None]:
         """Remove it off the event loop, on the cleanup threads: a v1 removal can wait
@@ -106,6 +134,11 @@ class CgroupManager:
     roots: dict[str, Path] = field(default_factory=dict)  # controller -> chaser parent dir
     enforced: tuple[str, ...] = ()
     _groups: dict[str, ResourceLimits] = field(default_factory=dict)  # limits written
+    # Cgroups made ahead, by shape (limits, group, group limits); most recent shape last.
+    _stock: OrderedDict[Shape, list[Cgroup]] = field(default_factory=OrderedDict)
+    _stock_lock: threading.Lock = field(default_factory=threading.Lock)
+    _restocking: set[Shape] = field(default_factory=set)
+    _closed: bool = False
     # Removals wait on exiting processes: threads of their own, apart from the default
     # executor that request paths use.
     gc: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
@@ -181,6 +214,79 @@ class CgroupManager:
             cg.remove()
             raise
         return cg
+
+    def take(self, name: str, limits: ResourceLimits, group: str | None = None,
+             group_limits: ResourceLimits | None = None) -> Cgroup | None:
+        """A cgroup made ahead for this shape, renamed to `name`; None when there is none
+        in stock (then `create` it). Cheap enough for the event loop. Restocks behind."""
+        if self.version == "none":
+            return None
+        shape = (limits, group, group_limits)
+        with self._stock_lock:
+            stock = self._stock.get(shape)
+            cg = stock.pop() if stock else None
+        self.restock_later(shape)
+        if cg is None:
+            return None
+        try:
+            cg.rename(name)
+        except OSError:
+            cg.remove_later()
+            return None
+        return cg
+
+    def restock_later(self, shape: Shape) -> None:
+        """Fill the stock of `shape` on the cleanup threads (behind any removal)."""
+        with self._stock_lock:
+            if shape in self._restocking or self._closed:
+                return
+            self._restocking.add(shape)
+        self.gc.submit(self._restock, shape)
+
+    def _restock(self, shape: Shape) -> None:
+        limits, group, group_limits = shape
+        try:
+            while True:
+                with self._stock_lock:
+                    stock = self._stock.setdefault(shape, [])
+                    self._stock.move_to_end(shape)
+                    evicted = []
+                    while len(self._stock) > STOCK_SHAPES:
+                        evicted.extend(self._stock.popitem(last=False)[1])
+                    full = len(stock) >= STOCK_PER_SHAPE or self._closed
+                for old in evicted:
+                    old.remove()
+                if full:
+                    return
+                try:
+                    cg = self.create(STOCK_PREFIX + secrets.token_hex(6), limits, group,
+                                     group_limits)
+                except OSError as e:
+                    log.warning("cannot make a cgroup ahead: %s", e)
+                    return
+                if cg is None:
+                    return
+                with self._stock_lock:
+                    if not self._closed:
+                        self._stock.setdefault(shape, []).append(cg)
+                        continue
+                cg.remove()  # made while the server closed
+                return
+        finally:
+            with self._stock_lock:
+                self._restocking.discard(shape)
+
+    def close(self) -> None:
+        """Remove every cgroup of this instance, the instance's own directories too (the
+        server is closing, its sandboxes are gone): a host that runs servers by the
+        thousand, as a test suite does, must not keep their cgroups."""
+        with self._stock_lock:
+            self._closed = True
+            self._stock.clear()
+        self.sweep()
+        for root in dict.fromkeys(self.roots.values()):
+            with contextlib.suppress(OSError):
+                root.rmdir()
 
     def _group(self, group: str, limits: ResourceLimits) -> None:
         """Make a group's directories once, and (re)write its limits when they change."""

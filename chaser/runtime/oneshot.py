@@ -44,6 +44,21 @@ def read_all(fd: int) -> bytes:
     return data
 
 
+def read_now(fd: int) -> bytes | None:
+    """Read a pipe to its end and close it if its end is already there (None, and the
+    fd left open, when its writer is still alive): no thread hop in the usual case."""
+    os.set_blocking(fd, False)
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    except BlockingIOError:
+        os.set_blocking(fd, True)
+        return None
+    os.close(fd)
+    return data
+
+
 class OneShotProcess:
     """The command of an ephemeral sandbox: bwrap's exit status is the command's."""
 
@@ -59,7 +74,11 @@ class OneShotProcess:
     async def wait(self) -> ExitStatus:
         if self._status is None:
             rc = await self.proc.wait()
-            status = await asyncio.to_thread(read_all, self.status_fd)
+            # bwrap wrote its status and exited; only a sandbox process still dying may
+            # hold the pipe a moment longer.
+            status = read_now(self.status_fd)
+            if status is None:
+                status = await asyncio.to_thread(read_all, self.status_fd)
             if self.cgroup is not None:
                 # Off the request's path: rmdir waits until the kernel lets the cgroup go.
                 self.cgroup.remove_later()

@@ -3,7 +3,9 @@
 Starting a sandbox costs a bubblewrap start and the agent's start; running a command
 in a started one costs a fork. A one-shot run that finds a warm sandbox uses it once
 and destroys it afterwards, exactly as a freshly made one; a replacement starts in the
-background. With the pool empty (a burst), runs make their own sandbox as before.
+background at once, at the lowest CPU priority (the runtime's starter sees to that), so
+under a steady stream of runs the pool refills with the CPU the runs leave and never
+slows them. With the pool empty (a burst), runs make their own sandbox as before.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 
 log = logging.getLogger("chaser.runtime")
 
-REFILL_AFTER_IDLE_S = 0.05
-
 Starter = Callable[[SandboxSpec], Awaitable[AgentSandbox]]
 
 
@@ -33,7 +33,7 @@ class WarmPool:
         self.size = size
         self._ready: list[tuple[SandboxSpec, AgentSandbox]] = []
         self._refilling: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._want: SandboxSpec | None = None  # the shape the last run asked for
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self.stats = {"hit": 0, "miss": 0}
@@ -56,18 +56,22 @@ class WarmPool:
                 break
         self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
         self.stats["hit" if found is not None else "miss"] += 1
-        # Refill once runs pause: under a steady stream of runs, starting replacements
-        # would only compete with the runs for the CPU. The request's spec gives the shape.
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(REFILL_AFTER_IDLE_S, self._refill, spec)
+        # The request's spec gives the shape; one refill at a time follows the latest. A
+        # hit refills once its run is over (`discard`), out of that run's way.
+        self._want = spec
+        if found is None:
+            self._kick()
         return found
 
-    def _refill(self, spec: SandboxSpec) -> None:
-        self._timer = None
-        if self._closed or (self._refilling and not self._refilling.done()):
-            return
-        self._refilling = asyncio.get_running_loop().create_task(self._fill(spec))
+    def _kick(self) -> None:
+        if self._want is not None and not self._closed and (
+                self._refilling is None or self._refilling.done()):
+            self._refilling = asyncio.get_running_loop().create_task(self._refill())
+
+    async def _refill(self) -> None:
+        while self._want is not None and not self._closed:
+            spec, self._want = self._want, None
+            await self._fill(spec)
 
     async def _fill(self, spec: SandboxSpec) -> None:
         # The pool follows the runs: sandboxes of another shape (an image, a tenant, limits
@@ -115,15 +119,14 @@ class WarmPool:
         self._ready = keep
 
     def discard(self, sandbox: AgentSandbox) -> None:
-        """Destroy a used sandbox off the request's path."""
+        """Destroy a used sandbox off the request's path, and refill."""
         task = asyncio.get_running_loop().create_task(sandbox.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        self._kick()
 
     async def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
         if self._refilling:
             self._refilling.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

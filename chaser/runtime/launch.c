@@ -1,0 +1,122 @@
+/*
+ * The sandbox launcher: the one host process between the server and bubblewrap.
+ *
+ *     launch UID NICE PROCS_FILE... -- PROGRAM ARG...
+ *
+ * Run as root by the server (never by anyone else: it is not setuid), it
+ *   1. joins the sandbox's cgroups: writes its own pid into each PROCS_FILE (a
+ *      `cgroup.procs` the server made ahead); one it cannot join ends the launch, so a
+ *      sandbox never starts outside its limits;
+ *   2. lowers its priority to NICE (0-19) when asked: warm sandboxes are made at low
+ *      priority, so they never slow the requests they are made for (the server raises a
+ *      warm sandbox back to 0 when a request takes it);
+ *   3. becomes UID (and its group) for good: no supplementary groups, an empty
+ *      capability bounding set, no inheritable or ambient capabilities;
+ *   4. execs PROGRAM (bubblewrap) with the environment it was given.
+ *
+ * It replaces `sh -c 'echo $$ > ...' && exec setpriv ... bwrap`: two dynamically linked
+ * programs started per sandbox (about 3 ms). Its argv holds only values the server
+ * chose (uid, a nice value, paths under the cgroup mounts, bwrap's path and the number
+ * of an fd); request data never reaches it (it travels in bwrap's option file).
+ *
+ * Any failure exits 126 with one line on stderr, before PROGRAM runs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void die(const char *what, const char *detail)
+{
+	dprintf(2, "chaser launch: %s%s%s%s%s\n", what, detail ? " " : "", detail ? detail : "",
+		errno ? ": " : "", errno ? strerror(errno) : "");
+	_exit(126);
+}
+
+static long number(const char *text, long lo, long hi, const char *what)
+{
+	char *end;
+	long v;
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (errno || !*text || *end || v < lo || v > hi) {
+		errno = 0;
+		die("bad", what);
+	}
+	return v;
+}
+
+static void join(const char *procs)
+{
+	char pid[24];
+	int fd, n;
+	ssize_t k;
+	/* O_NOFOLLOW: only the cgroup file itself (the server made the path; paranoia) */
+	fd = open(procs, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		die("cannot join the cgroup", procs);
+	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	k = write(fd, pid, (size_t)n);
+	if (k != n)
+		die("cannot join the cgroup", procs);
+	close(fd);
+}
+
+static void drop_privileges(uid_t uid)
+{
+	struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct none[2];
+	int cap;
+	if (setgroups(0, NULL) < 0)
+		die("setgroups", NULL);
+	if (setresgid(uid, uid, uid) < 0)
+		die("setresgid", NULL);
+	/* The bounding set goes while we still hold CAP_SETPCAP: nothing run later can
+	 * gain a capability back (a file capability, a setuid-root binary). */
+	for (cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			die("cannot drop the capability bounding set", NULL);
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		die("cannot clear ambient capabilities", NULL);
+	if (setresuid(uid, uid, uid) < 0)
+		die("setresuid", NULL);
+	memset(none, 0, sizeof none); /* permitted and effective went with the uid; inheritable too */
+	if (syscall(SYS_capset, &head, none) < 0)
+		die("capset", NULL);
+	errno = 0;
+	if (getuid() != uid || geteuid() != uid || getgid() != uid || getegid() != uid ||
+	    setuid(0) == 0 || setgid(0) == 0)
+		die("the uid change did not hold", NULL);
+}
+
+int main(int argc, char **argv)
+{
+	uid_t uid;
+	int i, nice_to;
+	if (argc < 5)
+		die("usage: launch UID NICE PROCS_FILE... -- PROGRAM ARG...", NULL);
+	if (getuid() != 0 || geteuid() != 0)
+		die("must be started by root (the server)", NULL);
+	uid = (uid_t)number(argv[1], 1, 0x7fffffff, "uid");
+	nice_to = (int)number(argv[2], 0, 19, "nice value");
+	for (i = 3; i < argc && strcmp(argv[i], "--"); i++)
+		join(argv[i]);
+	if (i + 1 >= argc)
+		die("no program after --", NULL);
+	if (nice_to && setpriority(PRIO_PROCESS, 0, nice_to) < 0)
+		die("setpriority", NULL);
+	drop_privileges(uid);
+	execve(argv[i + 1], argv + i + 1, environ);
+	die("cannot run", argv[i + 1]);
+	return 126;
+}
