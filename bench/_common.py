@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,13 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import ServerProcess  # noqa: E402  (the same server the tests start)
 
 
+# The floor of a one-shot sandbox: a bare bubblewrap sandbox running `true`.
+BWRAP_TRUE = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
+              "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+              "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
+              "--", "/bin/true"]
+
+
 @contextmanager
-def running_server() -> Iterator[ServerProcess]:
+def running_server(env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A server of its own on loopback; `env` (CHASER_* settings) overrides the
+    benchmark's environment."""
     root = Path(tempfile.mkdtemp(prefix="chaser-bench-"))
     root.chmod(0o711)
     # CHASER_* settings in the benchmark's environment reach its server (the tests'
     # servers ignore them).
     settings = {k: v for k, v in os.environ.items() if k.startswith("CHASER_")}
+    settings.update(env or {})
     srv = ServerProcess(data_dir=root / "data", extra_env=settings).start()
     try:
         yield srv
@@ -64,6 +78,47 @@ def docker_available() -> bool:
     if not shutil.which("docker"):
         return False
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@contextmanager
+def docker_engine() -> Iterator[bool]:
+    """Whether a Docker engine can be used for the block. When `docker` and `dockerd` are
+    installed but no engine runs, one is started in the background for the
+    block, with no iptables rules and no bridge (the benchmarks' containers run with
+    `--network none`), its log in a temporary file; it is stopped after, by its pid."""
+    if docker_available():
+        yield True
+        return
+    if not (shutil.which("docker") and shutil.which("dockerd")):
+        yield False
+        return
+    log_path = Path(tempfile.mkdtemp(prefix="chaser-bench-dockerd-")) / "dockerd.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    up = False
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and not docker_available():
+            time.sleep(0.25)
+        up = proc.poll() is None and docker_available()
+        if not up:
+            tail = log_path.read_text(errors="replace").splitlines()[-5:]
+            print(f"  (dockerd did not come up; its log is {log_path}:)", *tail, sep="\n    ",
+                  file=sys.stderr)
+        yield up
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # it stops its containers and its containerd
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                print(f"  (dockerd {proc.pid} killed: its containerd may be left running)",
+                      file=sys.stderr)
+        if up:
+            shutil.rmtree(log_path.parent, ignore_errors=True)  # kept when it failed
 
 
 DOCKER_IMAGE = "chaser-bench:host"
@@ -106,3 +161,28 @@ def docker_image() -> str:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return DOCKER_IMAGE
+
+
+def sandbox_pids(srv: ServerProcess) -> set[str]:
+    """Pids of every process in this server's sandboxes, found through its cgroups (as
+    ServerProcess.sandbox_processes finds them)."""
+    instance = hashlib.sha256(str((srv.data_dir / "runtime").resolve()).encode()).hexdigest()[:12]
+    pids: set[str] = set()
+    for procs in glob.glob(f"/sys/fs/cgroup/**/chaser/{instance}/**/cgroup.procs", recursive=True):
+        with contextlib.suppress(OSError):
+            pids.update(Path(procs).read_text().split())
+    return pids
+
+
+def pss_kb(pids: Iterable[str | int]) -> int:
+    """Sum of the proportional set sizes of these processes (gone ones count 0), KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total

@@ -19,22 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import report, running_server, timed
+from _common import pss_kb, report, running_server, timed
 from tests.conftest import ServerProcess, running_registry
 from tests.images import oci
-
-
-def pss_kb(pids: list[str]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1])
-    return total
 
 
 def session_memory(srv: ServerProcess, session_id: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from chaser.core.output import STDERR, STDOUT, OutputLog
 from chaser.core.util import now_iso, signal_name
-from chaser.errors import Conflict, OverLimit
+from chaser.errors import Conflict, OverLimit, Unavailable
 from chaser.runtime.base import ExitStatus, Process, ProcessIO
 
 log = logging.getLogger("chaser.core")
@@ -29,29 +29,61 @@ F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1024 * 1024  # bigger pipes: fewer wake-ups for chatty commands
 DRAIN_GRACE_S = 0.25  # after exit, how long output held open by orphans may still arrive
 MAX_STDIN_BUFFER = 16 * 1024 * 1024
+READ_BYTES = 256 * 1024  # per wake-up of a pipe, as asyncio's pipe transports read
 
 Launcher = Callable[[ProcessIO], Awaitable[Process]]
 OnEnd = Callable[["RunningCommand"], None]
 
 
-class _Pump(asyncio.Protocol):
-    """Reads one pipe into the log."""
+class _Pump:
+    """Reads one pipe into the log, straight from the event loop's reader callback (a
+    transport per pipe costs more than the reads themselves for a short command)."""
 
-    def __init__(self, out: OutputLog, stream: int) -> None:
+    def __init__(self, fd: int, out: OutputLog, stream: int) -> None:
+        self.fd = fd
         self.out = out
         self.stream = stream
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.ReadTransport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        os.set_blocking(fd, False)
+        self.loop.add_reader(fd, self._read)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.out.append(self.stream, data)
+        else:
+            self.close()
 
-    def data_received(self, data: bytes) -> None:
-        self.out.append(self.stream, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """Stop reading (at the end of the pipe, or when output held open by orphans is
+        no longer waited for)."""
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
         if not self.done.done():
             self.done.set_result(None)
+
+
+def _pipes(n: int) -> list[tuple[int, int]]:
+    """`n` fresh pipes; out of file descriptors, none and a 503 the client may retry."""
+    made: list[tuple[int, int]] = []
+    try:
+        for _ in range(n):
+            made.append(os.pipe2(os.O_CLOEXEC))
+    except OSError as e:
+        for pair in made:
+            for fd in pair:
+                os.close(fd)
+        raise Unavailable(f"the server cannot start a command now ({e.strerror}); try "
+                          "again later", retry_after=5) from None
+    return made
 
 
 @dataclass
@@ -103,11 +135,9 @@ class RunningCommand:
                     timeout_ms: int | None) -> None:
         """Start the process with fresh pipes; raises what the runtime raises."""
         loop = asyncio.get_running_loop()
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        in_r = in_w = None
-        if stdin_pipe or stdin_text is not None:
-            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        (out_r, out_w), (err_r, err_w), *stdin = _pipes(3 if stdin_pipe or stdin_text is not None
+                                                        else 2)
+        in_r, in_w = stdin[0] if stdin else (None, None)
         for fd in (out_r, err_r):
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
@@ -122,10 +152,7 @@ class RunningCommand:
         self.state.pid = self.process.pid
         if self.abandoned:  # its request left while it started
             self.abandon()
-        for fd, stream in ((out_r, STDOUT), (err_r, STDERR)):
-            pump = _Pump(self.output, stream)
-            await loop.connect_read_pipe(lambda p=pump: p, os.fdopen(fd, "rb", 0))  # type: ignore[misc]
-            self._pumps.append(pump)
+        self._pumps = [_Pump(out_r, self.output, STDOUT), _Pump(err_r, self.output, STDERR)]
         if in_w is not None:
             os.set_blocking(in_w, False)
             transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
@@ -159,8 +186,7 @@ class RunningCommand:
         if waiting:
             await asyncio.wait(waiting, timeout=DRAIN_GRACE_S)
         for p in self._pumps:
-            if p.transport is not None and not p.done.done():
-                p.transport.close()
+            p.close()
 
     def _storage_failed(self, error: OSError) -> None:
         """Output can no longer be recorded (the disk is full): end the command rather

@@ -81,8 +81,10 @@ class Executor:
 
     @staticmethod
     def process_spec(req: CommandRequest, env: dict[str, str], cwd: str) -> ProcessSpec:
+        # PWD as the cwd was asked (`/var/tmp`, not the `/tmp` it links to), as a login
+        # shell, `docker exec -w` and a one-shot run's bwrap --chdir all leave it.
         return ProcessSpec(argv=[SHELLS[req.shell], "-c", req.command],
-                           env={**BASE_ENV, **env, **(req.env or {})}, cwd=cwd)
+                           env={**BASE_ENV, "PWD": cwd, **env, **(req.env or {})}, cwd=cwd)
 
     async def start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
         """Start a command in a running session and record it."""

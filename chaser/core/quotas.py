@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from chaser.config import Settings
+from chaser.core.capacity import host_capacity, raise_fd_limit
 from chaser.errors import OverLimit, Unavailable
 from chaser.models import TenantLimits, TenantUsage
 from chaser.runtime.cgroups import ResourceLimits
@@ -68,10 +69,12 @@ class Ledger:
     memory_budget_mb: int
     pids_budget: int
     disk_budget_mb: int = 0  # the data dir's filesystem
+    max_sandboxes: int = 256  # the server's cap (capacity.py derives it)
     overrides: dict[str, TenantLimits] = field(default_factory=dict)
     held: dict[str, Counter[str]] = field(default_factory=dict)
     total: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # 429s and 503s, by limit
+    _defaults: TenantLimits | None = None
 
     @classmethod
     def for_host(cls, settings: Settings) -> Ledger:
@@ -79,16 +82,26 @@ class Ledger:
             disk = shutil.disk_usage(settings.data_dir).total // (1024 * 1024)
         except OSError:
             disk = 0
-        return cls(settings, int(host_memory_mb() * settings.memory_fraction),
-                   int(kernel_pid_max() * settings.pids_fraction), disk)
+        memory, pids = host_memory_mb(), int(kernel_pid_max() * settings.pids_fraction)
+        cap = settings.max_sandboxes
+        if cap is None:
+            capacity = host_capacity(memory, raise_fd_limit(), pids)
+            cap = capacity.sandboxes
+            log.info("this host holds up to %s", capacity.describe())
+        return cls(settings, int(memory * settings.memory_fraction), pids, disk, cap)
 
     # -- limits -----------------------------------------------------------------------
 
     def defaults(self) -> TenantLimits:
+        if self._defaults is None:  # settings and budgets are fixed once the server runs
+            self._defaults = self._make_defaults()
+        return self._defaults
+
+    def _make_defaults(self) -> TenantLimits:
         s = self.settings
         return TenantLimits(
-            max_sandboxes=s.max_sandboxes_per_tenant or s.share(s.max_sandboxes),
-            max_sessions=s.max_sessions_per_tenant or s.share(s.max_sandboxes),
+            max_sandboxes=s.max_sandboxes_per_tenant or s.share(self.max_sandboxes),
+            max_sessions=s.max_sessions_per_tenant or s.share(self.max_sandboxes),
             max_commands=s.max_commands_per_tenant or s.share(s.max_running_commands),
             max_memory_mb=s.max_memory_mb_per_tenant or s.share(self.memory_budget_mb),
             max_pids=s.max_pids_per_tenant or s.share(self.pids_budget),
@@ -110,7 +123,7 @@ class Ledger:
 
     def server_limits(self) -> dict[str, int]:
         s = self.settings
-        return {"sandboxes": s.max_sandboxes, "commands": s.max_running_commands,
+        return {"sandboxes": self.max_sandboxes, "commands": s.max_running_commands,
                 "memory_mb": self.memory_budget_mb}
 
     # -- admission --------------------------------------------------------------------

@@ -211,7 +211,10 @@ class BwrapRuntime:
     async def start(self, spec: SandboxSpec, nice: int = 0) -> AgentSandbox:
         """Start a long-lived sandbox whose agent forks every later command; `nice`
         lowers the priority of all its processes (until `wake`)."""
-        server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as e:
+            raise SandboxFailed(f"cannot start sandbox: {e.strerror}") from None
         for s in (server_end, agent_end):
             _large_send_buffer(s)
         argv = images.agent_argv(self.rootfs)
@@ -258,7 +261,13 @@ class BwrapRuntime:
             _wake(warm)
             return await self.pool.run(warm, proc, io)
         stdin = io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        except OSError as e:
+            for fd in (io.stdin, io.stdout, io.stderr):
+                if fd is not None:
+                    os.close(fd)
+            raise SandboxFailed(f"cannot start sandbox: {e.strerror}") from None
         env = {**proc.env, **command_env(proc.argv[0], proc.argv[-1])}
         options = ["--json-status-fd", str(status_w), "--chdir", proc.cwd, "--clearenv"]
         for name, value in env.items():
@@ -382,9 +391,15 @@ class BwrapRuntime:
                           nice: int) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         opened: list[int] = []
         blob = options_blob
-        if self.seccomp is not None:
-            blob = b"--seccomp\0" + str(_memfd_with(self.seccomp, opened)).encode() + b"\0" + blob
-        args_fd = _memfd_with(blob, opened)
+        try:
+            if self.seccomp is not None:
+                blob = (b"--seccomp\0" + str(_memfd_with(self.seccomp, opened)).encode() +
+                        b"\0" + blob)
+            args_fd = _memfd_with(blob, opened)
+        except OSError as e:  # out of file descriptors, or of memory
+            for fd in opened:
+                os.close(fd)
+            raise SandboxFailed(f"cannot start sandbox: {e.strerror}") from None
         bwrap = [self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
         procs = [str(f) for f in cgroup.procs_files] if cgroup is not None else []
         cmd = self._launcher_argv(uid, nice, procs) + bwrap

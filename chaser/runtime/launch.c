@@ -32,7 +32,15 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#ifndef CGROUP_SUPER_MAGIC
+#define CGROUP_SUPER_MAGIC 0x27e0eb
+#endif
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
 
 extern char **environ;
 
@@ -58,13 +66,25 @@ static long number(const char *text, long lo, long hi, const char *what)
 
 static void join(const char *procs)
 {
+	const char *name = strrchr(procs, '/');
+	struct statfs fs;
 	char pid[24];
 	int fd, n;
 	ssize_t k;
-	/* O_NOFOLLOW: only the cgroup file itself (the server made the path; paranoia) */
+	/* Only a cgroup's own `cgroup.procs` on a cgroup filesystem: this runs as root, and
+	 * a mistaken path must never become a write into an ordinary file. */
+	if (!name || strcmp(name, "/cgroup.procs")) {
+		errno = 0;
+		die("not a cgroup.procs file:", procs);
+	}
 	fd = open(procs, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		die("cannot join the cgroup", procs);
+	if (fstatfs(fd, &fs) < 0 || (fs.f_type != CGROUP_SUPER_MAGIC &&
+				     fs.f_type != CGROUP2_SUPER_MAGIC)) {
+		errno = 0;
+		die("not on a cgroup filesystem:", procs);
+	}
 	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
 	k = write(fd, pid, (size_t)n);
 	if (k != n)
@@ -102,21 +122,25 @@ static void drop_privileges(uid_t uid)
 int main(int argc, char **argv)
 {
 	uid_t uid;
-	int i, nice_to;
+	int i, sep, nice_to;
 	if (argc < 5)
 		die("usage: launch UID NICE PROCS_FILE... -- PROGRAM ARG...", NULL);
 	if (getuid() != 0 || geteuid() != 0)
 		die("must be started by root (the server)", NULL);
 	uid = (uid_t)number(argv[1], 1, 0x7fffffff, "uid");
 	nice_to = (int)number(argv[2], 0, 19, "nice value");
-	for (i = 3; i < argc && strcmp(argv[i], "--"); i++)
-		join(argv[i]);
-	if (i + 1 >= argc)
+	for (sep = 3; sep < argc && strcmp(argv[sep], "--"); sep++)
+		;
+	if (sep + 1 >= argc) {
+		errno = 0;
 		die("no program after --", NULL);
+	}
+	for (i = 3; i < sep; i++)
+		join(argv[i]);
 	if (nice_to && setpriority(PRIO_PROCESS, 0, nice_to) < 0)
 		die("setpriority", NULL);
 	drop_privileges(uid);
-	execve(argv[i + 1], argv + i + 1, environ);
-	die("cannot run", argv[i + 1]);
+	execve(argv[sep + 1], argv + sep + 1, environ);
+	die("cannot run", argv[sep + 1]);
 	return 126;
 }

@@ -34,7 +34,7 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
         raise SystemExit(1) from None
     app = create_app(settings, lock=lock)
     # loop="asyncio": uvloop blocks its loop for milliseconds on every process spawn,
-    # which tripled the latency of one-shot sandboxes (bench/bench_exec.py).
+    # which tripled the latency of one-shot sandboxes (bench/floor.py).
     # access_log off: request lines cost time on the hot path and carry no secrets we need.
     uvicorn.run(app, host=settings.host, port=settings.port, loop="asyncio", log_level="info",
                 access_log=False, timeout_graceful_shutdown=5)

@@ -8,11 +8,18 @@ out like a cgroup2 mount instead.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from chaser.runtime.cgroups import CgroupManager, ResourceLimits, _cgroup_mounts
+from chaser.runtime.cgroups import (
+    STOCK_PER_SHAPE,
+    STOCK_PREFIX,
+    CgroupManager,
+    ResourceLimits,
+    _cgroup_mounts,
+)
 
 
 def fake_cgroup2(root: Path, instance: str) -> Path:
@@ -77,3 +84,36 @@ def test_v2_groups_and_the_instance_cap_are_written(tmp_path: Path) -> None:
     assert (inst / "t_1" / "pids.max").read_text() == "200"
     assert (inst / "t_1" / "ses_2" / "pids.max").read_text() == "64"
     assert "+pids" in (inst / "t_1" / "cgroup.subtree_control").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make cgroups")
+def test_cgroups_made_ahead_are_renamed_to_their_sandbox_and_closing_removes_all() -> None:
+    mgr = CgroupManager.detect("test-" + os.urandom(4).hex())
+    if mgr.version == "none":
+        pytest.skip("no usable cgroup controllers on this host")
+    limits = ResourceLimits(memory_bytes=96 * 2**20, pids=40)
+    group = ResourceLimits(pids=500)
+    try:
+        assert mgr.take("eph_first", limits, "t_x", group) is None  # nothing in stock yet
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # restocked on the cleanup threads
+            stocked = [d for root in set(mgr.roots.values())
+                       for d in (root / "t_x").glob(STOCK_PREFIX + "*")]
+            if len(stocked) >= STOCK_PER_SHAPE * len(set(mgr.roots.values())):
+                break
+            time.sleep(0.05)
+        cg = mgr.take("eph_second", limits, "t_x", group)
+        assert cg is not None and all(d.name == "eph_second" and d.parent.name == "t_x"
+                                      for d in cg.dirs)
+        if mgr.version == "v1":
+            mem = next(d for d in cg.dirs if "memory" in str(d))
+            pids = next(d for d in cg.dirs if "pids" in str(d))
+            assert int((mem / "memory.limit_in_bytes").read_text()) == 96 * 2**20
+            assert (pids / "pids.max").read_text().strip() == "40"
+            assert (pids.parent / "pids.max").read_text().strip() == "500"
+        # Another shape gets cgroups of its own limits, never the first shape's.
+        other = ResourceLimits(memory_bytes=128 * 2**20, pids=41)
+        assert mgr.take("eph_third", other, "t_x", group) is None
+    finally:
+        mgr.close()
+    assert not any(root.exists() for root in mgr.roots.values())
