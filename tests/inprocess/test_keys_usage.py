@@ -55,7 +55,8 @@ async def test_usage_counts_what_the_tenant_holds(api: Api, tenant: Tenant) -> N
     everyone = (await api.admin.get("/v1/usage")).json()
     assert tenant.id in {t["tenant"] for t in everyone["tenants"]}
     assert everyone["server"]["usage"]["sessions"] >= 1
-    assert everyone["server"]["limits"]["sandboxes"] == api.settings.max_sandboxes
+    # derived from the host (capacity.py) when not set
+    assert everyone["server"]["limits"]["sandboxes"] == api.app.state.core.ledger.max_sandboxes
     await tenant.client.delete(f"/v1/sessions/{sid}")
     assert (await tenant.client.get("/v1/usage")).json()["usage"]["sandboxes"] == 0
 
@@ -106,15 +107,15 @@ async def test_metrics_for_admins(api: Api, tenant: Tenant) -> None:
 
 async def test_server_capacity_is_503(api: Api) -> None:
     """Full is 503 `no_capacity` with Retry-After; one session's running commands are
-    bounded (429 `too_many_commands`). The shared server's settings are made small for
-    the test (the core reads them live): a second app in this process would replace the
+    bounded (429 `too_many_commands`). The shared server's cap and settings are made
+    small for the test (the core reads them live): a second app in this process would replace the
     first one's child watcher (see the report on `_watch_children_by_pidfd`)."""
     a = await api.new_tenant("a", limits={"max_sandboxes": 1000, "max_sessions": 1000})
     sid = (await a.client.post("/v1/sessions")).json()["id"]
     held = (await api.admin.get("/v1/usage")).json()["server"]["usage"]["sandboxes"]
-    s = api.settings
-    saved = s.max_sandboxes, s.max_running_commands_per_session
-    s.max_sandboxes, s.max_running_commands_per_session = held, 1
+    s, ledger = api.settings, api.app.state.core.ledger
+    saved = ledger.max_sandboxes, s.max_running_commands_per_session
+    ledger.max_sandboxes, s.max_running_commands_per_session = held, 1
     try:
         r = await a.client.post("/v1/exec", json={"command": "true"})
         assert f"capacity of {held} sandboxes" in error(r, 503, "no_capacity")
@@ -125,6 +126,6 @@ async def test_server_capacity_is_503(api: Api) -> None:
         error(r, 429, "too_many_commands")
         assert "retry-after" in r.headers
     finally:
-        s.max_sandboxes, s.max_running_commands_per_session = saved
+        ledger.max_sandboxes, s.max_running_commands_per_session = saved
     metrics = (await api.admin.get("/metrics")).text
     assert 'chaser_refused_total{limit="server_sandboxes"}' in metrics
