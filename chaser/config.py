@@ -59,8 +59,9 @@ class Settings:
                                    metadata=_env(
         "sandboxes starting at once; more wait, taken in turn by tenant [default: two "
         "per CPU]", lo=1, hi=1024))
-    max_running_commands: int = field(default=4096, metadata=_env(
-        "running commands on this server, all tenants", lo=1))
+    max_running_commands: int | None = field(default=None, metadata=_env(
+        "running commands on this server, all tenants [default: 4096, fewer when the "
+        "server's open files cannot hold them: 5 per command]", lo=1))
     memory_fraction: float = field(default=4.0, metadata=_env(
         "how many times host memory the memory limits of running sandboxes may add up to "
         "(limits are ceilings: 1 or less admits no overcommit)", lo=0.01, hi=1000))

@@ -7,6 +7,8 @@ is the smallest of what the host's memory, the server's file descriptors and the
 kernel's process ids allow at that cost, each with room kept for the host and for
 sandboxes that do more than idle. `max_sandboxes` set by hand wins.
 
+Running commands are capped the same way (each holds a few descriptors), at most 4096.
+
 The cap bounds the count only: what sandboxes may use is held by their memory and
 process limits (admitted against the memory budget, enforced by cgroups).
 """
@@ -21,18 +23,21 @@ log = logging.getLogger("chaser.core")
 
 IDLE_SANDBOX_MB = 2  # the footprint an idle sandbox is held to (bench/idle.py measures it)
 HOST_RESERVE = 0.25  # of memory, kept for the host, the server and busy sandboxes
-FDS_PER_SANDBOX = 4  # its agent's socket, bwrap's stderr pipe and pidfd, one spare
+FDS_PER_SANDBOX = 3  # its agent's socket, bwrap's stderr pipe and its pidfd
+FDS_PER_COMMAND = 5  # its stdout and stderr pipes, stdin's, and its log's two files
 FDS_RESERVE = 1024  # for clients, logs, the store and images
+MAX_COMMANDS = 4096  # running commands, all tenants, however many fds there are
 PIDS_PER_SANDBOX = 2  # bwrap and the agent of an idle session
 
 
 @dataclass(frozen=True)
 class Capacity:
-    """The sandbox cap and what each resource allows."""
+    """The sandbox cap and what each resource allows, and the running-command cap."""
 
     by_memory: int
     by_fds: int
     by_pids: int
+    commands: int
 
     @property
     def sandboxes(self) -> int:
@@ -40,12 +45,14 @@ class Capacity:
 
     def describe(self) -> str:
         return (f"{self.sandboxes} sandboxes (memory allows {self.by_memory}, file "
-                f"descriptors {self.by_fds}, process ids {self.by_pids})")
+                f"descriptors {self.by_fds}, process ids {self.by_pids}) and "
+                f"{self.commands} running commands")
 
 
 def raise_fd_limit() -> int:
     """Raise this process's open-file limit to its hard limit (thousands of sandboxes
-    each hold a few descriptors); returns the limit now in force."""
+    each hold a few descriptors); returns the limit now in force. Sandboxes start with
+    the usual 1024 again (the launcher sets it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
@@ -60,9 +67,13 @@ def raise_fd_limit() -> int:
 
 
 def host_capacity(memory_mb: int, fd_limit: int, pids_budget: int) -> Capacity:
-    """The cap for a host with `memory_mb` of memory, `fd_limit` open files for the
-    server and `pids_budget` process ids for sandboxes."""
+    """The caps for a host with `memory_mb` of memory, `fd_limit` open files for the
+    server and `pids_budget` process ids for sandboxes. The descriptors go half to
+    sandboxes, half to running commands: all of both at once never run the server out
+    of descriptors (it would fail to accept clients)."""
+    fds = max(0, fd_limit - FDS_RESERVE) // 2
     return Capacity(
         by_memory=int(memory_mb * (1 - HOST_RESERVE)) // IDLE_SANDBOX_MB,
-        by_fds=max(0, fd_limit - FDS_RESERVE) // FDS_PER_SANDBOX,
-        by_pids=pids_budget // PIDS_PER_SANDBOX)
+        by_fds=fds // FDS_PER_SANDBOX,
+        by_pids=pids_budget // PIDS_PER_SANDBOX,
+        commands=max(1, min(MAX_COMMANDS, fds // FDS_PER_COMMAND)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from chaser.errors import (
     OverLimit,
     SandboxFailed,
     StorageFull,
+    Unavailable,
 )
 from chaser.models import (
     DEFAULT_FOREGROUND_TIMEOUT_MS,
@@ -119,8 +121,7 @@ class Executor:
             try:
                 await asyncio.to_thread(cmd.output.prepare)
             except OSError as e:
-                raise StorageFull(f"the command's output cannot be recorded ({e.strerror}); "
-                                  "it was not started") from None
+                raise _unrecordable(e, "it was not started") from None
         spec = self.process_spec(req, live.env, cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
@@ -375,9 +376,17 @@ class Executor:
 def _check_recorded(cmd: RunningCommand) -> None:
     """A foreground command whose output could not be recorded was ended: say so."""
     if cmd.output.failure is not None:
-        raise StorageFull("the server's disk is full: the command's output could not be "
-                          "recorded, so the command was ended (its whole tree); try again "
-                          "once space is freed")
+        raise _unrecordable(cmd.output.failure, "so the command was ended (its whole tree)")
+
+
+def _unrecordable(error: OSError, then: str) -> ServiceError:
+    """The error for output that cannot be recorded: a full disk (507), or a server out
+    of file descriptors for now (503, to retry)."""
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return Unavailable(f"the server is out of file descriptors: the command's output "
+                           f"could not be recorded, {then}; try again later", retry_after=5)
+    return StorageFull(f"the server's disk is full: the command's output could not be "
+                       f"recorded ({error.strerror}), {then}; try again once space is freed")
 
 
 def _setup_error(reason: str) -> ServiceError:

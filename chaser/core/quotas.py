@@ -69,7 +69,8 @@ class Ledger:
     memory_budget_mb: int
     pids_budget: int
     disk_budget_mb: int = 0  # the data dir's filesystem
-    max_sandboxes: int = 256  # the server's cap (capacity.py derives it)
+    max_sandboxes: int = 256  # the server's caps (capacity.py derives them)
+    max_commands: int = 4096
     overrides: dict[str, TenantLimits] = field(default_factory=dict)
     held: dict[str, Counter[str]] = field(default_factory=dict)
     total: Counter[str] = field(default_factory=Counter)
@@ -83,12 +84,11 @@ class Ledger:
         except OSError:
             disk = 0
         memory, pids = host_memory_mb(), int(kernel_pid_max() * settings.pids_fraction)
-        cap = settings.max_sandboxes
-        if cap is None:
-            capacity = host_capacity(memory, raise_fd_limit(), pids)
-            cap = capacity.sandboxes
-            log.info("this host holds up to %s", capacity.describe())
-        return cls(settings, int(memory * settings.memory_fraction), pids, disk, cap)
+        capacity = host_capacity(memory, raise_fd_limit(), pids)
+        log.info("this host holds up to %s", capacity.describe())
+        return cls(settings, int(memory * settings.memory_fraction), pids, disk,
+                   settings.max_sandboxes or capacity.sandboxes,
+                   settings.max_running_commands or capacity.commands)
 
     # -- limits -----------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class Ledger:
         return TenantLimits(
             max_sandboxes=s.max_sandboxes_per_tenant or s.share(self.max_sandboxes),
             max_sessions=s.max_sessions_per_tenant or s.share(self.max_sandboxes),
-            max_commands=s.max_commands_per_tenant or s.share(s.max_running_commands),
+            max_commands=s.max_commands_per_tenant or s.share(self.max_commands),
             max_memory_mb=s.max_memory_mb_per_tenant or s.share(self.memory_budget_mb),
             max_pids=s.max_pids_per_tenant or s.share(self.pids_budget),
             max_disk_mb=s.max_disk_mb_per_tenant or s.share(self.disk_budget_mb))
@@ -122,8 +122,7 @@ class Ledger:
         return name, ResourceLimits(pids=self.limits(tenant).max_pids)
 
     def server_limits(self) -> dict[str, int]:
-        s = self.settings
-        return {"sandboxes": self.max_sandboxes, "commands": s.max_running_commands,
+        return {"sandboxes": self.max_sandboxes, "commands": self.max_commands,
                 "memory_mb": self.memory_budget_mb}
 
     # -- admission --------------------------------------------------------------------

@@ -73,8 +73,10 @@ class LiveCollector(Collector):
         yield refused
         pool = CounterMetricFamily("chaser_warm_pool", "One-shot runs by warm pool outcome.",
                                    labels=["outcome"])
-        for outcome, n in self.pool().items():
-            pool.add_metric([outcome], n)
+        stats = self.pool()
+        for outcome in ("hit", "miss"):
+            if outcome in stats:
+                pool.add_metric([outcome], stats[outcome])
         yield pool
         free, waiting = self.starts()
         yield GaugeMetricFamily("chaser_start_slots_free",

@@ -80,9 +80,8 @@ class AgentSandbox:
     """A running sandbox: its bwrap process, its cgroup and the socket to its agent."""
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, sock: socket.socket,
-                 cgroup: Cgroup | None, uid: int | None = None) -> None:
+                 cgroup: Cgroup | None) -> None:
         self.name = name
-        self.uid = uid  # its host uid
         self.proc = proc
         self.sock = sock
         self.cgroup = cgroup

@@ -54,7 +54,6 @@ log = logging.getLogger("chaser.runtime")
 AGENT_PATH = Path(__file__).with_name("agent.py")
 DEFAULT_DISK_MB = 10240  # a new workspace disk, or a tmpfs, when the spec names no size
 AGENT_START_TIMEOUT = 10.0
-WARM_NICE = 19  # warm sandboxes start at the lowest priority (see WarmPool)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux; not in every Python
 # Deleting a workspace, inside its own sandbox as its uid: first make every directory
 # its owner's to enter again (a tenant may have chmod 000'd one), then delete.
@@ -208,9 +207,9 @@ class BwrapRuntime:
             return spec.uid
         return self.uids.ephemeral(next(self._uids))
 
-    async def start(self, spec: SandboxSpec, nice: int = 0) -> AgentSandbox:
-        """Start a long-lived sandbox whose agent forks every later command; `nice`
-        lowers the priority of all its processes (until `wake`)."""
+    async def start(self, spec: SandboxSpec, warm: bool = False) -> AgentSandbox:
+        """Start a long-lived sandbox whose agent forks every later command; a `warm`
+        one gets the lowest CPU weight until a request takes it (`_wake`)."""
         try:
             server_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as e:
@@ -223,13 +222,13 @@ class BwrapRuntime:
             proc, cgroup = await self._launch(spec, uid, ["--as-pid-1", "--chdir", "/"], argv,
                                               stdin=agent_end.fileno(),
                                               stdout=asyncio.subprocess.DEVNULL,
-                                              stderr=asyncio.subprocess.PIPE, nice=nice)
+                                              stderr=asyncio.subprocess.PIPE, warm=warm)
         except BaseException:
             server_end.close()
             raise
         finally:
             agent_end.close()
-        sandbox = AgentSandbox(spec.name, proc, server_end, cgroup, uid)
+        sandbox = AgentSandbox(spec.name, proc, server_end, cgroup)
         if spec.workspace_dir is not None:
             self._hold_disk(spec.workspace_dir, sandbox)
         try:
@@ -248,9 +247,9 @@ class BwrapRuntime:
         return sandbox
 
     async def _start_warm(self, spec: SandboxSpec) -> AgentSandbox:
-        """A warm sandbox for the pool, started at the lowest priority: made while
+        """A warm sandbox for the pool, started at the lowest CPU weight: made while
         requests keep coming, it takes only the CPU they leave."""
-        return await self.start(spec, nice=WARM_NICE)
+        return await self.start(spec, warm=True)
 
     async def run_once(self, spec: SandboxSpec, proc: ProcessSpec,
                        io: ProcessIO) -> OneShotProcess | PooledProcess:
@@ -300,10 +299,10 @@ class BwrapRuntime:
 
     async def _launch(self, spec: SandboxSpec, uid: int, extra: list[str], argv: list[str], *,
                       stdin: int, stdout: int, stderr: int,
-                      keep: list[int] | None = None, nice: int = 0,
+                      keep: list[int] | None = None, warm: bool = False,
                       ) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         """Start bwrap for `spec` as host `uid` with `extra` options and the fixed `argv`
-        inside, at priority `nice`.
+        inside (a `warm` one at the lowest CPU weight).
 
         `extra` may carry request data (it goes to bwrap through a memfd, never argv);
         `argv` must not: it is visible in the argv of the root-run launcher.
@@ -322,7 +321,7 @@ class BwrapRuntime:
                                                uid, size)
             proc, cgroup = await self._launch_taken(spec, uid, root, extra, argv, stdin=stdin,
                                                     stdout=stdout, stderr=stderr, keep=keep,
-                                                    nice=nice)
+                                                    warm=warm)
         except BaseException:
             if spec.workspace_dir is not None:
                 self._disk_users[spec.workspace_dir] -= 1
@@ -363,7 +362,7 @@ class BwrapRuntime:
     async def _launch_taken(self, spec: SandboxSpec, uid: int, root: Path | None,
                             extra: list[str], argv: list[str], *, stdin: int, stdout: int,
                             stderr: int, keep: list[int] | None,
-                            nice: int) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
+                            warm: bool) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         # bwrap reads its options from a memfd (--args), so host paths stay out of the
         # sandbox's /proc/1/cmdline and request data out of every argv; the seccomp
         # program comes through a memfd as well. Encoded first: nothing may fail after
@@ -375,11 +374,13 @@ class BwrapRuntime:
             if cgroup is None:
                 cgroup = await asyncio.to_thread(self.cgroups.create, spec.name, spec.limits,
                                                  spec.group, spec.group_limits)
+            if cgroup is not None and warm:
+                cgroup.set_cpu_weight(low=True)  # born yielding: the launcher joins it first
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
         try:
             return await self._exec_bwrap(uid, cgroup, options_blob, argv, stdin, stdout,
-                                          stderr, list(keep or ()), nice)
+                                          stderr, list(keep or ()))
         except BaseException:
             if cgroup is not None:
                 await asyncio.wrap_future(cgroup.remove_later())
@@ -387,8 +388,7 @@ class BwrapRuntime:
 
     async def _exec_bwrap(self, uid: int, cgroup: Cgroup | None, options_blob: bytes,
                           argv: list[str], stdin: int, stdout: int, stderr: int,
-                          pass_fds: list[int],
-                          nice: int) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
+                          pass_fds: list[int]) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
         opened: list[int] = []
         blob = options_blob
         try:
@@ -402,7 +402,7 @@ class BwrapRuntime:
             raise SandboxFailed(f"cannot start sandbox: {e.strerror}") from None
         bwrap = [self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
         procs = [str(f) for f in cgroup.procs_files] if cgroup is not None else []
-        cmd = self._launcher_argv(uid, nice, procs) + bwrap
+        cmd = self._launcher_argv(uid, procs) + bwrap
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=LAUNCH_ENV, cwd="/",
@@ -414,15 +414,13 @@ class BwrapRuntime:
                 os.close(fd)
         return proc, cgroup
 
-    def _launcher_argv(self, uid: int, nice: int, procs: list[str]) -> list[str]:
+    def _launcher_argv(self, uid: int, procs: list[str]) -> list[str]:
         """The root-run launcher's argv up to bwrap's: join `procs` (cgroup.procs
-        files), lower the priority to `nice`, become `uid` for good."""
+        files), become `uid` for good."""
         if self.launcher is not None:
-            return [str(self.launcher), str(uid), str(nice), *procs, "--"]
+            return [str(self.launcher), str(uid), *procs, "--"]
         cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
-        if nice:
-            cmd = ["nice", "-n", str(nice), *cmd]
         if procs:
             # && : a sandbox that cannot join every cgroup must not start unlimited.
             joins = " && ".join(f"echo $$ > {shlex.quote(f)}" for f in procs)
@@ -470,11 +468,10 @@ class BwrapRuntime:
 
 
 def _wake(sandbox: AgentSandbox) -> None:
-    """Back to normal priority: every process of a warm sandbox (its own host uid) as
-    a request takes it."""
-    if sandbox.uid is not None:
+    """A warm sandbox back to the default CPU weight, as a request takes it."""
+    if sandbox.cgroup is not None:
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_USER, sandbox.uid, 0)
+            sandbox.cgroup.set_cpu_weight(low=False)
 
 
 def _memfd_with(data: bytes, opened: list[int]) -> int:

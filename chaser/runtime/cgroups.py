@@ -32,6 +32,9 @@ log = logging.getLogger("chaser.runtime")
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD_US = 100_000
+# CPU weights: the default, and the lowest (warm sandboxes, while they wait to be used).
+DEFAULT_SHARES, LOW_SHARES = 1024, 2  # v1 cpu.shares
+DEFAULT_WEIGHT, LOW_WEIGHT = 100, 1  # v2 cpu.weight
 STOCK_PER_SHAPE = 2  # cgroups made ahead for each recent shape
 STOCK_SHAPES = 4  # shapes kept in stock; the least recently used gives way
 STOCK_PREFIX = "stock_"
@@ -71,6 +74,15 @@ class Cgroup:
                     os.rename(new, old)
             raise
         self.dirs = renamed
+
+    def set_cpu_weight(self, low: bool) -> None:
+        """The lowest CPU weight (`low`), or the default one. The CPU is shared between
+        cgroups by weight, so this, not a nice value, is what makes a sandbox yield."""
+        for d in self.dirs:
+            for name, value in (("cpu.shares", LOW_SHARES if low else DEFAULT_SHARES),
+                                ("cpu.weight", LOW_WEIGHT if low else DEFAULT_WEIGHT)):
+                if (d / name).exists():  # the cpu controller's directory (v1), or the one
+                    (d / name).write_text(str(value))
 
     def remove_later(self) -> Future[None]:
         """Remove it off the event loop, on the cleanup threads: a v1 removal can wait
@@ -283,6 +295,9 @@ class CgroupManager:
         with self._stock_lock:
             self._closed = True
             self._stock.clear()
+        deadline = time.monotonic() + 10
+        while self._restocking and time.monotonic() < deadline:  # none starts now
+            time.sleep(0.01)
         self.sweep()
         for root in dict.fromkeys(self.roots.values()):
             with contextlib.suppress(OSError):

@@ -1,23 +1,22 @@
 /*
  * The sandbox launcher: the one host process between the server and bubblewrap.
  *
- *     launch UID NICE PROCS_FILE... -- PROGRAM ARG...
+ *     launch UID PROCS_FILE... -- PROGRAM ARG...
  *
  * Run as root by the server (never by anyone else: it is not setuid), it
  *   1. joins the sandbox's cgroups: writes its own pid into each PROCS_FILE (a
  *      `cgroup.procs` the server made ahead); one it cannot join ends the launch, so a
  *      sandbox never starts outside its limits;
- *   2. lowers its priority to NICE (0-19) when asked: warm sandboxes are made at low
- *      priority, so they never slow the requests they are made for (the server raises a
- *      warm sandbox back to 0 when a request takes it);
+ *   2. sets the open-file soft limit back to the usual 1024 (the server raised its own
+ *      for thousands of sandboxes; programs that close every fd up to it would crawl);
  *   3. becomes UID (and its group) for good: no supplementary groups, an empty
  *      capability bounding set, no inheritable or ambient capabilities;
  *   4. execs PROGRAM (bubblewrap) with the environment it was given.
  *
  * It replaces `sh -c 'echo $$ > ...' && exec setpriv ... bwrap`: two dynamically linked
  * programs started per sandbox (about 3 ms). Its argv holds only values the server
- * chose (uid, a nice value, paths under the cgroup mounts, bwrap's path and the number
- * of an fd); request data never reaches it (it travels in bwrap's option file).
+ * chose (uid, paths under the cgroup mounts, bwrap's path and the number of an fd);
+ * request data never reaches it (it travels in bwrap's option file).
  *
  * Any failure exits 126 with one line on stderr, before PROGRAM runs.
  */
@@ -41,6 +40,8 @@
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
+
+#define SANDBOX_FILES 1024 /* the open-file soft limit sandboxes start with */
 
 extern char **environ;
 
@@ -121,24 +122,27 @@ static void drop_privileges(uid_t uid)
 
 int main(int argc, char **argv)
 {
+	struct rlimit files;
 	uid_t uid;
-	int i, sep, nice_to;
-	if (argc < 5)
-		die("usage: launch UID NICE PROCS_FILE... -- PROGRAM ARG...", NULL);
+	int i, sep;
+	if (argc < 4)
+		die("usage: launch UID PROCS_FILE... -- PROGRAM ARG...", NULL);
 	if (getuid() != 0 || geteuid() != 0)
 		die("must be started by root (the server)", NULL);
 	uid = (uid_t)number(argv[1], 1, 0x7fffffff, "uid");
-	nice_to = (int)number(argv[2], 0, 19, "nice value");
-	for (sep = 3; sep < argc && strcmp(argv[sep], "--"); sep++)
+	for (sep = 2; sep < argc && strcmp(argv[sep], "--"); sep++)
 		;
 	if (sep + 1 >= argc) {
 		errno = 0;
 		die("no program after --", NULL);
 	}
-	for (i = 3; i < sep; i++)
+	for (i = 2; i < sep; i++)
 		join(argv[i]);
-	if (nice_to && setpriority(PRIO_PROCESS, 0, nice_to) < 0)
-		die("setpriority", NULL);
+	if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur > SANDBOX_FILES) {
+		files.rlim_cur = SANDBOX_FILES;
+		if (setrlimit(RLIMIT_NOFILE, &files) < 0)
+			die("setrlimit", NULL);
+	}
 	drop_privileges(uid);
 	execve(argv[sep + 1], argv + sep + 1, environ);
 	die("cannot run", argv[sep + 1]);

@@ -3,9 +3,10 @@
 Starting a sandbox costs a bubblewrap start and the agent's start; running a command
 in a started one costs a fork. A one-shot run that finds a warm sandbox uses it once
 and destroys it afterwards, exactly as a freshly made one; a replacement starts in the
-background at once, at the lowest CPU priority (the runtime's starter sees to that), so
-under a steady stream of runs the pool refills with the CPU the runs leave and never
-slows them. With the pool empty (a burst), runs make their own sandbox as before.
+background as soon as the run is over, at the lowest CPU weight (the runtime's starter
+sees to that), so under a steady stream of runs the pool refills with the CPU the runs
+leave and never slows them. With the pool empty (a burst), runs make their own sandbox
+as before.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 
 log = logging.getLogger("chaser.runtime")
 
+# A used sandbox's replacement starts a moment after its run ended: the run's answer
+# is on its way out by then, and the start's work on the event loop (the spawn, its
+# pipes) comes after it rather than before.
+REFILL_AFTER_S = 0.005
+
 Starter = Callable[[SandboxSpec], Awaitable[AgentSandbox]]
 
 
@@ -33,16 +39,18 @@ class WarmPool:
         self.size = size
         self._ready: list[tuple[SandboxSpec, AgentSandbox]] = []
         self._refilling: asyncio.Task[None] | None = None
-        self._want: SandboxSpec | None = None  # the shape the last run asked for
+        self._want: SandboxSpec | None = None  # the shape to warm, when there is one
+        self._last_shape: tuple[object, ...] | None = None  # the last run's
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.stats = {"hit": 0, "miss": 0}
+        self.stats = {"hit": 0, "miss": 0, "warmed": 0}
         self._forgotten: dict[Path, int] = {}  # how often each root was dropped
 
     @staticmethod
     def _shape(spec: SandboxSpec) -> tuple[object, ...]:
         # The group too: a warm sandbox counts against the group it was made in.
-        return (spec.image, spec.rootfs, spec.workspace_dir, spec.limits, spec.group, spec.group_limits)
+        return (spec.image, spec.rootfs, spec.workspace_dir, spec.limits, spec.disk_mb,
+                spec.group, spec.group_limits)
 
     def take(self, spec: SandboxSpec) -> AgentSandbox | None:
         """A warm sandbox shaped like `spec`, or None. Keeps the pool filling."""
@@ -57,8 +65,12 @@ class WarmPool:
         self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
         self.stats["hit" if found is not None else "miss"] += 1
         # The request's spec gives the shape; one refill at a time follows the latest. A
-        # hit refills once its run is over (`discard`), out of that run's way.
-        self._want = spec
+        # shape asked for twice in a row is worth warming; runs whose shapes keep
+        # changing (limits asked anew each time) would only have warm sandboxes made and
+        # thrown away. A hit refills once its run is over (`discard`), out of its way.
+        shape = self._shape(spec)
+        self._want = spec if shape == self._last_shape else None
+        self._last_shape = shape
         if found is None:
             self._kick()
         return found
@@ -98,6 +110,7 @@ class WarmPool:
                 await sandbox.close()
                 return
             self._ready.append((warm_spec, sandbox))
+            self.stats["warmed"] += 1
 
     async def run(self, sandbox: AgentSandbox, proc: ProcessSpec, io: ProcessIO) -> PooledProcess:
         try:
@@ -120,10 +133,11 @@ class WarmPool:
 
     def discard(self, sandbox: AgentSandbox) -> None:
         """Destroy a used sandbox off the request's path, and refill."""
-        task = asyncio.get_running_loop().create_task(sandbox.close())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(sandbox.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-        self._kick()
+        loop.call_later(REFILL_AFTER_S, self._kick)
 
     async def close(self) -> None:
         self._closed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import uvicorn
@@ -11,6 +12,31 @@ import uvicorn
 from chaser.config import SettingError, Settings
 from chaser.server.app import create_app
 from chaser.server.datadir import open_data_dir
+
+
+class Throttle(logging.Filter):
+    """Lets a message that starts with `prefix` through once per `every` seconds,
+    saying how many like it were held back meanwhile."""
+
+    def __init__(self, prefix: str, every: float = 60.0) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.every = every
+        self.last = -every
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.held += 1
+            return False
+        if self.held:
+            record.msg = f"{record.getMessage()}\n({self.held} more like it since the last one)"
+            record.args = None
+        self.last, self.held = now, 0
+        return True
 
 
 def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None,
@@ -27,6 +53,9 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # A line per registry request (the pulls' httpx client) is noise, and names URLs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Out of file descriptors, asyncio logs a traceback per failed accept: thousands a
+    # second, which would fill the disk the logs are on.
+    logging.getLogger("asyncio").addFilter(Throttle("socket.accept() out of system resource"))
     try:
         lock = open_data_dir(settings)  # fail before serving, with one clear line
     except (RuntimeError, OSError) as e:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple
@@ -57,20 +58,45 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaser-db")
         self._seq = 0
+        # Calls waiting for the store's thread. They go over in batches: the first call
+        # of a batch sends the thread one job that runs every call queued by then, and
+        # one wake-up of the event loop answers them all (a hop per call cost more than
+        # most calls, under concurrent requests).
+        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._queue_lock = threading.Lock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._db is not None
-            try:
-                with self._db:
-                    return fn(self._db)
-            except sqlite3.OperationalError as e:
-                if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e):
-                    raise StorageFull("the server's disk is full: state cannot be "
-                                      "recorded; try again once space is freed") from None
-                raise
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._queue_lock:
+            self._queued.append((fn, fut))
+            first = len(self._queued) == 1
+        if first:
+            self._pool.submit(self._run_queued, loop)
+        return await fut
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+    def _run_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the store's thread: run what is queued, in order; answer on the loop."""
+        with self._queue_lock:
+            batch, self._queued = self._queued, []
+        done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for fn, fut in batch:
+            try:
+                done.append((fut, self._call(fn), None))
+            except BaseException as e:  # noqa: BLE001 - the caller's to raise
+                done.append((fut, None, e))
+        loop.call_soon_threadsafe(_answer, done)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._db is not None
+        try:
+            with self._db:
+                return fn(self._db)
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e):
+                raise StorageFull("the server's disk is full: state cannot be "
+                                  "recorded; try again once space is freed") from None
+            raise
 
     async def open(self) -> None:
         def connect() -> None:
@@ -275,6 +301,16 @@ class SQLiteStore:
         sql = f"UPDATE {table} SET {sets} WHERE id = ?"
         args = [*values.values(), row_id]
         await self._run(lambda db: db.execute(sql, args))
+
+
+def _answer(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in done:
+        if fut.cancelled():  # its caller went away; the call ran all the same
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
 
 
 def _key(row: sqlite3.Row) -> KeyRecord:

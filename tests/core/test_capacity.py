@@ -13,10 +13,13 @@ from chaser.core.quotas import Ledger
 def test_the_cap_is_the_scarcest_resource_at_an_idle_sandbox_s_cost() -> None:
     by_memory = host_capacity(memory_mb=24576, fd_limit=1 << 20, pids_budget=1 << 22)
     assert by_memory.sandboxes == 24576 * 3 // 4 // IDLE_SANDBOX_MB == 9216
-    assert host_capacity(24576, fd_limit=20000, pids_budget=1 << 22).sandboxes == 4744
+    # Half the descriptors for sandboxes (3 each), half for running commands (5 each).
+    few_fds = host_capacity(24576, fd_limit=20000, pids_budget=1 << 22)
+    assert (few_fds.sandboxes, few_fds.commands) == (9488 // 3, 9488 // 5) == (3162, 1897)
+    assert host_capacity(24576, fd_limit=1 << 20, pids_budget=1 << 22).commands == 4096
     assert host_capacity(24576, fd_limit=1 << 20, pids_budget=16384).sandboxes == 8192
     assert host_capacity(64, fd_limit=100, pids_budget=1).sandboxes == 1  # never zero
-    assert "file descriptors 4744" in host_capacity(24576, 20000, 1 << 22).describe()
+    assert "file descriptors 3162" in few_fds.describe()
 
 
 def test_the_server_derives_its_cap_and_a_setting_wins(tmp_path: Path) -> None:
@@ -26,5 +29,7 @@ def test_the_server_derives_its_cap_and_a_setting_wins(tmp_path: Path) -> None:
     assert derived.max_sandboxes > 256 or soft < 2048  # the old fixed cap, outgrown
     assert derived.server_limits()["sandboxes"] == derived.max_sandboxes
     assert derived.defaults().max_sandboxes == derived.max_sandboxes // 4  # the tenant share
-    fixed = Ledger.for_host(Settings(data_dir=tmp_path, max_sandboxes=40))
+    fixed = Ledger.for_host(Settings(data_dir=tmp_path, max_sandboxes=40,
+                                     max_running_commands=100))
     assert fixed.max_sandboxes == 40 and fixed.defaults().max_sessions == 10
+    assert fixed.server_limits()["commands"] == 100 and fixed.defaults().max_commands == 25
