@@ -139,7 +139,7 @@ class Executor:
         self.tasks.spawn(cmd.run(on_end))
         try:
             await asyncio.shield(recorded)
-        except StorageFull:
+        except Exception:
             # Not recorded, so not run: its run still reaps it and closes its pipes.
             with contextlib.suppress(Conflict):
                 cmd.kill(signal.SIGKILL, reason="storage_full")

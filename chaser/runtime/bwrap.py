@@ -2,8 +2,8 @@
 
 How a sandbox starts (see docs/sandbox.md for the reasons):
 
-    server --(fork)--> launch (launch.c): join the sandbox's cgroups (made ahead) as
-                       root, become the sandbox's unprivileged host uid, drop caps
+    server --(fork)--> launch (launch.c; launcher.py): join the sandbox's cgroups (made
+                       ahead) as root, become the sandbox's unprivileged host uid, drop caps
              --exec--> bwrap: new user/mount/pid/net/ipc/uts/cgroup namespaces,
                        read-only root (on a pulled image: the sandbox's own overlay
                        over it, mounted first: overlays.py), private /workspace,
@@ -31,7 +31,6 @@ import logging
 import os
 import platform
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -43,6 +42,7 @@ from chaser.runtime import agent_build, disks, image_roots, images, seccomp
 from chaser.runtime.agent_client import AgentSandbox
 from chaser.runtime.base import ProcessIO, ProcessSpec, SandboxSpec
 from chaser.runtime.cgroups import Cgroup, CgroupManager, ResourceLimits
+from chaser.runtime.launcher import Launcher
 from chaser.runtime.overlays import Overlays
 from chaser.runtime.oneshot import OneShotProcess, command_env
 from chaser.runtime.pool import PooledProcess, WarmPool
@@ -60,8 +60,6 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux; not in every Py
 PURGE = ("chmod -R u+rwX /workspace /home/user /tmp 2>/dev/null; "
          "find /workspace /home/user /tmp -mindepth 1 -delete 2>/dev/null; true")
 PURGE_TIMEOUT_S = 300
-# The only environment any host-side launcher process ever gets.
-LAUNCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 class BwrapRuntime:
     """Sandboxes from bubblewrap, limited by cgroups, run as unprivileged host uids."""
 
@@ -88,7 +86,7 @@ class BwrapRuntime:
             self.cgroups.limit_all(cap_all)
         # The static agent (C) runs on any image; without a compiler, the Python one.
         static_agent = agent_build.build_agent(state_dir / "agent")
-        self.launcher = agent_build.build_launcher(state_dir / "launch")
+
         self.rootfs = images.build_default_root(state_dir / "rootfs-default", AGENT_PATH,
                                                 static_agent)
         self.root_args = images.root_args(self.rootfs)
@@ -96,6 +94,8 @@ class BwrapRuntime:
         if self.seccomp is None:
             log.warning("no seccomp filter for %s: sandboxes get the full syscall surface",
                         platform.machine())
+        self.launcher = Launcher(self.bwrap or "bwrap", self.setpriv or "setpriv",
+                                 agent_build.build_launcher(state_dir / "launch"), self.seccomp)
         self.pool = WarmPool(self._start_warm, warm_pool)
         self.uids = uids
         # Sandboxes on pulled images: a writable layer each over the shared image.
@@ -115,7 +115,7 @@ class BwrapRuntime:
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "bubblewrap", "seccomp": self.seccomp is not None,
-                "launcher": "launch" if self.launcher else "sh+setpriv",
+                "launcher": self.launcher.describe(),
                 "pool": dict(self.pool.stats), **self.cgroups.describe()}
 
     def forget_image(self, rootfs: Path) -> None:
@@ -378,54 +378,16 @@ class BwrapRuntime:
                 cgroup.set_cpu_weight(low=True)  # born yielding: the launcher joins it first
         except OSError as e:
             raise SandboxFailed(f"cannot set up the sandbox's cgroup: {e}") from e
+        procs = [str(f) for f in cgroup.procs_files] if cgroup is not None else []
         try:
-            return await self._exec_bwrap(uid, cgroup, options_blob, argv, stdin, stdout,
-                                          stderr, list(keep or ()))
+            proc = await self.launcher.spawn(uid, procs, options_blob, argv, stdin=stdin,
+                                             stdout=stdout, stderr=stderr,
+                                             pass_fds=list(keep or ()))
+            return proc, cgroup
         except BaseException:
             if cgroup is not None:
                 await asyncio.wrap_future(cgroup.remove_later())
             raise
-
-    async def _exec_bwrap(self, uid: int, cgroup: Cgroup | None, options_blob: bytes,
-                          argv: list[str], stdin: int, stdout: int, stderr: int,
-                          pass_fds: list[int]) -> tuple[asyncio.subprocess.Process, Cgroup | None]:
-        opened: list[int] = []
-        blob = options_blob
-        try:
-            if self.seccomp is not None:
-                blob = (b"--seccomp\0" + str(_memfd_with(self.seccomp, opened)).encode() +
-                        b"\0" + blob)
-            args_fd = _memfd_with(blob, opened)
-        except OSError as e:  # out of file descriptors, or of memory
-            for fd in opened:
-                os.close(fd)
-            raise SandboxFailed(f"cannot start sandbox: {e.strerror}") from None
-        bwrap = [self.bwrap or "bwrap", "--args", str(args_fd), "--", *argv]
-        procs = [str(f) for f in cgroup.procs_files] if cgroup is not None else []
-        cmd = self._launcher_argv(uid, procs) + bwrap
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=LAUNCH_ENV, cwd="/",
-                start_new_session=True, pass_fds=pass_fds + opened)
-        except OSError as e:
-            raise SandboxFailed(f"cannot start sandbox: {e}") from e
-        finally:
-            for fd in opened:
-                os.close(fd)
-        return proc, cgroup
-
-    def _launcher_argv(self, uid: int, procs: list[str]) -> list[str]:
-        """The root-run launcher's argv up to bwrap's: join `procs` (cgroup.procs
-        files), become `uid` for good."""
-        if self.launcher is not None:
-            return [str(self.launcher), str(uid), *procs, "--"]
-        cmd = [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-               "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
-        if procs:
-            # && : a sandbox that cannot join every cgroup must not start unlimited.
-            joins = " && ".join(f"echo $$ > {shlex.quote(f)}" for f in procs)
-            cmd = ["/bin/sh", "-c", f"{joins} && exec \"$@\"", "sh", *cmd]
-        return cmd
 
     @property
     def static_agent(self) -> Path:
@@ -472,18 +434,6 @@ def _wake(sandbox: AgentSandbox) -> None:
     if sandbox.cgroup is not None:
         with contextlib.suppress(OSError):
             sandbox.cgroup.set_cpu_weight(low=False)
-
-
-def _memfd_with(data: bytes, opened: list[int]) -> int:
-    """An in-memory file holding `data` for a child to read (any size, unlike a pipe);
-    its fd is added to `opened`."""
-    fd = os.memfd_create("chaser-bwrap", os.MFD_CLOEXEC)
-    opened.append(fd)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def _large_send_buffer(sock: socket.socket) -> None:

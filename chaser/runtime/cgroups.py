@@ -346,16 +346,22 @@ class CgroupManager:
         killed): sandboxes, and groups once their sandboxes are gone."""
         removed = 0
         for root in dict.fromkeys(self.roots.values()):
-            for d in root.iterdir():
-                if not d.is_dir():
-                    continue
-                for sub in d.iterdir():
-                    if sub.is_dir():
-                        Cgroup([sub], self.version).remove()
-                        removed += 1
+            for d in _subdirs(root):
+                for sub in _subdirs(d):
+                    Cgroup([sub], self.version).remove()
+                    removed += 1
                 Cgroup([d], self.version).remove()
                 removed += 1
         return removed
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """The directories in `path` (none once it is gone: removals on the cleanup threads
+    may race a sweep)."""
+    try:
+        return [d for d in path.iterdir() if d.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 def _cgroup_mounts() -> dict[str, Path]:
