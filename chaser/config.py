@@ -51,8 +51,8 @@ class Settings:
     workspace_idle_timeout_s: int = 600  # sessions /v1/exec makes for a workspace
     max_sandboxes: int | None = field(default=None, metadata=_env(
         "running sandboxes on this server, all tenants (503 `no_capacity` past it) "
-        "[default: what the host holds: 2 MB of memory, 4 open files and 2 process ids "
-        "per sandbox, a quarter of memory kept back]", lo=1))
+        "[default: what the host holds: 2 MB of memory (a quarter kept back), 3 of half "
+        "the server's open files and 2 process ids per sandbox]", lo=1))
     # Two per CPU: a start spends about half its time waiting (on the kernel, on the
     # agent), so one per CPU leaves CPUs idle while starts queue (bench/load.py).
     concurrent_starts: int = field(default_factory=lambda: 2 * (os.cpu_count() or 1),

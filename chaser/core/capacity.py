@@ -1,7 +1,7 @@
 """How many sandboxes this host can hold: the server's sandbox cap, derived.
 
-An idle sandbox costs the host about half a megabyte all told (its bwrap and the static
-agent, PSS, plus the kernel's namespaces, mounts, cgroups and page tables; measured by
+An idle sandbox costs the host about 0.9 MB all told (its bwrap and the static agent,
+0.2 MB PSS, plus the kernel's namespaces, mounts, cgroups and page tables; measured by
 bench/idle.py with 2,000 idle sessions), held to at most `IDLE_SANDBOX_MB`. The cap
 is the smallest of what the host's memory, the server's file descriptors and the
 kernel's process ids allow at that cost, each with room kept for the host and for

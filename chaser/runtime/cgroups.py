@@ -81,7 +81,7 @@ class Cgroup:
         for d in self.dirs:
             for name, value in (("cpu.shares", LOW_SHARES if low else DEFAULT_SHARES),
                                 ("cpu.weight", LOW_WEIGHT if low else DEFAULT_WEIGHT)):
-                if (d / name).exists():  # the cpu controller's directory (v1), or the one
+                if (d / name).exists():  # v1: only the cpu controller's directory has it
                     (d / name).write_text(str(value))
 
     def remove_later(self) -> Future[None]:
