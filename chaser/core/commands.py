@@ -125,6 +125,7 @@ class RunningCommand:
         self._end_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.abandoned = False  # its request went away (see abandon)
+        self.saved: asyncio.Future[None] | None = None  # its end being stored, once ended
         output.on_failure = self._storage_failed
 
     @property

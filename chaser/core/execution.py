@@ -134,7 +134,7 @@ class Executor:
         def on_end(c: RunningCommand) -> None:
             grant.release()
             live.touch()
-            self.tasks.spawn(self._save_end(live, c, recorded))
+            c.saved = self.tasks.spawn(self._save_end(live, c, recorded))
 
         self.tasks.spawn(cmd.run(on_end))
         try:
@@ -174,6 +174,10 @@ class Executor:
         cmd = await self.start_in_session(live, req.model_copy(update={"background": False}))
         try:
             await cmd.finished.wait()
+            if cmd.saved is not None:
+                # Answered once its end is stored (or kept to store, on a full disk): a
+                # crash right after the answer must not leave a row that says otherwise.
+                await asyncio.shield(cmd.saved)
         except asyncio.CancelledError:
             cmd.abandon()
             raise

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,24 +29,33 @@ log = logging.getLogger("chaser.runtime")
 # is on its way out by then, and the start's work on the event loop (the spawn, its
 # pipes) comes after it rather than before.
 REFILL_AFTER_S = 0.005
+MAX_TENANTS_TRACKED = 1024  # tenant groups whose last shape is remembered
 
 Starter = Callable[[SandboxSpec], Awaitable[AgentSandbox]]
 
 
 class WarmPool:
-    """Up to `size` idle sandboxes shaped like the last one-shot run asked for."""
+    """Up to `size` idle sandboxes, of the shapes recent one-shot runs asked for.
+
+    What is warmed: a replacement for each warm sandbox a run took, and one more of a
+    shape its tenant asked for twice in a row. Runs whose shapes keep changing (limits
+    asked anew each time) would only have sandboxes made and thrown away; tenants whose
+    runs interleave each keep warm sandboxes of their own. A full pool makes room for a
+    wanted shape by dropping the oldest sandbox of another.
+    """
 
     def __init__(self, start: Starter, size: int) -> None:
         self._start = start
         self.size = size
-        self._ready: list[tuple[SandboxSpec, AgentSandbox]] = []
+        self._ready: list[tuple[SandboxSpec, AgentSandbox]] = []  # oldest first
         self._refilling: asyncio.Task[None] | None = None
-        self._want: SandboxSpec | None = None  # the shape to warm, when there is one
-        self._last_shape: tuple[object, ...] | None = None  # the last run's
+        self._wanted: deque[SandboxSpec] = deque(maxlen=max(size, 1))  # one start each
+        self._last: OrderedDict[object, tuple[object, ...]] = OrderedDict()  # group -> shape
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self.stats = {"hit": 0, "miss": 0, "warmed": 0}
         self._forgotten: dict[Path, int] = {}  # how often each root was dropped
+        self._names = itertools.count(1)
 
     @staticmethod
     def _shape(spec: SandboxSpec) -> tuple[object, ...]:
@@ -56,61 +67,58 @@ class WarmPool:
         """A warm sandbox shaped like `spec`, or None. Keeps the pool filling."""
         if self.size <= 0 or spec.workspace_dir is not None:
             return None
+        shape = self._shape(spec)
         found = None
         for i, (warm_spec, sandbox) in enumerate(self._ready):
-            if self._shape(warm_spec) == self._shape(spec) and sandbox.alive:
+            if self._shape(warm_spec) == shape and sandbox.alive:
                 found = sandbox
                 del self._ready[i]
                 break
         self._ready = [(s, sb) for s, sb in self._ready if sb.alive]
         self.stats["hit" if found is not None else "miss"] += 1
-        # The request's spec gives the shape; one refill at a time follows the latest. A
-        # shape asked for twice in a row is worth warming; runs whose shapes keep
-        # changing (limits asked anew each time) would only have warm sandboxes made and
-        # thrown away. A hit refills once its run is over (`discard`), out of its way.
-        shape = self._shape(spec)
-        self._want = spec if shape == self._last_shape else None
-        self._last_shape = shape
+        repeated = self._last.get(spec.group) == shape
+        self._last[spec.group] = shape
+        self._last.move_to_end(spec.group)
+        while len(self._last) > MAX_TENANTS_TRACKED:
+            self._last.popitem(last=False)
+        if found is not None or repeated:
+            self._wanted.append(spec)
         if found is None:
-            self._kick()
+            self._kick()  # a hit's replacement starts once its run is over (`discard`)
         return found
 
     def _kick(self) -> None:
-        if self._want is not None and not self._closed and (
+        if self._wanted and not self._closed and (
                 self._refilling is None or self._refilling.done()):
             self._refilling = asyncio.get_running_loop().create_task(self._refill())
 
     async def _refill(self) -> None:
-        while self._want is not None and not self._closed:
-            spec, self._want = self._want, None
-            await self._fill(spec)
+        while self._wanted and not self._closed:
+            await self._warm(self._wanted.popleft())
 
-    async def _fill(self, spec: SandboxSpec) -> None:
-        # The pool follows the runs: sandboxes of another shape (an image, a tenant, limits
-        # asked before) make room, or a pool once filled would never serve a new shape.
-        stale = [sb for s, sb in self._ready if self._shape(s) != self._shape(spec)]
-        self._ready = [(s, sb) for s, sb in self._ready if self._shape(s) == self._shape(spec)]
-        for sandbox in stale:
-            self.discard(sandbox)
-        n = 0
-        while not self._closed and len(self._ready) < self.size:
-            n += 1
-            # A fresh uid each: warm sandboxes never share a host uid (nor per-uid limits).
-            warm_spec = replace(spec, name=f"{spec.name}-w{n}", uid=None)
-            epoch = self._forgotten.get(spec.rootfs) if spec.rootfs is not None else None
-            try:
-                sandbox = await self._start(warm_spec)
-            except Exception as e:  # noqa: BLE001 - the pool is an optimisation only
-                log.warning("could not warm a sandbox: %s", e)
-                return
-            if spec.rootfs is not None and self._forgotten.get(spec.rootfs) != epoch:
-                await sandbox.close()  # its image went while it started
-                return
-            if self._closed:
-                await sandbox.close()
-                return
-            self._ready.append((warm_spec, sandbox))
-            self.stats["warmed"] += 1
+    async def _warm(self, spec: SandboxSpec) -> None:
+        """Start one sandbox shaped like `spec`, making room if the pool is full."""
+        shape = self._shape(spec)
+        if len(self._ready) >= self.size:
+            other = next((i for i, (s, _) in enumerate(self._ready)
+                          if self._shape(s) != shape), None)
+            if other is None:
+                return  # full of this shape already
+            self.discard(self._ready.pop(other)[1])
+        # A fresh uid each: warm sandboxes never share a host uid (nor per-uid limits).
+        warm_spec = replace(spec, name=f"{spec.name}-w{next(self._names)}", uid=None)
+        epoch = self._forgotten.get(spec.rootfs) if spec.rootfs is not None else None
+        try:
+            sandbox = await self._start(warm_spec)
+        except Exception as e:  # noqa: BLE001 - the pool is an optimisation only
+            log.warning("could not warm a sandbox: %s", e)
+            return
+        if self._closed or (spec.rootfs is not None
+                            and self._forgotten.get(spec.rootfs) != epoch):
+            await sandbox.close()  # the server is closing, or its image went meanwhile
+            return
+        self._ready.append((warm_spec, sandbox))
+        self.stats["warmed"] += 1
 
     async def run(self, sandbox: AgentSandbox, proc: ProcessSpec, io: ProcessIO) -> PooledProcess:
         try:

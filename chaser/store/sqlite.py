@@ -18,6 +18,7 @@ from chaser.errors import StorageFull
 from chaser.store.base import KeyRecord, Row, WorkspaceRecord
 
 T = TypeVar("T")
+Call = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -49,6 +50,7 @@ CREATE INDEX IF NOT EXISTS commands_session ON commands (session_id, seq);
 
 JSON_COLUMNS = ("env", "limits")
 CHECKPOINT_EVERY = 500  # calls between two checkpoints of the write-ahead log
+MAX_BATCH = 16  # calls answered together; more would be a long stall of the event loop
 
 
 class SQLiteStore:
@@ -60,28 +62,36 @@ class SQLiteStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaser-db")
         self._seq = 0
         # Calls waiting for the store's thread. They go over in batches: the first call
-        # of a batch sends the thread one job that runs every call queued by then, and
-        # one wake-up of the event loop answers them all (a hop per call cost more than
-        # most calls, under concurrent requests).
-        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        # of a batch sends the thread one job that runs up to MAX_BATCH calls queued by
+        # then (writes that could not be done at once first), and one wake-up of the
+        # event loop answers them all (a hop per call cost more than most calls, under
+        # concurrent requests).
+        self._queued: list[Call] = []
+        self._urgent: list[Call] = []  # writes: ahead of queued reads
         self._queue_lock = threading.Lock()
         self._db_lock = threading.Lock()  # one user of the connection at a time
         self._calls = 0
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], urgent: bool = False) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._queue_lock:
-            self._queued.append((fn, fut))
-            first = len(self._queued) == 1
+            (self._urgent if urgent else self._queued).append((fn, fut))
+            first = len(self._queued) + len(self._urgent) == 1
         if first:
             self._pool.submit(self._run_queued, loop)
         return await fut
 
     def _run_queued(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the store's thread: run what is queued, in order; answer on the loop."""
+        """On the store's thread: run a batch of what is queued (writes first, then in
+        order); answer it on the loop at once; leave the rest for the next batch."""
         with self._queue_lock:
-            batch, self._queued = self._queued, []
+            batch: list[Call] = []
+            while len(batch) < MAX_BATCH and (self._urgent or self._queued):
+                batch.append((self._urgent or self._queued).pop(0))
+            more = bool(self._urgent or self._queued)
+        if more:
+            self._pool.submit(self._run_queued, loop)
         done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for fn, fut in batch:
             try:
@@ -103,7 +113,7 @@ class SQLiteStore:
             finally:
                 self._db_lock.release()
             return
-        await self._run(fn)
+        await self._run(fn, urgent=True)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._db_lock:
@@ -265,8 +275,7 @@ class SQLiteStore:
             sql += " AND status = ?"
             args.append(status)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT 1000"
-        rows = await self._run(lambda db: db.execute(sql, args).fetchall())
-        return [r for r in map(_row, rows) if r is not None]
+        return await self._run(lambda db: _rows(db.execute(sql, args).fetchall()))
 
     async def session_tenants(self, session_ids: list[str]) -> dict[str, str]:
         def find(db: sqlite3.Connection) -> dict[str, str]:
@@ -296,10 +305,11 @@ class SQLiteStore:
         return _row(row)
 
     async def list_commands(self, tenant: str, session_id: str, limit: int = 1000) -> list[Row]:
-        rows = await self._run(lambda db: db.execute(
+        # Rows made into dicts on the store's thread: a thousand of them on the event loop
+        # would hold up every other request.
+        return await self._run(lambda db: _rows(db.execute(
             "SELECT * FROM commands WHERE session_id = ? AND tenant = ? ORDER BY seq DESC LIMIT ?",
-            (session_id, tenant, limit)).fetchall())
-        return [r for r in map(_row, rows) if r is not None]
+            (session_id, tenant, limit)).fetchall()))
 
     async def forget_ended_before(self, cutoff: str) -> list[str]:
         def forget(db: sqlite3.Connection) -> list[str]:
@@ -367,6 +377,10 @@ def _key(row: sqlite3.Row) -> KeyRecord:
 def _workspace(row: sqlite3.Row) -> WorkspaceRecord:
     return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"],
                            row["last_used_at"] if "last_used_at" in row.keys() else None)
+
+
+def _rows(rows: list[sqlite3.Row]) -> list[Row]:
+    return [r for r in map(_row, rows) if r is not None]
 
 
 def _row(row: sqlite3.Row | None) -> Row | None:

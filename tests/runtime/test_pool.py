@@ -7,6 +7,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ async def warmed(rt: BwrapRuntime, n: int) -> None:
 async def test_warm_sandboxes_yield_the_cpu_until_a_run_takes_one(runtime: BwrapRuntime) -> None:
     await run(runtime, spec(), "true")
     await run(runtime, spec(), "true")  # the same shape twice: worth warming
-    await warmed(runtime, 2)
+    await warmed(runtime, 1)
     for _, sandbox in runtime.pool._ready:
         assert sandbox.cgroup is not None
         assert cpu_weight(sandbox.cgroup.dirs) in (2, 1)  # lowest: v1 cpu.shares, v2 weight
@@ -90,3 +91,21 @@ async def test_runs_whose_shape_keeps_changing_warm_nothing(runtime: BwrapRuntim
         assert (await run(runtime, spec(pids), "true")).code == 0
     await asyncio.sleep(0.3)
     assert runtime.pool.stats["warmed"] == 0 and runtime.pool.stats["hit"] == 0
+
+
+async def test_tenants_whose_runs_interleave_each_keep_warm_sandboxes(
+        runtime: BwrapRuntime) -> None:
+    def of(group: str) -> SandboxSpec:
+        return replace(spec(), group=group, group_limits=ResourceLimits(pids=500))
+
+    for _ in range(2):  # each tenant's shape asked twice, the tenants taking turns
+        for group in ("t_a", "t_b"):
+            await run(runtime, of(group), "true")
+    await warmed(runtime, 2)
+    assert {s.group for s, _ in runtime.pool._ready} == {"t_a", "t_b"}
+    hits = runtime.pool.stats["hit"]
+    for _ in range(3):
+        for group in ("t_a", "t_b"):
+            await run(runtime, of(group), "true")
+            await asyncio.sleep(0.3)  # the replacement starts once the run is over
+    assert runtime.pool.stats["hit"] == hits + 6, runtime.pool.stats
