@@ -213,7 +213,7 @@ def test_the_pool_drops_warm_sandboxes_of_a_forgotten_image(tmp_path: Path) -> N
     async def scenario() -> None:
         pool = WarmPool(cast(Any, start), 1)
         spec = SandboxSpec(name="eph_x", image="sha256:abc", rootfs=tmp_path)
-        fill = asyncio.get_running_loop().create_task(pool._fill(spec))
+        fill = asyncio.get_running_loop().create_task(pool._warm(spec))
         await asyncio.sleep(0.01)
         pool.forget(tmp_path)  # while the warm one starts
         await fill
