@@ -134,6 +134,13 @@ class Executor:
         def on_end(c: RunningCommand) -> None:
             grant.release()
             live.touch()
+            s = c.state
+            if (recorded.done() and not recorded.cancelled() and recorded.exception() is None
+                    and self.store.update_command_now(
+                        s.id, status=s.status, exit_code=s.exit_code, signal=s.signal,
+                        end_reason=s.end_reason, ended_at=s.ended_at)):
+                live.commands.pop(s.id, None)  # stored: the answer need not wait a turn
+                return
             c.saved = self.tasks.spawn(self._save_end(live, c, recorded))
 
         self.tasks.spawn(cmd.run(on_end))

@@ -298,6 +298,18 @@ class SQLiteStore:
     async def update_command(self, command_id: str, **fields: Any) -> None:
         await self._update("commands", command_id, fields, now=True)
 
+    def update_command_now(self, command_id: str, **fields: Any) -> bool:
+        sql, args = _update_sql("commands", command_id, fields)
+        if self._db is None or not self._db_lock.acquire(blocking=False):
+            return False
+        try:
+            self._call_locked(lambda db: db.execute(sql, args))
+        except StorageFull:
+            return False  # the caller's retrying path takes it from here
+        finally:
+            self._db_lock.release()
+        return True
+
     async def get_command(self, tenant: str, session_id: str, command_id: str) -> Row | None:
         row = await self._run(lambda db: db.execute(
             "SELECT * FROM commands WHERE id = ? AND session_id = ? AND tenant = ?",
@@ -347,10 +359,7 @@ class SQLiteStore:
     async def _update(self, table: str, row_id: str, fields: Row, now: bool = False) -> None:
         if not fields:
             return
-        values = {k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()}
-        sets = ", ".join(f"{k} = ?" for k in values)
-        sql = f"UPDATE {table} SET {sets} WHERE id = ?"
-        await self._execute(sql, [*values.values(), row_id], now)
+        await self._execute(*_update_sql(table, row_id, fields), now)
 
     async def _execute(self, sql: str, args: list[Any], now: bool) -> None:
         def execute(db: sqlite3.Connection) -> None:
@@ -377,6 +386,12 @@ def _key(row: sqlite3.Row) -> KeyRecord:
 def _workspace(row: sqlite3.Row) -> WorkspaceRecord:
     return WorkspaceRecord(row["id"], row["tenant"], row["name"], row["uid"], row["created_at"],
                            row["last_used_at"] if "last_used_at" in row.keys() else None)
+
+
+def _update_sql(table: str, row_id: str, fields: Row) -> tuple[str, list[Any]]:
+    values = {k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()}
+    sets = ", ".join(f"{k} = ?" for k in values)
+    return f"UPDATE {table} SET {sets} WHERE id = ?", [*values.values(), row_id]
 
 
 def _rows(rows: list[sqlite3.Row]) -> list[Row]:
