@@ -107,13 +107,18 @@ class SQLiteStore:
         that hop, taken twice per command, had halved the commands a server can run
         per second (the thread and the loop trade the GIL). Checkpoints, which do sync
         to disk, run on the thread (`_checkpoint`)."""
-        if self._db is not None and self._db_lock.acquire(blocking=False):
-            try:
-                self._call_locked(fn)
-            finally:
-                self._db_lock.release()
-            return
-        await self._run(fn, urgent=True)
+        if not self._write_now(fn):
+            await self._run(fn, urgent=True)
+
+    def _write_now(self, fn: Callable[[sqlite3.Connection], object]) -> bool:
+        """`fn` done now when the connection is free; False (nothing done) when not."""
+        if self._db is None or not self._db_lock.acquire(blocking=False):
+            return False
+        try:
+            self._call_locked(fn)
+        finally:
+            self._db_lock.release()
+        return True
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._db_lock:
@@ -300,15 +305,10 @@ class SQLiteStore:
 
     def update_command_now(self, command_id: str, **fields: Any) -> bool:
         sql, args = _update_sql("commands", command_id, fields)
-        if self._db is None or not self._db_lock.acquire(blocking=False):
-            return False
         try:
-            self._call_locked(lambda db: db.execute(sql, args))
+            return self._write_now(lambda db: db.execute(sql, args))
         except StorageFull:
             return False  # the caller's retrying path takes it from here
-        finally:
-            self._db_lock.release()
-        return True
 
     async def get_command(self, tenant: str, session_id: str, command_id: str) -> Row | None:
         row = await self._run(lambda db: db.execute(
