@@ -48,6 +48,18 @@ from ._errors import (
 )
 from ._handles import CommandHandle, SessionHandle
 from ._http import VERSION, output_bytes
+from ._pty import AsyncPty, Pty
+from ._pty_protocol import (
+    PtyCommandEnd,
+    PtyCommandStart,
+    PtyErrorFrame,
+    PtyEvent,
+    PtyExit,
+    PtyHello,
+    PtyMode,
+    PtyOutput,
+    PtyResult,
+)
 from ._stream import AsyncCommandStream, CommandStream, StreamEvent
 
 __version__ = VERSION
@@ -62,6 +74,7 @@ __all__ = [
     "AsyncCommands",
     "AsyncImages",
     "AsyncKeys",
+    "AsyncPty",
     "AsyncSessionHandle",
     "AsyncSessions",
     "AuthenticationError",
@@ -86,6 +99,16 @@ __all__ = [
     "OutputEvent",
     "PermissionDeniedError",
     "PruneResult",
+    "Pty",
+    "PtyCommandEnd",
+    "PtyCommandStart",
+    "PtyErrorFrame",
+    "PtyEvent",
+    "PtyExit",
+    "PtyHello",
+    "PtyMode",
+    "PtyOutput",
+    "PtyResult",
     "RateLimitError",
     "ServerError",
     "ServerUnavailable",

@@ -30,6 +30,8 @@ from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
 from ._handles import CommandHandle, SessionHandle
+from ._pty import Pty, connect_pty
+from ._pty_protocol import PtyMode, pty_params
 from ._http import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -143,6 +145,21 @@ class Client:
             env=env, timeout_ms=timeout_ms, stdin=stdin, shell=shell,
             max_output_bytes=max_output_bytes,
         ))
+
+    def pty(
+        self, session_id: str, mode: PtyMode = "human", cols: int = 80, rows: int = 24,
+        pty_id: str | None = None, view: bool = False, command: str | None = None, *,
+        shell: Shell | None = None, cwd: str | None = None, from_offset: int | None = None,
+    ) -> Pty:
+        """Open a terminal in a session over the PTY WebSocket (docs/pty.md).
+
+        `mode`: `human` (a login shell), `agent` (a shell for programs, with `run()`) or
+        `exec` (`command` without a terminal). `pty_id` reattaches to a terminal made
+        earlier (`from_offset` replays from that output offset); `view` attaches
+        read-only. A refused upgrade raises the typed error (`NotFoundError`...).
+        """
+        return connect_pty(self.config, session_id, pty_params(
+            mode, cols, rows, pty_id, view, command, shell, cwd, from_offset))
 
 
 class Sessions:

@@ -1,0 +1,173 @@
+"""`chaser shell` (no `-c`) and `chaser attach` on a real terminal: a tmux pane.
+
+tmux gives the CLI a real pseudo-terminal (raw mode, SIGWINCH, Ctrl-] as a key) and
+shows what is on the screen (`capture-pane`), which is how full-screen programs are
+checked. An outer bash in the pane records `stty -g` before and after, and the CLI's
+exit code.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli_run import cli_env
+from tests.conftest import ServerProcess
+from tests.types import Tenant
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is not installed (scripts/install.sh --dev)")
+
+CHASER = f"{shlex.quote(sys.executable)} -m chaser"
+
+
+class Pane:
+    """One tmux session (its own server socket) running bash with the CLI's env."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.socket = str(tmp / "tmux.sock")
+        # The pane's shell reads its settings from an rc file: a tmux server passes on
+        # only part of the environment it was started with.
+        rc = tmp / "bashrc"
+        wanted = {k: v for k, v in env.items() if k.startswith(("CHASER_", "PATH", "HOME"))}
+        rc.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in wanted.items())
+                      + "PS1='outer$ '\n")
+        subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", "new-session", "-d",
+                        "-s", "t", "-x", "100", "-y", "30",
+                        f"bash --noprofile --rcfile {shlex.quote(str(rc))}"],
+                       env={**env, "TERM": "xterm-256color"}, check=True, timeout=30)
+
+    def tmux(self, *args: str) -> str:
+        r = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True,
+                           text=True, timeout=30, check=True)
+        return r.stdout
+
+    def type(self, text: str, enter: bool = True) -> None:
+        self.tmux("send-keys", "-t", "t", "-l", text)
+        if enter:
+            self.tmux("send-keys", "-t", "t", "Enter")
+
+    def key(self, name: str) -> None:
+        self.tmux("send-keys", "-t", "t", name)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", "t")
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            m = re.search(pattern, screen, re.MULTILINE)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} not on the screen:\n{screen}")
+            time.sleep(0.1)
+
+    def wait_gone(self, pattern: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while re.search(pattern, screen := self.screen(), re.MULTILINE):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} still on the screen:\n{screen}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True,
+                       timeout=30)
+
+
+@pytest.fixture
+def pane(tmp_path: Path, server: ServerProcess, tenant: Tenant) -> Iterator[Pane]:
+    p = Pane(tmp_path, cli_env(server.url, tenant.key))
+    p.wait_for(r"^outer\$")
+    yield p
+    p.kill()
+
+
+def _wrapped(tmp: Path, cli_args: str) -> str:
+    """The CLI between two `stty -g` snapshots, then its exit code on the screen."""
+    return (f"stty -g > {tmp}/before; {CHASER} {cli_args}; echo \"rc=$?\"; "
+            f"stty -g > {tmp}/after")
+
+
+def test_shell_interactive_full_screen_and_exit_code(pane: Pane, tmp_path: Path,
+                                                     session_id: str) -> None:
+    pane.type(_wrapped(tmp_path, f"shell -s {session_id}"))
+    pane.wait_for(r"attached to terminal cmd_")
+    pane.type("clear; echo $((6*7))")
+    pane.wait_for(r"^42\s*$")
+    pane.type("stty size")
+    pane.wait_for(r"^30 100\s*$")
+    pane.tmux("resize-window", "-t", "t", "-x", "120", "-y", "40")
+    pane.type("clear; stty size")
+    pane.wait_for(r"^40 120\s*$")
+    # A full-screen program: vi draws its empty-buffer tildes, takes keys, saves.
+    pane.type("vi /tmp/vi-test.txt")
+    pane.wait_for(r"^~\s*$")
+    pane.type("ihello from vi", enter=False)
+    pane.key("Escape")
+    screen = pane.wait_for(r"^hello from vi\s*$").string
+    assert screen.count("\n~") > 20, screen  # the rest of the 40 rows: empty lines
+    pane.type(":wq")
+    pane.wait_gone(r"^~\s*$")  # vi restored the screen it found
+    pane.wait_for(r"vi /tmp/vi-test.txt\n.*\$\s*$")
+    pane.type("clear; cat /tmp/vi-test.txt | tr a-z A-Z")
+    pane.wait_for(r"^HELLO FROM VI\s*$")
+    pane.type("exit 3")
+    pane.wait_for(r"^rc=3\s*$")
+    pane.wait_for(r"^outer\$\s*$")
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+
+
+def test_detach_and_attach(pane: Pane, tmp_path: Path, session_id: str) -> None:
+    pane.type(_wrapped(tmp_path, f"shell -s {session_id}"))
+    pane.wait_for(r"attached to terminal cmd_")
+    pane.type("export MARK=abc; echo ready-$MARK")
+    pane.wait_for(r"^ready-abc\s*$")
+    pane.key("C-]")
+    m = pane.wait_for(r"Reattach with: chaser attach (cmd_\w+)")
+    pane.wait_for(r"^rc=0\s*$")
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    pane.type("clear")
+    # The session is found from the terminal's id alone.
+    pane.type(_wrapped(tmp_path, f"attach {m.group(1)}"))
+    pane.wait_for(r"attached to terminal " + m.group(1))
+    pane.type("echo $MARK-again")
+    pane.wait_for(r"^abc-again\s*$")
+    pane.type("exit")
+    pane.wait_for(r"^rc=0\s*$")
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+
+
+def test_agent_mode_on_a_terminal(pane: Pane, tmp_path: Path, session_id: str) -> None:
+    pane.type(_wrapped(tmp_path, f"shell --agent -s {session_id}"))
+    pane.wait_for(r"attached to terminal cmd_")
+    pane.type("echo agent-$((40+2)); exit 4")
+    pane.wait_for(r"agent-42")
+    pane.wait_for(r"^rc=4\s*$")
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+
+
+def test_piped_input_without_a_terminal(server: ServerProcess, tenant: Tenant,
+                                        session_id: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "chaser", "shell", "-s", session_id],
+                       input="echo piped-$((1+1))\nexit 6\n", capture_output=True,
+                       text=True, timeout=90, env=cli_env(server.url, tenant.key))
+    assert r.returncode == 6, (r.stdout, r.stderr)
+    assert "piped-2" in r.stdout
+
+
+def test_attach_unknown_terminal(server: ServerProcess, tenant: Tenant) -> None:
+    r = subprocess.run([sys.executable, "-m", "chaser", "attach", "cmd_nope"],
+                       capture_output=True, text=True, timeout=60,
+                       env=cli_env(server.url, tenant.key), stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and "cmd_nope" in r.stderr
