@@ -21,6 +21,7 @@ import struct
 import termios
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from chaser.core.commands import OnEnd, RunningCommand, CommandState, _Pump
 from chaser.core.output import STDOUT, OutputLog
@@ -36,7 +37,19 @@ INLINE_READ = 64 * 1024  # log reads this small stay on the event loop (page cac
 FOLLOW_READ = 256 * 1024
 KEEPALIVE_S = 15.0
 
+INTERRUPT_GRACE_S = 5.0  # how long an interrupted command has to give the prompt back
+
 Frame = bytes | dict[str, object]
+
+
+@dataclass(frozen=True)
+class LineRun:
+    """Where one command's output lies in the terminal's log, and how it ended."""
+
+    start: int
+    end: int
+    exit_code: int | None  # None: the shell itself ended
+    interrupted: bool
 
 
 class _TerminalPump(_Pump):
@@ -74,7 +87,7 @@ class TerminalCommand(RunningCommand):
     """A command on a terminal, its attached clients and its grace period."""
 
     def __init__(self, state: CommandState, output: OutputLog, mode: str,
-                 markers: AgentMarkers | None, grace_s: float) -> None:
+                 markers: AgentMarkers | None, grace_s: float | None) -> None:
         super().__init__(state, output)
         self.mode = mode
         self.markers = markers
@@ -194,6 +207,37 @@ class TerminalCommand(RunningCommand):
         if self.running and self.process is not None:
             self.kill(signal.SIGKILL, reason=reason)
 
+    async def run_line(self, line: str, timeout_s: float) -> LineRun:
+        """Type one command line into an agent-mode shell and wait for its end; past
+        `timeout_s` it is interrupted (^C) as a user would."""
+        seq0 = self._event_seq
+        await self.type(line.encode() + b"\n")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        start: int | None = None
+        interrupted = False
+        while True:
+            version = self._version
+            for seq, off, ev in list(self.events):
+                if seq <= seq0:
+                    continue
+                if ev["type"] == "command_start" and start is None:
+                    start = off
+                elif ev["type"] == "command_end" and start is not None:
+                    return LineRun(start, off, int(str(ev["exit_code"])), interrupted)
+            if not self.running:
+                return LineRun(start or self.output.size, self.output.size, None, interrupted)
+            left = deadline - loop.time()
+            if left <= 0:
+                if interrupted:  # ^C did not bring the prompt back: end the shell
+                    self.end("timeout")
+                    continue
+                interrupted = True
+                self.write_stdin(b"\x03")
+                deadline = loop.time() + INTERRUPT_GRACE_S
+                continue
+            await self._changed_since(version, left)
+
     # -- clients ----------------------------------------------------------------------
 
     async def follow(self, start: int, view: bool) -> AsyncIterator[Frame]:
@@ -239,7 +283,14 @@ class TerminalCommand(RunningCommand):
         s = self.state
         yield {"type": "exit", "exit_code": s.exit_code, "signal": s.signal, "status": s.status}
 
+    def keep(self) -> None:
+        """Live as long as the session, attached or not (an MCP shell)."""
+        self.grace_s = None
+        self._cancel_grace()
+
     def _start_grace(self) -> None:
+        if self.grace_s is None:
+            return
         if self.running and self._grace is None and not any(not v for v, _ in self._clients.values()):
             self._grace = asyncio.get_running_loop().call_later(
                 self.grace_s, lambda: self.end("pty_detached"))

@@ -7,6 +7,7 @@ sends what `frames()` yields, and hands it what the client sends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -31,6 +32,20 @@ MAX_SIZE = 1000  # columns or rows
 TICKET_TTL_S = 60.0
 MAX_TICKETS = 10_000
 AGENT_COLS, AGENT_ROWS = 200, 50  # wide: tools programs read wrap less
+
+
+@dataclass(frozen=True)
+class ShellRun:
+    """One command line run in a session's shell: its output and how it ended."""
+
+    pty_id: str
+    session_id: str
+    exit_code: int | None  # None when the shell itself ended (`exit`)
+    output: str
+    interrupted: bool  # it ran past its timeout and was interrupted (^C)
+    output_offset: int  # where the output starts in the shell's log
+    output_size: int
+    output_truncated: bool
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,39 @@ class TerminalService:
         self.sessions = sessions
         self.executor = executor
         self._tickets: dict[str, tuple[str, str, float]] = {}  # hash -> tenant, session, expiry
+        self._shells: dict[str, TerminalCommand] = {}  # session id -> its MCP shell
+        self._shell_locks: dict[str, asyncio.Lock] = {}
+
+    async def run_in_shell(self, tenant: str, session_id: str, command: str,
+                           timeout_s: float, max_bytes: int) -> ShellRun:
+        """Run a command line in the session's agent-mode shell, which keeps its state
+        (cwd, variables, functions) from one call to the next (the MCP `shell` tool)."""
+        live = await self.sessions.require_live(tenant, session_id)
+        lock = self._shell_locks.setdefault(live.id, asyncio.Lock())
+        async with lock:  # one command at a time: a shell reads one line at a time
+            term = self._shells.get(live.id)
+            if term is None or not term.running:
+                opened = await self.executor.launch(live, lambda: self._begin(
+                    live, TerminalOpen(mode="agent"), AGENT_COLS, AGENT_ROWS), foreground=False)
+                assert isinstance(opened, TerminalCommand)
+                term = self._shells[live.id] = opened
+                term.keep()
+                self.executor.tasks.spawn(self._forget_shell(live.id, term))
+            live.touch()
+            run = await term.run_line(command, timeout_s)
+        size = run.end - run.start
+        start, data = await asyncio.to_thread(term.output.read_bytes, run.start,
+                                              min(size, max_bytes))
+        return ShellRun(pty_id=term.state.id, session_id=live.id, exit_code=run.exit_code,
+                        output=data.decode(errors="replace").replace("\r\n", "\n"),
+                        interrupted=run.interrupted, output_offset=start, output_size=size,
+                        output_truncated=start > run.start or len(data) < size)
+
+    async def _forget_shell(self, session_id: str, term: TerminalCommand) -> None:
+        await term.finished.wait()
+        if self._shells.get(session_id) is term:
+            del self._shells[session_id]
+            self._shell_locks.pop(session_id, None)
 
     async def open(self, tenant: str, session_id: str, req: TerminalOpen) -> Attachment:
         """A new terminal (or exec-mode command), or a client reattaching to one."""
