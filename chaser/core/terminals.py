@@ -23,14 +23,15 @@ from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.shells import HUMAN_ENV, AgentMarkers, shell_argv
 from chaser.core.terminal import Frame, TerminalCommand
 from chaser.core.util import new_id
-from chaser.errors import BadRequest, Conflict, Unauthorized
+from chaser.errors import BadRequest, Conflict, OverLimit, Unauthorized
 from chaser.models import ExitEvent, OutputEvent, SessionExecRequest
 from chaser.runtime.base import ProcessSpec
 
 MODES = ("human", "agent", "exec")
 MAX_SIZE = 1000  # columns or rows
 TICKET_TTL_S = 60.0
-MAX_TICKETS = 10_000
+MAX_TICKETS = 10_000  # outstanding on the server; a tenant holds at most:
+MAX_TICKETS_PER_TENANT = 100
 AGENT_COLS, AGENT_ROWS = 200, 50  # wide: tools programs read wrap less
 
 
@@ -252,11 +253,13 @@ class TerminalService:
     def ticket(self, tenant: str, session_id: str) -> tuple[str, float]:
         """A single-use ticket that opens a terminal on this session for `TICKET_TTL_S`."""
         now = time.monotonic()
-        if len(self._tickets) >= MAX_TICKETS:
+        if len(self._tickets) >= MAX_TICKETS // 2:
             self._tickets = {h: t for h, t in self._tickets.items() if t[2] > now}
-            if len(self._tickets) >= MAX_TICKETS:
-                raise Conflict("too many terminal tickets are outstanding; use or let "
-                               "some expire", "too_many_tickets")
+        held = sum(1 for t in self._tickets.values() if t[0] == tenant)
+        if held >= MAX_TICKETS_PER_TENANT or len(self._tickets) >= MAX_TICKETS:
+            raise OverLimit("too many terminal tickets are outstanding; use them or let them "
+                            f"expire ({int(TICKET_TTL_S)} s)", "too_many_tickets",
+                            retry_after=int(TICKET_TTL_S))
         ticket = "pty_" + secrets.token_urlsafe(24)
         self._tickets[_digest(ticket)] = (tenant, session_id, now + TICKET_TTL_S)
         return ticket, TICKET_TTL_S

@@ -147,3 +147,16 @@ async def test_viewers_and_reattach(api: Api, tenant: Tenant, other: Tenant, ses
     await back.send({"type": "close"})
     assert kinds(await frames_until(back, lambda fs: None in fs), "exit")[0]["signal"] == "KILL"
     await asyncio.wait_for(viewer.close(), 10)
+
+
+async def test_outstanding_tickets_are_bounded_per_tenant(api: Api) -> None:
+    flood = await api.new_tenant("ticket-flood")
+    sid = (await flood.client.post("/v1/sessions", json={})).json()["id"]
+    for _ in range(100):
+        assert (await flood.client.post(f"/v1/sessions/{sid}/pty-ticket")).status_code == 201
+    over = await flood.client.post(f"/v1/sessions/{sid}/pty-ticket")
+    assert over.status_code == 429 and over.json()["error"]["code"] == "too_many_tickets"
+    assert int(over.headers["retry-after"]) > 0
+    calm = await api.new_tenant("ticket-calm")
+    calm_sid = (await calm.client.post("/v1/sessions", json={})).json()["id"]
+    assert (await calm.client.post(f"/v1/sessions/{calm_sid}/pty-ticket")).status_code == 201
