@@ -221,7 +221,7 @@ class AsyncSessionHandle:
         return await self._client.commands.get(self.id, command_id)
 
     async def pty(
-        self, mode: PtyMode = "human", cols: int = 80, rows: int = 24,
+        self, mode: PtyMode = "human", cols: int | None = None, rows: int | None = None,
         pty_id: str | None = None, view: bool = False, command: str | None = None, *,
         shell: Shell | None = None, cwd: str | None = None, from_offset: int | None = None,
     ) -> AsyncPty:

@@ -30,7 +30,8 @@ from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
 from ._handles import CommandHandle, SessionHandle
-from ._pty import Pty, connect_pty
+from ._pty import Pty
+from ._pty_connect import connect_pty
 from ._pty_protocol import PtyMode, pty_params
 from ._http import (
     DEFAULT_RETRIES,
@@ -147,14 +148,15 @@ class Client:
         ))
 
     def pty(
-        self, session_id: str, mode: PtyMode = "human", cols: int = 80, rows: int = 24,
+        self, session_id: str, mode: PtyMode = "human", cols: int | None = None, rows: int | None = None,
         pty_id: str | None = None, view: bool = False, command: str | None = None, *,
         shell: Shell | None = None, cwd: str | None = None, from_offset: int | None = None,
     ) -> Pty:
         """Open a terminal in a session over the PTY WebSocket (docs/pty.md).
 
         `mode`: `human` (a login shell), `agent` (a shell for programs, with `run()`) or
-        `exec` (`command` without a terminal). `pty_id` reattaches to a terminal made
+        `exec` (`command` without a terminal). `cols` and `rows` default to the
+        server's (80x24; agent mode 200x50, so tools wrap less). `pty_id` reattaches to a terminal made
         earlier (`from_offset` replays from that output offset); `view` attaches
         read-only. A refused upgrade raises the typed error (`NotFoundError`...).
         """

@@ -18,60 +18,16 @@ import builtins
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection as AsyncConnection
-from websockets.asyncio.client import connect as async_connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    InvalidHandshake,
-    InvalidStatus,
-    InvalidURI,
-)
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as sync_connect
 
-from ._config import Config
 from ._errors import ChaserError, ConnectionError, TimeoutError  # noqa: A004
-from ._http import VERSION
-from ._pty_protocol import (
-    CLOSE_WAIT,
-    MAX_FRAME,
-    OPEN_TIMEOUT,
-    PtyCore,
-    PtyEvent,
-    PtyExit,
-    PtyOutput,
-    PtyResult,
-    headers,
-    parse_hello,
-    pty_url,
-    refused,
-)
+from ._pty_protocol import CLOSE_WAIT, PtyCore, PtyEvent, PtyExit, PtyOutput, PtyResult
 
 SEND_CHUNK = 64 * 1024  # a big paste goes as several frames, each well under any cap
 INTERRUPT_GRACE = 5.0  # after a run() timeout: how long Ctrl-C may take to end it
-
-
-def _connect_options(config: Config) -> dict[str, Any]:
-    # No compression: terminal traffic is small keystrokes or bulk output at memory
-    # speed, where deflate costs more CPU than it saves on loopback and LANs.
-    return {"additional_headers": headers(config), "compression": None,
-            "max_size": MAX_FRAME, "open_timeout": OPEN_TIMEOUT,
-            "user_agent_header": f"chaser-python/{VERSION}"}
-
-
-def _open_failed(e: Exception, config: Config) -> ChaserError:
-    if isinstance(e, InvalidStatus):
-        r = e.response
-        return refused(r.status_code, list(r.headers.raw_items()), bytes(r.body), config)
-    if isinstance(e, InvalidURI):
-        return ChaserError(f"invalid API URL {config.api_url!r}: {e}")
-    if isinstance(e, builtins.TimeoutError):
-        return TimeoutError(f"the terminal at {config.api_url} did not open in time")
-    return ConnectionError(f"cannot open a terminal at {config.api_url} ({e}); is the "
-                           "server running and CHASER_API_URL right?", url=config.api_url)
 
 
 def _dropped(core: PtyCore, e: Exception) -> ConnectionError:
@@ -284,8 +240,9 @@ class Pty(_PtyBase):
         return self.exit_code
 
     def close(self) -> int | None:
-        """End the terminal for good (its whole process tree) and return its exit code."""
-        if not self._ended and self._core.exit is None:
+        """End the terminal for good (its whole process tree) and return its exit code
+        (a read-only viewer may not end it: it only detaches)."""
+        if not self._ended and self._core.exit is None and not self.view:
             try:
                 self._send(json.dumps({"type": "close"}))
                 self.wait(CLOSE_WAIT)
@@ -425,8 +382,9 @@ class AsyncPty(_PtyBase):
         return self.exit_code
 
     async def close(self) -> int | None:
-        """End the terminal for good (its whole process tree) and return its exit code."""
-        if not self._ended and self._core.exit is None:
+        """End the terminal for good (its whole process tree) and return its exit code
+        (a read-only viewer may not end it: it only detaches)."""
+        if not self._ended and self._core.exit is None and not self.view:
             try:
                 await self._send(json.dumps({"type": "close"}))
                 await self.wait(CLOSE_WAIT)
@@ -439,35 +397,3 @@ class AsyncPty(_PtyBase):
         """Close the connection only; the terminal keeps running for reattaching."""
         self._ended = True
         await self._ws.close()
-
-
-def connect_pty(config: Config, session_id: str, params: dict[str, Any]) -> Pty:
-    """Open `GET .../pty` and wait for its `hello` (refusals raise the typed errors)."""
-    url = pty_url(config, session_id, params)
-    try:
-        # Entered as a context manager at once: the connection is this Pty's to close
-        # (websockets 17 warns about a bare connect()).
-        ws = sync_connect(url, **_connect_options(config)).__enter__()
-    except (InvalidHandshake, OSError, builtins.TimeoutError) as e:
-        raise _open_failed(e, config) from None
-    try:
-        hello = parse_hello(ws.recv(timeout=OPEN_TIMEOUT))
-    except (ConnectionClosed, builtins.TimeoutError, ChaserError) as e:
-        ws.close()
-        raise e if isinstance(e, ChaserError) else _open_failed(e, config) from None
-    return Pty(ws, PtyCore(hello, session_id))
-
-
-async def aconnect_pty(config: Config, session_id: str, params: dict[str, Any]) -> AsyncPty:
-    """Async twin of `connect_pty`."""
-    url = pty_url(config, session_id, params)
-    try:
-        ws = await async_connect(url, **_connect_options(config))
-    except (InvalidHandshake, OSError, builtins.TimeoutError) as e:
-        raise _open_failed(e, config) from None
-    try:
-        hello = parse_hello(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT))
-    except (ConnectionClosed, builtins.TimeoutError, ChaserError) as e:
-        await ws.close()
-        raise e if isinstance(e, ChaserError) else _open_failed(e, config) from None
-    return AsyncPty(ws, PtyCore(hello, session_id))

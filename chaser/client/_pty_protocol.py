@@ -31,7 +31,9 @@ PtyMode = Literal["human", "agent", "exec"]
 MAX_FRAME = 16 * 1024 * 1024
 OPEN_TIMEOUT = 60.0
 CLOSE_WAIT = 10.0  # how long close() waits for the server's exit frame
-DETACH_KEY = b"\x1d"  # Ctrl-]
+# Error frames that mean typed input was not taken (docs/pty.md): a waiting command
+# would never start.
+INPUT_REFUSALS = frozenset({"read_only"})
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ class PtyCore:
         line = command[:-1] if command.endswith("\n") else command
         if not normalize(line) or normalize(line).startswith("#"):
             raise ChaserError("run() needs a command (the line is empty or a comment)")
+        self.last_error = None
         self.pending.append(_Pending(remaining=normalize(line)))
         return (line + "\n").encode()
 
@@ -245,7 +248,8 @@ class PtyCore:
 
     def error_for_waiter(self) -> ChaserError | None:
         """An error frame or the exit, as the reason a command will never end."""
-        if self.last_error is not None:
+        # Only a refusal of input dooms a command; a bad resize sent meanwhile does not.
+        if self.last_error is not None and self.last_error.code in INPUT_REFUSALS:
             err, self.last_error = self.last_error, None
             return ChaserError(f"the terminal refused input: {err.message} ({err.code})")
         if self.exit is not None:
@@ -274,10 +278,10 @@ def pty_url(config: Config, session_id: str, params: dict[str, Any]) -> str:
 
 
 def pty_params(
-    mode: PtyMode, cols: int, rows: int, pty_id: str | None, view: bool,
+    mode: PtyMode, cols: int | None, rows: int | None, pty_id: str | None, view: bool,
     command: str | None, shell: Shell | None, cwd: str | None, from_offset: int | None,
 ) -> dict[str, Any]:
-    """The query of `GET .../pty` (docs/pty.md)."""
+    """The query of `GET .../pty` (docs/pty.md); None leaves a value to the server."""
     return {"mode": mode, "cols": cols, "rows": rows, "pty_id": pty_id,
             "view": "true" if view else None, "command": command, "shell": shell,
             "cwd": cwd, "from": from_offset}

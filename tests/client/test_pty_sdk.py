@@ -160,6 +160,11 @@ def test_agent_mode_stdin_no_newline_and_timeout(sdk: Client, session_id: str) -
             term.run("sleep 30", timeout=1)
         assert term.run("echo after") == ("after\n", 0)
         assert term.run("bash -c 'exit 7'") == ("", 7)
+        term.resize(0, 5)  # refused by an error frame; the next command is unaffected
+        term.start_command("wc -c")
+        term.send((b"y" * 99 + b"\n") * 20_000)  # a 2 MB paste, sent in 64 KiB frames
+        term.send(b"\x04")  # Ctrl-D at the start of a line: end of input
+        assert term.wait_command(timeout=60) == ("2000000\n", 0)
 
 
 def test_exec_mode_stdin_eof_and_exit(sdk: Client, session_id: str) -> None:
@@ -206,7 +211,8 @@ def test_viewer_watches_and_cannot_type(sdk: Client, session_id: str) -> None:
                 break
         assert any(isinstance(e, PtyErrorFrame) for e in events)
         assert term.run("echo only-mine") == ("only-mine\n", 0)
-        viewer.detach()
+        viewer.close()  # a viewer cannot end the terminal: it only detaches
+        assert term.run("echo still-running") == ("still-running\n", 0)
 
 
 def test_refused_upgrades_are_typed_errors(server: ServerProcess, sdk: Client,
