@@ -93,9 +93,18 @@ def events(frames: list[Frame], kind: str | None = None) -> list[dict[str, Any]]
     return [f for f in frames if isinstance(f, dict) and (kind is None or f["type"] == kind)]
 
 
+class _Screen(pyte.Screen):
+    """pyte's screen, taking xterm's private SGR (`ESC [ > 4 ; m`, which vim sends) as
+    the no-op it is for the screen's content (pyte 0.8 raises on it)."""
+
+    def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
+        if not private:
+            super().select_graphic_rendition(*attrs)
+
+
 def screen_of(frames: list[Frame], cols: int = 80, rows: int = 24) -> list[str]:
     """What a terminal would show after these frames (a real VT100 emulator)."""
-    screen = pyte.Screen(cols, rows)
+    screen = _Screen(cols, rows)
     stream = pyte.ByteStream(screen)
     for f in frames:
         if isinstance(f, bytes):

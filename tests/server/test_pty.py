@@ -229,7 +229,8 @@ def test_a_viewer_watches_read_only(server: ServerProcess, tenant: Tenant, sessi
 
 @pytest.fixture(scope="module")
 def short_grace(tmp_root: Path) -> Iterator[ServerProcess]:
-    with server_with(tmp_root, {"CHASER_PTY_GRACE_S": "2"}) as srv:
+    with server_with(tmp_root, {"CHASER_PTY_GRACE_S": "2",
+                                "CHASER_PTY_SCROLLBACK_BYTES": "4096"}) as srv:
         yield srv
 
 
@@ -257,6 +258,44 @@ def test_the_grace_period_ends_a_detached_terminal_and_its_tree(short_grace: Ser
     ended = Term(short_grace, key, sid, f"pty_id={t.pty_id}&from=0")
     frames = ended.until_event("exit")
     assert "started-2" in text_of(frames) and events(frames, "exit")[0]["signal"] == "KILL"
+
+
+def test_a_reattach_without_from_replays_the_scrollback(short_grace: ServerProcess) -> None:
+    key = short_grace.client().post("/v1/keys", json={"name": "scroll"}).json()["key"]
+    sid = short_grace.client(key).post("/v1/sessions", json={}).json()["id"]
+    t = Term(short_grace, key, sid, "mode=agent")
+    t.send("seq 1 20000; echo END\n")
+    t.until_text("END")
+    t.close()
+    back = Term(short_grace, key, sid, f"pty_id={t.pty_id}")
+    frames = back.read_until(lambda fs: "$ " in text_of(fs))
+    replay = text_of(frames)
+    size = back.hello["offset"] + len(replay.encode())
+    assert 4096 - 8 <= len(replay.encode()) <= 4096 + 8, len(replay)  # the last 4 KiB
+    assert "20000\r\nEND\r\n" in replay and "\r\n1\r\n" not in replay
+    assert back.hello["offset"] == size - len(replay.encode()) > 0
+    back.control({"type": "close"})
+    back.wait_event("exit")
+
+
+def test_vi_edits_a_file_and_top_draws(server: ServerProcess, tenant: Tenant, session_id: str) -> None:
+    t = human(server, tenant, session_id)
+    t.send("vi notes.txt\n")
+    t.wait_screen(lambda lines: lines[-1].startswith('"notes.txt"'))
+    t.send("ihello from vi\x1b")
+    t.wait_screen(lambda lines: lines[0] == "hello from vi")
+    t.send(":wq\n")
+    t.read_until(lambda fs: "\x1b[?1049l" in text_of(fs) and text_of(fs).endswith("$ "))
+    t.send("cat notes.txt; echo CAT-$((1+1))\n")
+    t.until_text("CAT-2\r\n")
+    assert "hello from vi\r\nCAT-2" in text_of(t.frames)
+    t.frames.clear()
+    t.send("top -b -n 1 | head -3 >/dev/null; top -d 1\n")
+    screen = t.wait_screen(lambda lines: any(line.startswith("Tasks:") for line in lines)
+                           and any("PID" in line and "COMMAND" in line for line in lines))
+    assert screen[0].startswith("top - "), screen
+    t.send("q")
+    t.close()
 
 
 # -- browsers: tickets and Origin ------------------------------------------------------------
