@@ -6,7 +6,8 @@ Run as root: `.venv/bin/python bench/pty.py [--echo N] [--mb 100] [--idle 100]`.
     beside the floor: the same bash on a local pseudo-terminal (`os.openpty`), and
     `docker exec -it` where a Docker engine runs or can be started;
   - throughput: `cat` of a 100 MB file through a terminal (MB/s), beside `cat` of the
-    same bytes on a local pseudo-terminal; meanwhile a process of its own times
+    same bytes on a local pseudo-terminal, and through the socket in exec mode (no
+    terminal: the ceiling of the socket and the SDK); meanwhile a process of its own times
     `GET /healthz` and a foreground `exec` in another session (p50/p99, and the same
     while idle), to show the server stays responsive;
   - memory: the server's RSS and the sandbox processes' PSS, before and with 100 idle
@@ -171,6 +172,16 @@ def ws_cat(client: Client, session_id: str, size: int) -> tuple[float, int]:
     return size / MB / elapsed, got
 
 
+def ws_exec_cat(client: Client, session_id: str, size: int) -> float:
+    """MB/s of the same `cat` in exec mode (no terminal): the socket's own ceiling."""
+    term = client.pty(session_id, "exec", command="cat /tmp/big")
+    t = time.perf_counter()
+    got = sum(len(chunk) for chunk in term)
+    elapsed = time.perf_counter() - t
+    assert got == size, (got, size)
+    return size / MB / elapsed
+
+
 PROBE = """
 import json, select, sys, time, httpx
 url, key, sid = sys.argv[1:4]
@@ -264,6 +275,8 @@ def main() -> None:
         busy = prober.stop()
         print(f"  PTY WebSocket (SDK Pty, human mode)          {rate:8.1f} MB/s   "
               f"({got / MB:.1f} MB received: the terminal's \\r\\n)")
+        print(f"  PTY WebSocket, exec mode (no terminal)       "
+              f"{ws_exec_cat(client, main_session.id, size):8.1f} MB/s")
         for name in ("healthz", "exec"):
             print(f"  {name:<8} idle     p50 {pct(idle_probe[name], 50):7.2f} ms  "
                   f"p99 {pct(idle_probe[name], 99):7.2f} ms   (n={len(idle_probe[name])})")

@@ -27,7 +27,7 @@ from ._errors import ChaserError, ConnectionError, TimeoutError  # noqa: A004
 from ._pty_protocol import CLOSE_WAIT, PtyCore, PtyEvent, PtyExit, PtyOutput, PtyResult
 
 SEND_CHUNK = 64 * 1024  # a big paste goes as several frames, each well under any cap
-INTERRUPT_GRACE = 5.0  # after a run() timeout: how long Ctrl-C may take to end it
+INTERRUPT_GRACE = 2.5  # after a run() timeout: how long each Ctrl-C may take
 
 
 def _dropped(core: PtyCore, e: Exception) -> ConnectionError:
@@ -224,10 +224,19 @@ class Pty(_PtyBase):
         try:
             return self.wait_command(timeout)
         except TimeoutError:
-            self.interrupt()
-            try:
-                self.wait_command(INTERRUPT_GRACE)
-            except ChaserError:
+            # A second Ctrl-C for one that came between two programs of a list, when
+            # only the shell (which shrugs it off) was in the foreground.
+            for _ in range(2):
+                self.interrupt()
+                try:
+                    self.wait_command(INTERRUPT_GRACE)
+                    break
+                except TimeoutError:
+                    continue
+                except ChaserError:
+                    self._core.forget_command()
+                    break
+            else:
                 self._core.forget_command()
             raise TimeoutError(f"{command!r} did not finish within {timeout} s and was "
                                "interrupted") from None
@@ -366,10 +375,19 @@ class AsyncPty(_PtyBase):
         try:
             return await self.wait_command(timeout)
         except TimeoutError:
-            await self.interrupt()
-            try:
-                await self.wait_command(INTERRUPT_GRACE)
-            except ChaserError:
+            # A second Ctrl-C for one that came between two programs of a list, when
+            # only the shell (which shrugs it off) was in the foreground.
+            for _ in range(2):
+                await self.interrupt()
+                try:
+                    await self.wait_command(INTERRUPT_GRACE)
+                    break
+                except TimeoutError:
+                    continue
+                except ChaserError:
+                    self._core.forget_command()
+                    break
+            else:
                 self._core.forget_command()
             raise TimeoutError(f"{command!r} did not finish within {timeout} s and was "
                                "interrupted") from None

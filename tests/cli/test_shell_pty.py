@@ -165,6 +165,16 @@ def test_piped_input_without_a_terminal(server: ServerProcess, tenant: Tenant,
     assert "piped-2" in r.stdout
 
 
+def test_ephemeral_interactive_session_is_deleted(server: ServerProcess,
+                                                  tenant: Tenant) -> None:
+    r = subprocess.run([sys.executable, "-m", "chaser", "shell", "--ephemeral", "--agent"],
+                       input="echo eph-$((3*3))\nexit 2\n", capture_output=True, text=True,
+                       timeout=90, env=cli_env(server.url, tenant.key))
+    assert r.returncode == 2 and "eph-9" in r.stdout, (r.stdout, r.stderr)
+    running = tenant.client.get("/v1/sessions", params={"status": "running"}).json()
+    assert running["sessions"] == []
+
+
 def test_attach_unknown_terminal(server: ServerProcess, tenant: Tenant) -> None:
     r = subprocess.run([sys.executable, "-m", "chaser", "attach", "cmd_nope"],
                        capture_output=True, text=True, timeout=60,
