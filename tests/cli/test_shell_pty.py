@@ -8,8 +8,10 @@ exit code.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli_run import cli_env
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, server_with
 from tests.types import Tenant
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
@@ -145,6 +147,51 @@ def test_detach_and_attach(pane: Pane, tmp_path: Path, session_id: str) -> None:
     pane.type("exit")
     pane.wait_for(r"^rc=0\s*$")
     assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+
+
+def _cli_pid(pane: Pane) -> int:
+    """The `python -m chaser` process running in the pane (a child of its bash)."""
+    outer = int(pane.tmux("display-message", "-p", "-t", "t", "#{pane_pid}").strip())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{outer}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"chaser" in cmdline:
+                    return int(child)
+        time.sleep(0.1)
+    raise AssertionError("the CLI is not running in the pane")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_detaches_and_restores_the_terminal(pane: Pane, tmp_path: Path,
+                                                   session_id: str, sig: int) -> None:
+    pane.type(_wrapped(tmp_path, f"shell -s {session_id}"))
+    pane.wait_for(r"attached to terminal cmd_")
+    pane.type("echo up-$((2+2))")
+    pane.wait_for(r"^up-4\s*$")
+    os.kill(_cli_pid(pane), sig)
+    pane.wait_for(r"detached from terminal (cmd_\w+) \(" + signal.Signals(sig).name)
+    pane.wait_for(rf"^rc={128 + sig}\s*$")
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+
+
+def test_lost_server_restores_the_terminal(tmp_root: Path, tmp_path: Path) -> None:
+    with server_with(tmp_root, {}) as srv:
+        pane = Pane(tmp_path, cli_env(srv.url, srv.admin_key))
+        try:
+            pane.wait_for(r"^outer\$")
+            pane.type(_wrapped(tmp_path, "shell --ephemeral"))
+            pane.wait_for(r"attached to terminal cmd_")
+            pane.type("echo alive-$((3+4))")
+            pane.wait_for(r"^alive-7\s*$")
+            srv.stop()
+            pane.wait_for(r"^error: ")
+            pane.wait_for(r"^rc=1\s*$")
+            assert "Traceback" not in pane.screen()
+            assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+        finally:
+            pane.kill()
 
 
 def test_agent_mode_on_a_terminal(pane: Pane, tmp_path: Path, session_id: str) -> None:

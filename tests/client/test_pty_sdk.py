@@ -29,7 +29,7 @@ from chaser.client import (
     resolve_config,
 )
 from chaser.client._pty_protocol import PtyCore, parse_hello, pty_params, pty_url
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port
 from tests.types import NewTenant, Tenant
 
 # ---- offline: the frames and the pairing of commands -------------------------------
@@ -94,6 +94,18 @@ def test_url_never_carries_the_key() -> None:
     assert url.startswith("wss://example.test:9000/base/v1/sessions/ses%201/pty?")
     assert "chs_secret" not in url
     assert "view=true" in url and "from=5" in url and "command=echo+hi" in url
+
+
+def test_unreachable_server_is_a_connection_error() -> None:
+    with Client(f"http://127.0.0.1:{free_port()}", "chs_k") as client:
+        with pytest.raises(chaser.ConnectionError, match="cannot open a terminal"):
+            client.pty("ses_1")
+
+
+async def test_unreachable_server_is_a_connection_error_async() -> None:
+    async with AsyncClient(f"http://127.0.0.1:{free_port()}", "chs_k") as client:
+        with pytest.raises(chaser.ConnectionError, match="cannot open a terminal"):
+            await client.pty("ses_1")
 
 
 # ---- against a real server ----------------------------------------------------------
@@ -264,6 +276,8 @@ async def test_async_pty(server: ServerProcess, tenant: Tenant, session_id: str)
             # Before the start: at most the prompt, never an echo of the line typed.
             assert b"echo" not in b"".join(
                 e.data for e in events[:starts[0]] if isinstance(e, PtyOutput))
+        with pytest.raises(chaser.NotFoundError):
+            await client.pty(session_id, pty_id="cmd_doesnotexist")
         session = await client.sessions.get(session_id)
         human = await session.pty(cols=90, rows=20)
         await human.send("exit 9\n")
