@@ -3,6 +3,7 @@
 The local terminal goes into raw mode so every key (Ctrl-C, Ctrl-Z, arrows) reaches the
 remote shell as typed; it is restored on every way out: the remote exit, the detach key,
 a lost connection, an exception, SIGTERM or SIGHUP. SIGWINCH is forwarded as a resize.
+A lost connection is reattached a few times from the output offset reached.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ._app import EXIT_ERROR, AppContext, exit_code_for
 
 DETACH_KEY = b"\x1d"  # Ctrl-], as telnet's escape
 READ_CHUNK = 64 * 1024
+RECONNECTS = 3  # attempts to reattach after a lost connection, RECONNECT_DELAY apart
+RECONNECT_DELAY = 1.0
 # What a full-screen program may have left switched on when we detach or lose it:
 # leave the alternate screen, show the cursor, stop mouse reports and bracketed paste,
 # normal keypad and plain attributes (what tmux restores on detach).
@@ -176,24 +179,53 @@ async def _quiet(coro: Awaitable[object]) -> None:
         await coro
 
 
-async def _run(app: AppContext, target: Target) -> tuple[Outcome, str]:
+async def _attach_once(client: AsyncClient, target: Target, pty_id: str | None,
+                       offset: int | None) -> tuple[Outcome, str, int]:
+    """One connection: (how it ended, the terminal's id, the offset reached)."""
     cols, rows = terminal_size()
+    term = await client.pty(target.session_id, target.mode, cols, rows, pty_id=pty_id,
+                            view=target.view, shell=target.shell, cwd=target.cwd,
+                            from_offset=offset)
+    if pty_id is not None and not target.view:
+        # A reattach replays the past: a resize makes full-screen programs redraw.
+        await _quiet(term.resize(cols, rows))
+    if sys.stderr.isatty() and offset is None:
+        verb = "watching" if target.view else "attached to"
+        sys.stderr.write(f"chaser: {verb} terminal {term.pty_id} (Ctrl-] detaches)\r\n")
+        sys.stderr.flush()
+    try:
+        outcome = await _attached(term, sys.stdin.fileno(), sys.stdout.fileno())
+    finally:
+        await _quiet(term.detach())
+    return outcome, term.pty_id, term.offset
+
+
+async def _ended_meanwhile(client: AsyncClient, session_id: str, pty_id: str) -> Outcome | None:
+    """The exit of a terminal that ended while we were reconnecting, if it did."""
+    with contextlib.suppress(ChaserError):
+        info = (await client.commands.get(session_id, pty_id)).last_info
+        if info is not None and info.status != "running":
+            return Outcome("exit", exit_code_for(info.status, info.exit_code, info.signal))
+    return None
+
+
+async def _run(app: AppContext, target: Target) -> tuple[Outcome, str]:
+    """Attach; when the connection is lost, reattach from the offset reached (so
+    nothing is lost or repeated) a few times before giving up."""
     async with AsyncClient(app.api_url, app.api_key, config_file=app.config) as client:
-        term = await client.pty(target.session_id, target.mode, cols, rows,
-                                pty_id=target.pty_id, view=target.view, shell=target.shell,
-                                cwd=target.cwd)
-        if target.pty_id is not None and not target.view:
-            # A reattach replays the past: a resize makes full-screen programs redraw.
-            await _quiet(term.resize(cols, rows))
-        if sys.stderr.isatty():
-            verb = "watching" if target.view else "attached to"
-            sys.stderr.write(f"chaser: {verb} terminal {term.pty_id} (Ctrl-] detaches)\r\n")
+        outcome, pty_id, offset = await _attach_once(client, target, target.pty_id, None)
+        for _ in range(RECONNECTS):
+            if outcome.kind != "lost":
+                break
+            sys.stderr.write("\r\nchaser: connection lost; reattaching...\r\n")
             sys.stderr.flush()
-        try:
-            outcome = await _attached(term, sys.stdin.fileno(), sys.stdout.fileno())
-        finally:
-            await _quiet(term.detach())
-    return outcome, term.pty_id
+            await asyncio.sleep(RECONNECT_DELAY)
+            try:
+                outcome, pty_id, offset = await _attach_once(client, target, pty_id, offset)
+            except ChaserError as e:
+                outcome = await _ended_meanwhile(client, target.session_id, pty_id) \
+                    or Outcome("lost", EXIT_ERROR, str(e))
+    return outcome, pty_id
 
 
 def run_terminal(app: AppContext, target: Target) -> Outcome:

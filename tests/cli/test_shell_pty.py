@@ -8,13 +8,16 @@ exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import signal
+import socket
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +195,72 @@ def test_lost_server_restores_the_terminal(tmp_root: Path, tmp_path: Path) -> No
             assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
         finally:
             pane.kill()
+
+
+class Proxy:
+    """A TCP forwarder to the server whose connections can be cut, as a flaky network
+    would; it keeps listening, so a client can reconnect through it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.port))
+            self.open += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        for s in self.open:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.open = []
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_lost_connection_reattaches_and_loses_nothing(tmp_path: Path, server: ServerProcess,
+                                                       tenant: Tenant, session_id: str) -> None:
+    proxy = Proxy(server.port)
+    pane = Pane(tmp_path, cli_env(proxy.url, tenant.key))
+    try:
+        pane.wait_for(r"^outer\$")
+        pane.type(_wrapped(tmp_path, f"shell -s {session_id}"))
+        pane.wait_for(r"attached to terminal cmd_")
+        pane.type("(sleep 1.5; echo during-$((5*5))) &")
+        pane.wait_for(r"^\[1\] \d+")
+        proxy.cut()  # printed while the connection is down: replayed on reattach
+        pane.wait_for(r"connection lost; reattaching")
+        pane.wait_for(r"^during-25\s*$")
+        pane.type("echo back-$((1+1))")
+        pane.wait_for(r"^back-2\s*$")
+        assert len(re.findall(r"^during-25\s*$", pane.screen(), re.MULTILINE)) == 1
+        pane.type("exit 5")
+        pane.wait_for(r"^rc=5\s*$")
+        assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    finally:
+        pane.kill()
+        proxy.close()
 
 
 def test_agent_mode_on_a_terminal(pane: Pane, tmp_path: Path, session_id: str) -> None:
