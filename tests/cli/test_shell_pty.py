@@ -103,6 +103,17 @@ def _wrapped(tmp: Path, cli_args: str) -> str:
             f"stty -g > {tmp}/after")
 
 
+def assert_restored(tmp: Path) -> None:
+    """`stty -g` after the CLI equals before it (the pane writes `after` just after
+    printing the exit code: wait for it)."""
+    after = tmp / "after"
+    deadline = time.monotonic() + 30
+    while not (after.exists() and after.read_text()):
+        assert time.monotonic() < deadline, "the pane did not write its stty state"
+        time.sleep(0.05)
+    assert (tmp / "before").read_text() == after.read_text()
+
+
 def test_shell_interactive_full_screen_and_exit_code(pane: Pane, tmp_path: Path,
                                                      session_id: str) -> None:
     pane.type(_wrapped(tmp_path, f"shell -s {session_id}"))
@@ -129,7 +140,7 @@ def test_shell_interactive_full_screen_and_exit_code(pane: Pane, tmp_path: Path,
     pane.type("exit 3")
     pane.wait_for(r"^rc=3\s*$")
     pane.wait_for(r"^outer\$\s*$")
-    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    assert_restored(tmp_path)
 
 
 def test_detach_and_attach(pane: Pane, tmp_path: Path, session_id: str) -> None:
@@ -140,7 +151,8 @@ def test_detach_and_attach(pane: Pane, tmp_path: Path, session_id: str) -> None:
     pane.key("C-]")
     m = pane.wait_for(r"Reattach with: chaser attach (cmd_\w+)")
     pane.wait_for(r"^rc=0\s*$")
-    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    assert_restored(tmp_path)
+    (tmp_path / "after").unlink()
     pane.type("clear")
     # The session is found from the terminal's id alone.
     pane.type(_wrapped(tmp_path, f"attach {m.group(1)}"))
@@ -149,7 +161,7 @@ def test_detach_and_attach(pane: Pane, tmp_path: Path, session_id: str) -> None:
     pane.wait_for(r"^abc-again\s*$")
     pane.type("exit")
     pane.wait_for(r"^rc=0\s*$")
-    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    assert_restored(tmp_path)
 
 
 def _cli_pid(pane: Pane) -> int:
@@ -176,7 +188,7 @@ def test_signal_detaches_and_restores_the_terminal(pane: Pane, tmp_path: Path,
     os.kill(_cli_pid(pane), sig)
     pane.wait_for(r"detached from terminal (cmd_\w+) \(" + signal.Signals(sig).name)
     pane.wait_for(rf"^rc={128 + sig}\s*$")
-    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    assert_restored(tmp_path)
 
 
 def test_lost_server_restores_the_terminal(tmp_root: Path, tmp_path: Path) -> None:
@@ -192,7 +204,7 @@ def test_lost_server_restores_the_terminal(tmp_root: Path, tmp_path: Path) -> No
             pane.wait_for(r"^error: ")
             pane.wait_for(r"^rc=1\s*$")
             assert "Traceback" not in pane.screen()
-            assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+            assert_restored(tmp_path)
         finally:
             pane.kill()
 
@@ -257,7 +269,7 @@ def test_lost_connection_reattaches_and_loses_nothing(tmp_path: Path, server: Se
         assert len(re.findall(r"^during-25\s*$", pane.screen(), re.MULTILINE)) == 1
         pane.type("exit 5")
         pane.wait_for(r"^rc=5\s*$")
-        assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+        assert_restored(tmp_path)
     finally:
         pane.kill()
         proxy.close()
@@ -269,7 +281,7 @@ def test_agent_mode_on_a_terminal(pane: Pane, tmp_path: Path, session_id: str) -
     pane.type("echo agent-$((40+2)); exit 4")
     pane.wait_for(r"agent-42")
     pane.wait_for(r"^rc=4\s*$")
-    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
+    assert_restored(tmp_path)
 
 
 def test_piped_input_without_a_terminal(server: ServerProcess, tenant: Tenant,
