@@ -8,7 +8,8 @@ Both speak docs/pty.md over the `websockets` library and share their bookkeeping
 
 `close()` ends the terminal for good; `detach()` closes only the connection, and the
 terminal keeps running (for `pty_grace_s` on the server) until someone reattaches with
-`pty_id=` (`from_offset=term.offset` replays exactly what was missed).
+`pty_id=` (`from_offset=term.offset` replays exactly what was missed). A connection
+that drops is reattached that way by itself, a few times, before `ConnectionError`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,26 @@ import asyncio
 import builtins
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.client import ClientConnection
 
-from ._errors import ChaserError, ConnectionError, TimeoutError  # noqa: A004
-from ._pty_protocol import CLOSE_WAIT, PtyCore, PtyEvent, PtyExit, PtyOutput, PtyResult
+from ._errors import ChaserError, ConnectionError, ServerUnavailable, TimeoutError  # noqa: A004
+from ._pty_protocol import (
+    CLOSE_WAIT,
+    PtyCore,
+    PtyEvent,
+    PtyExit,
+    PtyHello,
+    PtyOutput,
+    PtyResult,
+)
 
 SEND_CHUNK = 64 * 1024  # a big paste goes as several frames, each well under any cap
 INTERRUPT_GRACE = 2.5  # after a run() timeout: how long each Ctrl-C may take
+RESUME_DELAYS = (0.0, 0.5, 1.5)  # reattaching after a dropped connection
 
 
 def _dropped(core: PtyCore, e: Exception) -> ConnectionError:
@@ -104,6 +114,16 @@ class _PtyBase:
         """The exit code once ended (128+N when killed by signal N), else None."""
         return self._core.exit_status()
 
+    def _gone(self) -> bool:
+        """Detached by us, or ended: a closed connection is then no accident."""
+        return self._ended or self._core.exit is not None
+
+    def _check_sendable(self) -> None:
+        if self._core.exit is not None:
+            raise ChaserError(f"terminal {self.pty_id} has ended")
+        if self._ended:
+            raise ChaserError(f"terminal {self.pty_id} is detached from this object")
+
     def _wait_error(self) -> ChaserError:
         return self._core.error_for_waiter() or ConnectionError(
             f"terminal {self.pty_id}'s connection closed before the command ended")
@@ -118,9 +138,11 @@ class Pty(_PtyBase):
     a read-only viewer.
     """
 
-    def __init__(self, ws: ClientConnection, core: PtyCore) -> None:
+    def __init__(self, ws: ClientConnection, core: PtyCore,
+                 reopen: Callable[[int], tuple[ClientConnection, PtyHello]]) -> None:
         super().__init__(core)
         self._ws = ws
+        self._reopen = reopen
 
     def __enter__(self) -> Pty:
         return self
@@ -145,22 +167,39 @@ class Pty(_PtyBase):
             except ConnectionClosedOK:
                 self._ended = True
             except ConnectionClosed as e:
-                self._ended = True
-                if self._core.exit is None:
-                    raise _dropped(self._core, e) from None
+                if self._gone():
+                    self._ended = True
+                else:
+                    self._resume(e)
             else:
                 event = self._core.event(message)
                 if event is not None:
                     return event
         return None
 
+    def _resume(self, error: Exception) -> None:
+        """Reattach after the connection dropped, from the offset reached, so nothing
+        is lost or repeated; ConnectionError when that cannot be done."""
+        for delay in RESUME_DELAYS:
+            time.sleep(delay)
+            try:
+                self._ws, hello = self._reopen(self._core.offset)
+            except (ConnectionError, TimeoutError, ServerUnavailable):
+                continue
+            except ChaserError:  # gone: ended meanwhile, or the session stopped
+                break
+            self._core.resumed(hello)
+            return
+        self._ended = True
+        raise _dropped(self._core, error) from None
+
     def _send(self, message: bytes | str) -> None:
         try:
             self._ws.send(message)
         except ConnectionClosed as e:
-            if self._core.exit is not None:
-                raise ChaserError(f"terminal {self.pty_id} has ended") from None
-            raise _dropped(self._core, e) from None
+            self._check_sendable()
+            self._resume(e)
+            self._ws.send(message)
 
     def send(self, data: bytes | str) -> None:
         """Type `data` (keys, a paste; stdin in exec mode). Text is sent as UTF-8."""
@@ -272,9 +311,11 @@ class AsyncPty(_PtyBase):
     Made by `await client.pty(...)`; `async for chunk in term` yields output bytes.
     """
 
-    def __init__(self, ws: AsyncConnection, core: PtyCore) -> None:
+    def __init__(self, ws: AsyncConnection, core: PtyCore,
+                 reopen: Callable[[int], Awaitable[tuple[AsyncConnection, PtyHello]]]) -> None:
         super().__init__(core)
         self._ws = ws
+        self._reopen = reopen
 
     async def __aenter__(self) -> AsyncPty:
         return self
@@ -298,22 +339,38 @@ class AsyncPty(_PtyBase):
             except ConnectionClosedOK:
                 self._ended = True
             except ConnectionClosed as e:
-                self._ended = True
-                if self._core.exit is None:
-                    raise _dropped(self._core, e) from None
+                if self._gone():
+                    self._ended = True
+                else:
+                    await self._resume(e)
             else:
                 event = self._core.event(message)
                 if event is not None:
                     return event
         return None
 
+    async def _resume(self, error: Exception) -> None:
+        """Reattach after the connection dropped (see `Pty._resume`)."""
+        for delay in RESUME_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                self._ws, hello = await self._reopen(self._core.offset)
+            except (ConnectionError, TimeoutError, ServerUnavailable):
+                continue
+            except ChaserError:
+                break
+            self._core.resumed(hello)
+            return
+        self._ended = True
+        raise _dropped(self._core, error) from None
+
     async def _send(self, message: bytes | str) -> None:
         try:
             await self._ws.send(message)
         except ConnectionClosed as e:
-            if self._core.exit is not None:
-                raise ChaserError(f"terminal {self.pty_id} has ended") from None
-            raise _dropped(self._core, e) from None
+            self._check_sendable()
+            await self._resume(e)
+            await self._ws.send(message)
 
     async def send(self, data: bytes | str) -> None:
         """Type `data` (keys, a paste; stdin in exec mode). Text is sent as UTF-8."""

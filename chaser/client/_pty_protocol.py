@@ -169,6 +169,16 @@ class PtyCore:
         self.pending: deque[_Pending] = deque()
         self.results: deque[PtyResult] = deque()
         self.in_command = False
+        # Control frames seen at the current offset: a resumed connection replays the
+        # events from that offset on, and these must not count twice.
+        self._seen_here: list[str] = []
+        self._replay_skip: list[str] = []
+
+    def resumed(self, hello: PtyHello) -> None:
+        """A new connection to the same terminal, replaying from `hello.offset`."""
+        if hello.offset > self.offset:  # the scrollback no longer had it all
+            self.offset, self._seen_here = hello.offset, []
+        self._replay_skip = list(self._seen_here)
 
     def event(self, message: str | bytes) -> PtyEvent | None:
         """Decode one frame and apply it; None for frames of no interest (a repeated
@@ -176,12 +186,18 @@ class PtyCore:
         if isinstance(message, bytes):
             ev: PtyEvent = PtyOutput(message, self.offset)
             self.offset += len(message)
+            self._seen_here, self._replay_skip = [], []
             self._output(message)
             return ev
         obj = _json(message)
         if obj is None:
             return None
         kind = obj.get("type")
+        if kind in ("command_start", "command_end"):
+            if self._replay_skip and self._replay_skip[0] == kind:
+                self._replay_skip.pop(0)
+                return None
+            self._seen_here.append(str(kind))
         if kind == "command_start":
             start = PtyCommandStart(_str(obj, "command"), _int(obj, "offset", self.offset))
             self._command_start(start)

@@ -243,6 +243,13 @@ class RunningCommand:
             self._stdin.close()  # flushes what is queued, then closes
         return len(data)
 
+    async def stdin_room(self, limit: int) -> None:
+        """Wait while more than `limit` bytes of input are queued (or until the command
+        ends): whoever writes is held back at the pace the command reads, and nobody else."""
+        while self.running and self._stdin is not None and not self._stdin.is_closing() \
+                and self._stdin.get_write_buffer_size() > limit:
+            await asyncio.sleep(0.01)
+
     def _close_stdin(self) -> None:
         if self._stdin is not None and not self._stdin.is_closing():
             self._stdin.abort()

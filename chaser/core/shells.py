@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 MARK = b"\x1b]6973;"
 BEL = b"\x07"
-MAX_COMMAND_TEXT = 64 * 1024  # a start marker's command line, kept; the rest is cut
-MAX_PENDING = MAX_COMMAND_TEXT + 256
+MAX_COMMAND_TEXT = 512 * 1024  # a start marker's command line (an MCP shell line, quoted)
 
 # Picks bash where the image has it (what users of `docker exec -it` get), else sh.
 HUMAN_SHELL = ('if [ -x /bin/bash ]; then exec /bin/bash -l; fi; '
@@ -133,7 +132,13 @@ class AgentMarkers:
             if self._command is not None:  # inside a start marker: the command line
                 end = buf.find(closing)
                 cut = len(buf) - _partial_suffix(buf, closing) if end < 0 else end
-                self._command += buf[:cut][:max(0, MAX_COMMAND_TEXT - len(self._command))]
+                if len(self._command) + cut > MAX_COMMAND_TEXT:
+                    # No shell wrote this (a history line is shorter): output that looked
+                    # like a marker, given back as the output it is.
+                    out.append(prefix + b"S" + BEL + bytes(self._command))
+                    self._command = None
+                    continue
+                self._command += buf[:cut]
                 if end < 0:
                     self._pending = buf[cut:]
                     break
@@ -154,7 +159,7 @@ class AgentMarkers:
                 buf = rest[2:]
                 continue
             m = END.match(rest)
-            if m:
+            if m and int(m.group(2)) <= 255:
                 if m.group(1) == b"P":
                     self.marks_starts = False
                 out.append({"type": "command_end", "exit_code": int(m.group(2))})

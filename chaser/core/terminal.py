@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import os
 import signal
 import struct
@@ -26,13 +27,14 @@ from dataclasses import dataclass
 from chaser.core.commands import OnEnd, RunningCommand, CommandState, _Pump
 from chaser.core.output import STDOUT, OutputLog
 from chaser.core.shells import AgentMarkers
-from chaser.errors import Conflict
+from chaser.errors import Conflict, OverLimit
 from chaser.runtime.base import TerminalProcess
 
 PAUSE_LAG = 1024 * 1024
 RESUME_LAG = 256 * 1024
 MAX_INPUT_BUFFER = 1024 * 1024  # input queued for a terminal that is not reading it
 MAX_EVENTS = 4096  # agent-mode events kept for clients that reattach
+MAX_CLIENTS = 32  # attached to one terminal at once, viewers included
 INLINE_READ = 64 * 1024  # log reads this small stay on the event loop (page cache)
 FOLLOW_READ = 256 * 1024
 KEEPALIVE_S = 15.0
@@ -98,7 +100,8 @@ class TerminalCommand(RunningCommand):
         self._version = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._pump: _TerminalPump | None = None
-        self._clients: dict[int, tuple[bool, Callable[[], int]]] = {}  # id -> (view, pos)
+        self._clients: dict[int, tuple[bool, Callable[[], int]]] = {}  # token -> (view, pos)
+        self._tokens = itertools.count()
         self._grace: asyncio.TimerHandle | None = None
 
     async def start_tty(self, launch: Callable[[], Awaitable[TerminalProcess]], *,
@@ -185,9 +188,7 @@ class TerminalCommand(RunningCommand):
     async def type(self, data: bytes) -> None:
         """Input for the terminal, waiting while too much is queued (a program that is
         not reading holds its client back, and nobody else)."""
-        while self.running and self._stdin is not None and \
-                self._stdin.get_write_buffer_size() > MAX_INPUT_BUFFER:
-            await asyncio.sleep(0.01)
+        await self.stdin_room(MAX_INPUT_BUFFER)
         if not self.running:
             raise Conflict(f"terminal {self.state.id} has ended", "command_finished")
         if self.markers is not None and (event := self.markers.typed(data)) is not None:
@@ -231,11 +232,13 @@ class TerminalCommand(RunningCommand):
             if left <= 0:
                 if interrupted:  # ^C did not bring the prompt back: end the shell
                     self.end("timeout")
+                    deadline = loop.time() + INTERRUPT_GRACE_S
+                    left = INTERRUPT_GRACE_S
+                else:
+                    interrupted = True
+                    self.write_stdin(b"\x03")
+                    deadline = loop.time() + INTERRUPT_GRACE_S
                     continue
-                interrupted = True
-                self.write_stdin(b"\x03")
-                deadline = loop.time() + INTERRUPT_GRACE_S
-                continue
             await self._changed_since(version, left)
 
     # -- clients ----------------------------------------------------------------------
@@ -245,7 +248,7 @@ class TerminalCommand(RunningCommand):
         the client's place counts for pausing while it is attached (unless `view`)."""
         pos = max(start, self.output.start)
         next_seq = next((seq for seq, off, _ in self.events if off >= pos), self._event_seq + 1)
-        key = id(object())
+        key = next(self._tokens)
         self._clients[key] = (view, lambda: pos)
         if not view:
             self._cancel_grace()
@@ -276,12 +279,18 @@ class TerminalCommand(RunningCommand):
                     break
                 await self._changed_since(version, KEEPALIVE_S)
         finally:
-            del self._clients[key]
+            self._clients.pop(key, None)
             if not view and not any(not v for v, _ in self._clients.values()):
                 self._start_grace()
             self.progressed()
         s = self.state
         yield {"type": "exit", "exit_code": s.exit_code, "signal": s.signal, "status": s.status}
+
+    def admit_client(self) -> None:
+        """Room for one more client (OverLimit past `MAX_CLIENTS`)."""
+        if len(self._clients) >= MAX_CLIENTS:
+            raise OverLimit(f"terminal {self.state.id} has {MAX_CLIENTS} clients attached "
+                            "already", "too_many_clients", retry_after=5)
 
     def keep(self) -> None:
         """Live as long as the session, attached or not (an MCP shell)."""

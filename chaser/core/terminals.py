@@ -11,9 +11,11 @@ import asyncio
 import base64
 import hashlib
 import secrets
+import shlex
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from chaser.config import Settings
@@ -26,6 +28,7 @@ from chaser.core.util import new_id
 from chaser.errors import BadRequest, Conflict, OverLimit, Unauthorized
 from chaser.models import ExitEvent, OutputEvent, SessionExecRequest
 from chaser.runtime.base import ProcessSpec
+from pydantic import ValidationError
 
 MODES = ("human", "agent", "exec")
 MAX_SIZE = 1000  # columns or rows
@@ -33,6 +36,9 @@ TICKET_TTL_S = 60.0
 MAX_TICKETS = 10_000  # outstanding on the server; a tenant holds at most:
 MAX_TICKETS_PER_TENANT = 100
 AGENT_COLS, AGENT_ROWS = 200, 50  # wide: tools programs read wrap less
+MAX_LINE = 4000  # a canonical terminal takes 4095 bytes a line (the shell's quoting added)
+MAX_ATTACHED_PER_TENANT = 256  # WebSocket clients of one tenant's terminals at once
+INPUT_QUEUE = 1024 * 1024  # exec mode: stdin queued before the client is held back
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class Attachment:
         self.frames = frames
         self.view = view
         self.live = live
+        self.on_detach: Callable[[], None] | None = None  # gives back its place
 
     @property
     def terminal(self) -> TerminalCommand | None:
@@ -102,6 +109,7 @@ class Attachment:
         if self.terminal is not None:
             await self.terminal.type(data)
         else:
+            await cmd.stdin_room(INPUT_QUEUE)
             cmd.write_stdin(data)
 
     def resize(self, cols: object, rows: object) -> None:
@@ -126,6 +134,9 @@ class Attachment:
 
     async def detach(self) -> None:
         """The client is gone: stop following (the grace period starts)."""
+        if self.on_detach is not None:
+            self.on_detach()
+            self.on_detach = None
         aclose = getattr(self.frames, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -140,12 +151,17 @@ class TerminalService:
         self.executor = executor
         self._tickets: dict[str, tuple[str, str, float]] = {}  # hash -> tenant, session, expiry
         self._shells: dict[str, TerminalCommand] = {}  # session id -> its MCP shell
+        self._attached: Counter[str] = Counter()  # tenant -> clients attached now
         self._shell_locks: dict[str, asyncio.Lock] = {}
 
     async def run_in_shell(self, tenant: str, session_id: str, command: str,
                            timeout_s: float, max_bytes: int) -> ShellRun:
         """Run a command line in the session's agent-mode shell, which keeps its state
         (cwd, variables, functions) from one call to the next (the MCP `shell` tool)."""
+        if any(len(line.encode()) > MAX_LINE for line in command.split("\n")):
+            raise BadRequest(f"a line of a shell command is at most {MAX_LINE} bytes (a "
+                             "terminal's line limit); write long content with write_file",
+                             "line_too_long")
         live = await self.sessions.require_live(tenant, session_id)
         lock = self._shell_locks.setdefault(live.id, asyncio.Lock())
         async with lock:  # one command at a time: a shell reads one line at a time
@@ -158,7 +174,9 @@ class TerminalService:
                 term.keep()
                 self.executor.tasks.spawn(self._forget_shell(live.id, term))
             live.touch()
-            run = await term.run_line(command, timeout_s)
+            # One command line whatever the text holds (several lines, an unbalanced
+            # quote): eval reports its syntax errors, and the shell never waits for more.
+            run = await term.run_line("eval " + shlex.quote(command), timeout_s)
         size = run.end - run.start
         start, data = await asyncio.to_thread(term.output.read_bytes, run.start,
                                               min(size, max_bytes))
@@ -174,9 +192,28 @@ class TerminalService:
             self._shell_locks.pop(session_id, None)
 
     async def open(self, tenant: str, session_id: str, req: TerminalOpen) -> Attachment:
-        """A new terminal (or exec-mode command), or a client reattaching to one."""
+        """A new terminal (or exec-mode command), or a client reattaching to one; the
+        caller detaches it when the client leaves."""
         if req.mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}", "invalid_mode")
+        if self._attached[tenant] >= MAX_ATTACHED_PER_TENANT:
+            raise OverLimit(f"this key has {MAX_ATTACHED_PER_TENANT} terminal connections "
+                            "open already", "too_many_clients", retry_after=5)
+        self._attached[tenant] += 1
+        try:
+            att = await self._open(tenant, session_id, req)
+        except BaseException:
+            self._release(tenant)
+            raise
+        att.on_detach = lambda: self._release(tenant)
+        return att
+
+    def _release(self, tenant: str) -> None:
+        self._attached[tenant] -= 1
+        if self._attached[tenant] <= 0:
+            del self._attached[tenant]
+
+    async def _open(self, tenant: str, session_id: str, req: TerminalOpen) -> Attachment:
         if req.pty_id is not None:
             return await self._reattach(tenant, session_id, req)
         live = await self.sessions.require_live(tenant, session_id)
@@ -213,8 +250,13 @@ class TerminalService:
         if not req.command:
             raise BadRequest("exec mode needs a command (command= or a first exec frame)",
                              "missing_command")
-        cmd = await self.executor.start_in_session(live, SessionExecRequest(
-            command=req.command, cwd=req.cwd, background=True))
+        try:
+            exec_req = SessionExecRequest(command=req.command, cwd=req.cwd, background=True)
+        except ValidationError as e:
+            raise BadRequest("exec mode: " + "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3]),
+                "invalid_request") from None
+        cmd = await self.executor.start_in_session(live, exec_req)
         return await self._attach_command(cmd, live, 0, False)
 
     async def _reattach(self, tenant: str, session_id: str, req: TerminalOpen) -> Attachment:
@@ -236,6 +278,7 @@ class TerminalService:
 
     def _attach(self, term: TerminalCommand, live: LiveSession | None, start: int,
                 view: bool) -> Attachment:
+        term.admit_client()
         hello: dict[str, object] = {"type": "hello", "pty_id": term.state.id, "mode": term.mode,
                                     "cols": term.cols, "rows": term.rows,
                                     "offset": max(start, term.output.start), "view": view}

@@ -30,6 +30,7 @@ from chaser.client import (
 )
 from chaser.client._pty_protocol import PtyCore, parse_hello, pty_params, pty_url
 from tests.conftest import ServerProcess, free_port
+from tests.proxy import Proxy
 from tests.types import NewTenant, Tenant
 
 # ---- offline: the frames and the pairing of commands -------------------------------
@@ -212,6 +213,29 @@ def test_detach_then_reattach_loses_nothing(sdk: Client, session_id: str) -> Non
     assert again.close() is not None
     status = sdk.commands.get(session_id, term.pty_id).info().status
     assert status != "running"
+
+
+def test_dropped_connection_resumes_by_itself(server: ServerProcess, tenant: Tenant,
+                                              session_id: str) -> None:
+    proxy = Proxy(server.port)
+    try:
+        with Client(proxy.url, tenant.key) as client, \
+                client.pty(session_id, mode="agent") as term:
+            assert term.run("Z=kept; echo one") == ("one\n", 0)
+            term.start_command("sleep 1; echo printed-while-down; false")
+            proxy.cut()  # output and command_end come while no connection is up
+            assert term.wait_command(timeout=30) == ("printed-while-down\n", 1)
+            proxy.cut()
+            assert term.run("echo $Z") == ("kept\n", 0)  # a send finds it dropped
+            pty_id = term.pty_id
+        assert sdk_status(server, tenant, session_id, pty_id) != "running"
+    finally:
+        proxy.close()
+
+
+def sdk_status(server: ServerProcess, tenant: Tenant, session_id: str, pty_id: str) -> str:
+    with Client(server.url, tenant.key) as client:
+        return client.commands.get(session_id, pty_id).status
 
 
 def test_viewer_watches_and_cannot_type(sdk: Client, session_id: str) -> None:

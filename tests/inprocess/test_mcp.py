@@ -7,10 +7,13 @@ checked along with the behaviour.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import TypeVar
 
+import pytest
 from pydantic import BaseModel
 
+from chaser.core import terminal
 from chaser.models import BackgroundStarted, Command, CommandList, SessionList, StdinResult
 from chaser.server.mcp import schemas
 from tests.inprocess.harness import Api, Tenant, error
@@ -154,3 +157,31 @@ async def test_shell_keeps_its_state_between_calls(tenant: Tenant) -> None:
     assert gone.exit_code is None
     fresh = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo ${x:-unset}")
     assert fresh.output == "unset\n" and fresh.pty_id != first.pty_id
+
+
+async def test_shell_takes_any_text_as_one_command(tenant: Tenant) -> None:
+    multi = await call(tenant, schemas.ShellResult, "shell",
+                       command="echo L1\nsleep 0.2; echo L2\necho L3")
+    assert (multi.output, multi.exit_code) == ("L1\nL2\nL3\n", 0)
+    sid = multi.session_id
+    t0 = time.monotonic()
+    quote = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo 'abc")
+    assert quote.exit_code == 2 and "unexpected EOF" in quote.output
+    assert time.monotonic() - t0 < 5
+    after = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo next")
+    assert after.output == "next\n"
+    long = await call_raw(tenant, "shell", session_id=sid, command="echo " + "x" * 5000)
+    assert long[0] and "at most 4000 bytes" in long[1]
+
+
+async def test_a_shell_command_that_ignores_ctrl_c_ends_the_shell(
+        tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(terminal, "INTERRUPT_GRACE_S", 0.5)
+    t0 = time.monotonic()
+    stuck = await call(tenant, schemas.ShellResult, "shell",
+                       command="trap '' INT; sleep 60", timeout_ms=300)
+    assert stuck.interrupted and stuck.exit_code is None and time.monotonic() - t0 < 10
+    assert (await tenant.client.get("/healthz")).status_code == 200
+    fresh = await call(tenant, schemas.ShellResult, "shell", session_id=stuck.session_id,
+                       command="echo fresh")
+    assert fresh.output == "fresh\n" and fresh.pty_id != stuck.pty_id

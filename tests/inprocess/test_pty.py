@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chaser.core import terminal, terminals
 from tests.inprocess.harness import Api, Tenant, WebSocket, WebSocketRefused
 
 Frame = bytes | dict[str, Any] | None
@@ -160,3 +161,63 @@ async def test_outstanding_tickets_are_bounded_per_tenant(api: Api) -> None:
     calm = await api.new_tenant("ticket-calm")
     calm_sid = (await calm.client.post("/v1/sessions", json={})).json()["id"]
     assert (await calm.client.post(f"/v1/sessions/{calm_sid}/pty-ticket")).status_code == 201
+
+
+async def test_clients_are_bounded_per_terminal_and_per_tenant(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    me = await api.new_tenant("crowd")
+    sid = (await me.client.post("/v1/sessions", json={})).json()["id"]
+    monkeypatch.setattr(terminal, "MAX_CLIENTS", 3)
+    ws, hello = await open_pty(api, me, sid, "mode=agent")
+    viewers = [await api.websocket(f"/v1/sessions/{sid}/pty?pty_id={hello['pty_id']}&view=true",
+                                   me.key) for _ in range(2)]
+    for v in viewers:
+        await v.receive()  # hello: each is attached once it follows
+    path = f"/v1/sessions/{sid}/pty?pty_id={hello['pty_id']}&view=true"
+    assert await refused(api, path, me.key) == (429, "too_many_clients")
+    await viewers[0].close()
+    again = await api.websocket(path, me.key)  # a place came free
+    monkeypatch.setattr(terminals, "MAX_ATTACHED_PER_TENANT", 3)
+    assert await refused(api, f"/v1/sessions/{sid}/pty?mode=agent", me.key) == (
+        429, "too_many_clients")
+    other = await api.new_tenant("calm")
+    other_sid = (await other.client.post("/v1/sessions", json={})).json()["id"]
+    ok, _ = await open_pty(api, other, other_sid, "mode=agent")
+    for conn in (ok, again, viewers[1], ws):
+        await conn.close()
+    fine, _ = await open_pty(api, me, sid, "mode=agent")  # places given back on close
+    await fine.close()
+
+
+async def test_malformed_requests_and_frames_are_clear_errors(api: Api, tenant: Tenant,
+                                                              session_id: str) -> None:
+    path = f"/v1/sessions/{session_id}/pty"
+    for query in ("cols=\u00b2", "rows=\u2460", "from=\uff15", "cols=99999999999999999999"):
+        assert (await refused(api, path + "?" + query, tenant.key))[0] == 400, query
+    assert await refused(api, path + "?mode=exec&command=%00", tenant.key) == (400, "invalid_request")
+    first = await api.websocket(path + "?mode=exec", tenant.key)
+    await first.send(b"binary first")
+    got = await frames_until(first, lambda fs: None in fs)
+    assert kinds(got, "error")[0]["code"] == "missing_command"
+    nul = await api.websocket(path + "?mode=exec", tenant.key)
+    await nul.send({"type": "exec", "command": "echo \u0000"})
+    got = await frames_until(nul, lambda fs: None in fs)
+    assert kinds(got, "error")[0]["code"] == "invalid_request"
+    ws, _ = await open_pty(api, tenant, session_id, "mode=agent")
+    await ws.send('{"type": "input", "data": "\\ud800"}')
+    assert kinds(await frames_until(ws, lambda fs: kinds(fs, "error")), "error")[0]["code"] == "invalid_frame"
+    await ws.send({"type": "input", "data": "echo still\n"})
+    assert "still" in text(await frames_until(ws, lambda fs: "still" in text(fs)))
+    await ws.close()
+
+
+async def test_exec_mode_holds_input_back_instead_of_dropping_it(api: Api, tenant: Tenant,
+                                                                 session_id: str) -> None:
+    ws, _ = await open_pty(api, tenant, session_id, "mode=exec&command=sleep%201%3B%20wc%20-c")
+    chunk = b"y" * 65536
+    for _ in range(80):  # 5 MiB to a command that reads nothing for a second
+        await ws.send(chunk)
+    await ws.send({"type": "eof"})
+    got = await frames_until(ws, lambda fs: None in fs, timeout=30)
+    assert not kinds(got, "error"), kinds(got, "error")
+    assert text(got).strip() == str(80 * 65536)

@@ -260,6 +260,22 @@ def test_the_grace_period_ends_a_detached_terminal_and_its_tree(short_grace: Ser
     assert "started-2" in text_of(frames) and events(frames, "exit")[0]["signal"] == "KILL"
 
 
+def test_a_terminal_lives_while_any_client_is_attached(short_grace: ServerProcess) -> None:
+    key = short_grace.client().post("/v1/keys", json={"name": "tabs"}).json()["key"]
+    sid = short_grace.client(key).post("/v1/sessions", json={}).json()["id"]
+    first = Term(short_grace, key, sid, "mode=agent")
+    tabs = [Term(short_grace, key, sid, f"pty_id={first.pty_id}") for _ in range(5)]
+    for tab in tabs:
+        tab.close()  # four of six tabs closed, one stays: the grace period must not start
+    first.close()
+    kept = Term(short_grace, key, sid, f"pty_id={first.pty_id}")
+    for i in range(4):  # well past the 2 s grace period
+        assert run(kept, f"echo tick-{i}")[:2] == (f"tick-{i}\r\n", 0)
+        time.sleep(1)
+    kept.control({"type": "close"})
+    assert kept.wait_event("exit")["signal"] == "KILL"
+
+
 def test_a_reattach_without_from_replays_the_scrollback(short_grace: ServerProcess) -> None:
     key = short_grace.client().post("/v1/keys", json={"name": "scroll"}).json()["key"]
     sid = short_grace.client(key).post("/v1/sessions", json={}).json()["id"]

@@ -54,16 +54,19 @@ async def pty(websocket: WebSocket, session_id: str) -> None:
         await websocket.send_denial_response(
             error_response(status_for(e), e.code, e.message, e.retry_after))
         return
-    await websocket.accept()
     try:
+        await websocket.accept()
         if attachment is None:  # exec mode, its command in the first frame
             attachment = await _exec_from_first_frame(websocket, core, tenant, session_id, req)
         await _serve(websocket, attachment)
     except ServiceError as e:
         await _send_error(websocket, e)
         await _close(websocket, 1008)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, OSError):
         pass
+    finally:
+        if attachment is not None:
+            await attachment.detach()
 
 
 def _request(ws: WebSocket) -> TerminalOpen:
@@ -82,7 +85,7 @@ def _int(q: Any, name: str) -> int | None:
     raw = q.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest(f"{name} must be a whole number >= 0", "invalid_request")
     return int(raw)
 
@@ -114,10 +117,12 @@ async def _tenant(ws: WebSocket, core: Chaser, session_id: str) -> str:
 async def _exec_from_first_frame(ws: WebSocket, core: Chaser, tenant: str, session_id: str,
                                  req: TerminalOpen) -> Attachment:
     try:
-        text = await asyncio.wait_for(ws.receive_text(), FIRST_FRAME_TIMEOUT_S)
+        first = await asyncio.wait_for(ws.receive(), FIRST_FRAME_TIMEOUT_S)
     except TimeoutError:
         raise BadRequest("exec mode: no exec frame came", "missing_command") from None
-    msg = _control(text)
+    if first["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(first.get("code", 1000))
+    msg = _control(first["text"]) if first.get("text") is not None else {}
     if msg.get("type") != "exec" or not isinstance(msg.get("command"), str):
         raise BadRequest('exec mode: the first frame must be {"type": "exec", "command": ...}',
                          "missing_command")
@@ -134,7 +139,6 @@ async def _serve(ws: WebSocket, att: Attachment) -> None:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
-        await att.detach()
 
 
 async def _send_frames(ws: WebSocket, att: Attachment) -> None:
@@ -185,7 +189,11 @@ async def _on_control(att: Attachment, msg: dict[str, Any]) -> None:
     elif kind == "close":
         att.close_for_good()
     elif kind == "input" and isinstance(msg.get("data"), str):  # text input, for convenience
-        await att.send(msg["data"].encode())
+        try:
+            data = msg["data"].encode()
+        except UnicodeEncodeError:  # a lone surrogate: no bytes stand for it
+            raise BadRequest("input data is not valid Unicode", "invalid_frame") from None
+        await att.send(data)
     else:
         raise BadRequest("unknown control frame (resize, eof, close, input)", "invalid_frame")
 
