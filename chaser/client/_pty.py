@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -143,6 +144,7 @@ class Pty(_PtyBase):
         super().__init__(core)
         self._ws = ws
         self._reopen = reopen
+        self._resuming = threading.Lock()  # the reading and a sending thread may both see the drop
 
     def __enter__(self) -> Pty:
         return self
@@ -161,7 +163,8 @@ class Pty(_PtyBase):
         """The next event, or None once the connection is closed."""
         while not self._ended:
             try:
-                message = self._ws.recv(timeout=_left(deadline))
+                ws = self._ws
+                message = ws.recv(timeout=_left(deadline))
             except builtins.TimeoutError:
                 raise TimeoutError("the terminal sent nothing in time") from None
             except ConnectionClosedOK:
@@ -170,35 +173,39 @@ class Pty(_PtyBase):
                 if self._gone():
                     self._ended = True
                 else:
-                    self._resume(e)
+                    self._resume(e, ws)
             else:
                 event = self._core.event(message)
                 if event is not None:
                     return event
         return None
 
-    def _resume(self, error: Exception) -> None:
+    def _resume(self, error: Exception, broken: ClientConnection) -> None:
         """Reattach after the connection dropped, from the offset reached, so nothing
         is lost or repeated; ConnectionError when that cannot be done."""
-        for delay in RESUME_DELAYS:
-            time.sleep(delay)
-            try:
-                self._ws, hello = self._reopen(self._core.offset)
-            except (ConnectionError, TimeoutError, ServerUnavailable):
-                continue
-            except ChaserError:  # gone: ended meanwhile, or the session stopped
-                break
-            self._core.resumed(hello)
-            return
-        self._ended = True
-        raise _dropped(self._core, error) from None
+        with self._resuming:
+            if self._ws is not broken:
+                return  # another thread did it
+            for delay in RESUME_DELAYS:
+                time.sleep(delay)
+                try:
+                    self._ws, hello = self._reopen(self._core.offset)
+                except (ConnectionError, TimeoutError, ServerUnavailable):
+                    continue
+                except ChaserError:  # gone: ended meanwhile, or the session stopped
+                    break
+                self._core.resumed(hello)
+                return
+            self._ended = True
+            raise _dropped(self._core, error) from None
 
     def _send(self, message: bytes | str) -> None:
+        ws = self._ws
         try:
-            self._ws.send(message)
+            ws.send(message)
         except ConnectionClosed as e:
             self._check_sendable()
-            self._resume(e)
+            self._resume(e, ws)
             self._ws.send(message)
 
     def send(self, data: bytes | str) -> None:
@@ -316,6 +323,7 @@ class AsyncPty(_PtyBase):
         super().__init__(core)
         self._ws = ws
         self._reopen = reopen
+        self._resuming = asyncio.Lock()  # the reading and a sending task may both see the drop
 
     async def __aenter__(self) -> AsyncPty:
         return self
@@ -333,7 +341,8 @@ class AsyncPty(_PtyBase):
     async def _next(self, deadline: float | None) -> PtyEvent | None:
         while not self._ended:
             try:
-                message = await asyncio.wait_for(self._ws.recv(), _left(deadline))
+                ws = self._ws
+                message = await asyncio.wait_for(ws.recv(), _left(deadline))
             except builtins.TimeoutError:
                 raise TimeoutError("the terminal sent nothing in time") from None
             except ConnectionClosedOK:
@@ -342,34 +351,38 @@ class AsyncPty(_PtyBase):
                 if self._gone():
                     self._ended = True
                 else:
-                    await self._resume(e)
+                    await self._resume(e, ws)
             else:
                 event = self._core.event(message)
                 if event is not None:
                     return event
         return None
 
-    async def _resume(self, error: Exception) -> None:
+    async def _resume(self, error: Exception, broken: AsyncConnection) -> None:
         """Reattach after the connection dropped (see `Pty._resume`)."""
-        for delay in RESUME_DELAYS:
-            await asyncio.sleep(delay)
-            try:
-                self._ws, hello = await self._reopen(self._core.offset)
-            except (ConnectionError, TimeoutError, ServerUnavailable):
-                continue
-            except ChaserError:
-                break
-            self._core.resumed(hello)
-            return
-        self._ended = True
-        raise _dropped(self._core, error) from None
+        async with self._resuming:
+            if self._ws is not broken:
+                return  # another task did it
+            for delay in RESUME_DELAYS:
+                await asyncio.sleep(delay)
+                try:
+                    self._ws, hello = await self._reopen(self._core.offset)
+                except (ConnectionError, TimeoutError, ServerUnavailable):
+                    continue
+                except ChaserError:
+                    break
+                self._core.resumed(hello)
+                return
+            self._ended = True
+            raise _dropped(self._core, error) from None
 
     async def _send(self, message: bytes | str) -> None:
+        ws = self._ws
         try:
-            await self._ws.send(message)
+            await ws.send(message)
         except ConnectionClosed as e:
             self._check_sendable()
-            await self._resume(e)
+            await self._resume(e, ws)
             await self._ws.send(message)
 
     async def send(self, data: bytes | str) -> None:

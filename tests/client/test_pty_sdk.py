@@ -223,10 +223,14 @@ def test_dropped_connection_resumes_by_itself(server: ServerProcess, tenant: Ten
                 client.pty(session_id, mode="agent") as term:
             assert term.run("Z=kept; echo one") == ("one\n", 0)
             term.start_command("sleep 1; echo printed-while-down; false")
+            for event in term.events(timeout=30):
+                if isinstance(event, PtyCommandStart):
+                    break  # the line arrived: what is cut now is only its output
             proxy.cut()  # output and command_end come while no connection is up
             assert term.wait_command(timeout=30) == ("printed-while-down\n", 1)
             proxy.cut()
-            assert term.run("echo $Z") == ("kept\n", 0)  # a send finds it dropped
+            time.sleep(0.5)  # the drop is seen: the next send reattaches, then goes
+            assert term.run("echo $Z", timeout=30) == ("kept\n", 0)
             pty_id = term.pty_id
         assert sdk_status(server, tenant, session_id, pty_id) != "running"
     finally:
