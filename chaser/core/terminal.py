@@ -54,6 +54,14 @@ class LineRun:
     interrupted: bool
 
 
+@dataclass
+class _Client:
+    """An attached client: a viewer or not, and the offset it has been sent up to."""
+
+    view: bool
+    pos: int
+
+
 class _TerminalPump(_Pump):
     """Reads the terminal's master side into the command (through agent mode's filter)."""
 
@@ -100,7 +108,7 @@ class TerminalCommand(RunningCommand):
         self._version = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._pump: _TerminalPump | None = None
-        self._clients: dict[int, tuple[bool, Callable[[], int]]] = {}  # token -> (view, pos)
+        self._clients: dict[int, _Client] = {}
         self._tokens = itertools.count()
         self._grace: asyncio.TimerHandle | None = None
 
@@ -154,8 +162,7 @@ class TerminalCommand(RunningCommand):
         self.events.append((self._event_seq, self.output.size, event))
 
     def _lag(self, interactive_only: bool) -> int:
-        positions = [pos() for view, pos in self._clients.values()
-                     if not (interactive_only and view)]
+        positions = [c.pos for c in self._clients.values() if not (interactive_only and c.view)]
         return self.output.size - min(positions) if positions else 0
 
     def progressed(self) -> None:
@@ -243,19 +250,38 @@ class TerminalCommand(RunningCommand):
 
     # -- clients ----------------------------------------------------------------------
 
-    async def follow(self, start: int, view: bool) -> AsyncIterator[Frame]:
-        """Output from `start` and the events at their offsets, then the exit event;
-        the client's place counts for pausing while it is attached (unless `view`)."""
-        pos = max(start, self.output.start)
-        next_seq = next((seq for seq, off, _ in self.events if off >= pos), self._event_seq + 1)
-        key = next(self._tokens)
-        self._clients[key] = (view, lambda: pos)
+    def attach(self, start: int, view: bool) -> int:
+        """A client's place from offset `start` (OverLimit past `MAX_CLIENTS`): its token.
+        An interactive client keeps the terminal from its grace period until it detaches."""
+        if len(self._clients) >= MAX_CLIENTS:
+            raise OverLimit(f"terminal {self.state.id} has {MAX_CLIENTS} clients attached "
+                            "already", "too_many_clients", retry_after=5)
+        token = next(self._tokens)
+        self._clients[token] = _Client(view, max(start, self.output.start))
         if not view:
             self._cancel_grace()
+        return token
+
+    def detach(self, token: int) -> None:
+        """The client is gone (again and again is fine)."""
+        client = self._clients.pop(token, None)
+        if client is not None and not client.view and not self._interactive():
+            self._start_grace()
+        self.progressed()
+
+    def _interactive(self) -> bool:
+        return any(not c.view for c in self._clients.values())
+
+    async def follow(self, token: int) -> AsyncIterator[Frame]:
+        """Output from the client's place and the events at their offsets, then the exit
+        event; its place counts for pausing while it follows (unless a viewer)."""
+        client = self._clients[token]
+        next_seq = next((seq for seq, off, _ in self.events if off >= client.pos),
+                        self._event_seq + 1)
         try:
             while True:
                 version = self._version
-                pos = max(pos, self.output.start)  # what a viewer fell behind is gone
+                pos = client.pos = max(client.pos, self.output.start)  # a viewer may skip
                 due = [(seq, off, ev) for seq, off, ev in self.events if seq >= next_seq]
                 if due and due[0][1] <= pos:
                     seq, off, ev = due[0]
@@ -271,7 +297,7 @@ class TerminalCommand(RunningCommand):
                     else:
                         start_at, data = await asyncio.to_thread(self.output.read_bytes, pos, size)
                     if data:
-                        pos = start_at + len(data)
+                        client.pos = start_at + len(data)
                         yield data
                         self.progressed()
                         continue
@@ -279,18 +305,9 @@ class TerminalCommand(RunningCommand):
                     break
                 await self._changed_since(version, KEEPALIVE_S)
         finally:
-            self._clients.pop(key, None)
-            if not view and not any(not v for v, _ in self._clients.values()):
-                self._start_grace()
-            self.progressed()
+            self.detach(token)
         s = self.state
         yield {"type": "exit", "exit_code": s.exit_code, "signal": s.signal, "status": s.status}
-
-    def admit_client(self) -> None:
-        """Room for one more client (OverLimit past `MAX_CLIENTS`)."""
-        if len(self._clients) >= MAX_CLIENTS:
-            raise OverLimit(f"terminal {self.state.id} has {MAX_CLIENTS} clients attached "
-                            "already", "too_many_clients", retry_after=5)
 
     def keep(self) -> None:
         """Live as long as the session, attached or not (an MCP shell)."""
@@ -300,7 +317,7 @@ class TerminalCommand(RunningCommand):
     def _start_grace(self) -> None:
         if self.grace_s is None:
             return
-        if self.running and self._grace is None and not any(not v for v, _ in self._clients.values()):
+        if self.running and self._grace is None and not self._interactive():
             self._grace = asyncio.get_running_loop().call_later(
                 self.grace_s, lambda: self.end("pty_detached"))
 

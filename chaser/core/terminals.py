@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import secrets
-import shlex
 import signal
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ TICKET_TTL_S = 60.0
 MAX_TICKETS = 10_000  # outstanding on the server; a tenant holds at most:
 MAX_TICKETS_PER_TENANT = 100
 AGENT_COLS, AGENT_ROWS = 200, 50  # wide: tools programs read wrap less
-MAX_LINE = 4000  # a canonical terminal takes 4095 bytes a line (the shell's quoting added)
+MAX_LINE = 4000  # a canonical terminal takes 4095 bytes a line
 MAX_ATTACHED_PER_TENANT = 256  # WebSocket clients of one tenant's terminals at once
 INPUT_QUEUE = 1024 * 1024  # exec mode: stdin queued before the client is held back
 
@@ -50,6 +49,7 @@ class ShellRun:
     exit_code: int | None  # None when the shell itself ended (`exit`)
     output: str
     interrupted: bool  # it ran past its timeout and was interrupted (^C)
+    new_shell: bool  # this call started the shell: state from earlier calls is gone
     output_offset: int  # where the output starts in the shell's log
     output_size: int
     output_truncated: bool
@@ -158,31 +158,35 @@ class TerminalService:
                            timeout_s: float, max_bytes: int) -> ShellRun:
         """Run a command line in the session's agent-mode shell, which keeps its state
         (cwd, variables, functions) from one call to the next (the MCP `shell` tool)."""
-        if any(len(line.encode()) > MAX_LINE for line in command.split("\n")):
-            raise BadRequest(f"a line of a shell command is at most {MAX_LINE} bytes (a "
-                             "terminal's line limit); write long content with write_file",
-                             "line_too_long")
+        if "\x00" in command:
+            raise BadRequest("the command holds a NUL character, which no shell can be given",
+                             "invalid_request")
         live = await self.sessions.require_live(tenant, session_id)
         lock = self._shell_locks.setdefault(live.id, asyncio.Lock())
         async with lock:  # one command at a time: a shell reads one line at a time
             term = self._shells.get(live.id)
-            if term is None or not term.running:
+            new_shell = term is None or not term.running
+            if new_shell:
                 opened = await self.executor.launch(live, lambda: self._begin(
                     live, TerminalOpen(mode="agent"), AGENT_COLS, AGENT_ROWS), foreground=False)
                 assert isinstance(opened, TerminalCommand)
                 term = self._shells[live.id] = opened
                 term.keep()
                 self.executor.tasks.spawn(self._forget_shell(live.id, term))
+            assert term is not None
             live.touch()
-            # One command line whatever the text holds (several lines, an unbalanced
-            # quote): eval reports its syntax errors, and the shell never waits for more.
-            run = await term.run_line("eval " + shlex.quote(command), timeout_s)
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            *collect, last = typed_lines(command)
+            for line in collect:
+                await term.run_line(line, max(deadline - asyncio.get_running_loop().time(), 0.1))
+            run = await term.run_line(last, max(deadline - asyncio.get_running_loop().time(), 0.1))
         size = run.end - run.start
         start, data = await asyncio.to_thread(term.output.read_bytes, run.start,
                                               min(size, max_bytes))
         return ShellRun(pty_id=term.state.id, session_id=live.id, exit_code=run.exit_code,
                         output=data.decode(errors="replace").replace("\r\n", "\n"),
-                        interrupted=run.interrupted, output_offset=start, output_size=size,
+                        interrupted=run.interrupted, new_shell=new_shell,
+                        output_offset=start, output_size=size,
                         output_truncated=start > run.start or len(data) < size)
 
     async def _forget_shell(self, session_id: str, term: TerminalCommand) -> None:
@@ -191,27 +195,32 @@ class TerminalService:
             del self._shells[session_id]
             self._shell_locks.pop(session_id, None)
 
+    def reserve(self, tenant: str) -> Callable[[], None]:
+        """A place for one more terminal connection of `tenant` (OverLimit past
+        `MAX_ATTACHED_PER_TENANT`), taken before the upgrade; call what it returns, once,
+        when the connection ends."""
+        if self._attached[tenant] >= MAX_ATTACHED_PER_TENANT:
+            raise OverLimit(f"this key has {MAX_ATTACHED_PER_TENANT} terminal connections "
+                            "open already", "too_many_clients", retry_after=5)
+        self._attached[tenant] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._attached[tenant] -= 1
+                if self._attached[tenant] <= 0:
+                    del self._attached[tenant]
+
+        return release
+
     async def open(self, tenant: str, session_id: str, req: TerminalOpen) -> Attachment:
         """A new terminal (or exec-mode command), or a client reattaching to one; the
         caller detaches it when the client leaves."""
         if req.mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}", "invalid_mode")
-        if self._attached[tenant] >= MAX_ATTACHED_PER_TENANT:
-            raise OverLimit(f"this key has {MAX_ATTACHED_PER_TENANT} terminal connections "
-                            "open already", "too_many_clients", retry_after=5)
-        self._attached[tenant] += 1
-        try:
-            att = await self._open(tenant, session_id, req)
-        except BaseException:
-            self._release(tenant)
-            raise
-        att.on_detach = lambda: self._release(tenant)
-        return att
-
-    def _release(self, tenant: str) -> None:
-        self._attached[tenant] -= 1
-        if self._attached[tenant] <= 0:
-            del self._attached[tenant]
+        return await self._open(tenant, session_id, req)
 
     async def _open(self, tenant: str, session_id: str, req: TerminalOpen) -> Attachment:
         if req.pty_id is not None:
@@ -278,11 +287,13 @@ class TerminalService:
 
     def _attach(self, term: TerminalCommand, live: LiveSession | None, start: int,
                 view: bool) -> Attachment:
-        term.admit_client()
+        token = term.attach(start, view)
         hello: dict[str, object] = {"type": "hello", "pty_id": term.state.id, "mode": term.mode,
                                     "cols": term.cols, "rows": term.rows,
                                     "offset": max(start, term.output.start), "view": view}
-        return Attachment(term, hello, term.follow(start, view), view, live)
+        att = Attachment(term, hello, term.follow(token), view, live)
+        att.on_detach = lambda: term.detach(token)  # the frames may never have been read
+        return att
 
     async def _attach_command(self, cmd: RunningCommand, live: LiveSession, start: int,
                               view: bool) -> Attachment:
@@ -315,6 +326,28 @@ class TerminalService:
             raise Unauthorized("the terminal ticket is unknown, used, expired or for "
                                "another session")
         return entry[0]
+
+
+def typed_lines(command: str) -> list[str]:
+    """What is typed for an MCP shell command: printable ASCII lines of at most
+    `MAX_LINE` bytes, whatever the command holds (several lines, an unbalanced quote,
+    control characters the terminal would take for keys, lines longer than it takes).
+    printf, a builtin of bash and sh, turns the octal escapes back into the command's
+    bytes, and eval runs them in the shell itself, so its state carries over and its
+    syntax errors are reported as such. The last line is the command; the ones before
+    (a long command's) only collect it. The x keeps the newlines a command substitution
+    would strip off its end."""
+    var = "__chaser_cmd"
+    escaped = "".join(f"\\{b:03o}" for b in command.encode())
+    whole = f"{var}=$(printf '{escaped}'; printf x); eval \"${{{var}%x}}\""
+    if len(whole) <= MAX_LINE:
+        return [whole]
+    per = (MAX_LINE - 100) // 4 * 4  # whole escapes a line
+    lines = [f"{var}="]
+    for i in range(0, len(escaped), per):
+        lines.append(f"{var}=${{{var}}}$(printf '{escaped[i:i + per]}'; printf x); "
+                     f"{var}=${{{var}%x}}")
+    return [*lines, f'eval "${var}"']
 
 
 def _digest(ticket: str) -> str:

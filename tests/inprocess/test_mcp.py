@@ -141,6 +141,7 @@ async def test_mcp_errors(api: Api, tenant: Tenant) -> None:
 async def test_shell_keeps_its_state_between_calls(tenant: Tenant) -> None:
     first = await call(tenant, schemas.ShellResult, "shell", command="cd /tmp && x=41 && echo set")
     assert (first.output, first.exit_code, first.interrupted) == ("set\n", 0, False)
+    assert first.new_shell
     sid = first.session_id
     again = await call(tenant, schemas.ShellResult, "shell", session_id=sid,
                        command="echo $((x+1)) $(basename $PWD); false")
@@ -156,7 +157,7 @@ async def test_shell_keeps_its_state_between_calls(tenant: Tenant) -> None:
     gone = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="exit 4")
     assert gone.exit_code is None
     fresh = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo ${x:-unset}")
-    assert fresh.output == "unset\n" and fresh.pty_id != first.pty_id
+    assert fresh.output == "unset\n" and fresh.pty_id != first.pty_id and fresh.new_shell
 
 
 async def test_shell_takes_any_text_as_one_command(tenant: Tenant) -> None:
@@ -170,8 +171,14 @@ async def test_shell_takes_any_text_as_one_command(tenant: Tenant) -> None:
     assert time.monotonic() - t0 < 5
     after = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo next")
     assert after.output == "next\n"
-    long = await call_raw(tenant, "shell", session_id=sid, command="echo " + "x" * 5000)
-    assert long[0] and "at most 4000 bytes" in long[1]
+    long = await call(tenant, schemas.ShellResult, "shell", session_id=sid,
+                      command="echo START; true " + "'' " * 1500 + "; echo " + "x" * 5000)
+    assert long.output == "START\n" + "x" * 5000 + "\n" and long.exit_code == 0
+    keys = await call(tenant, schemas.ShellResult, "shell", session_id=sid,
+                      command="printf 'a\\004b\\003c\\025d\\r'; echo; echo 'x\x04y\x03z\x15w\rv' | od -c | head -1")
+    assert keys.exit_code == 0 and not keys.new_shell and "x 004   y 003   z 025   w  \\r   v" in keys.output
+    nul = await call_raw(tenant, "shell", session_id=sid, command="echo a\x00b")
+    assert nul[0] and "NUL" in nul[1]
 
 
 async def test_a_shell_command_that_ignores_ctrl_c_ends_the_shell(

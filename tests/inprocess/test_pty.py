@@ -187,6 +187,12 @@ async def test_clients_are_bounded_per_terminal_and_per_tenant(
         await conn.close()
     fine, _ = await open_pty(api, me, sid, "mode=agent")  # places given back on close
     await fine.close()
+    monkeypatch.setattr(terminals, "MAX_ATTACHED_PER_TENANT", 2)
+    waiting = [await api.websocket(f"/v1/sessions/{sid}/pty?mode=exec", me.key) for _ in range(2)]
+    assert await refused(api, f"/v1/sessions/{sid}/pty?mode=exec", me.key) == (
+        429, "too_many_clients")  # exec sockets still waiting for their command count too
+    for w in waiting:
+        await w.close()
 
 
 async def test_malformed_requests_and_frames_are_clear_errors(api: Api, tenant: Tenant,
@@ -203,7 +209,13 @@ async def test_malformed_requests_and_frames_are_clear_errors(api: Api, tenant: 
     await nul.send({"type": "exec", "command": "echo \u0000"})
     got = await frames_until(nul, lambda fs: None in fs)
     assert kinds(got, "error")[0]["code"] == "invalid_request"
+    cwd = await api.websocket(path + "?mode=exec", tenant.key)
+    await cwd.send({"type": "exec", "command": "pwd", "cwd": "/tmp"})
+    got = await frames_until(cwd, lambda fs: None in fs)  # the fake maps /tmp to a host dir
+    assert any(isinstance(f, bytes) and f.endswith(b"/tmp\n") for f in got), got
     ws, _ = await open_pty(api, tenant, session_id, "mode=agent")
+    await ws.send('{"a":' * 5000 + "1" + "}" * 5000)
+    assert kinds(await frames_until(ws, lambda fs: kinds(fs, "error")), "error")[0]["code"] == "invalid_frame"
     await ws.send('{"type": "input", "data": "\\ud800"}')
     assert kinds(await frames_until(ws, lambda fs: kinds(fs, "error")), "error")[0]["code"] == "invalid_frame"
     await ws.send({"type": "input", "data": "echo still\n"})

@@ -91,6 +91,8 @@ class ShellResult(BaseModel):
     output: str
     output_truncated: bool
     interrupted: bool
+    new_shell: bool = Field(description="this call started the shell (the first call, or the "
+                                        "previous shell ended): state from earlier calls is gone")
 
 
 class StartArgs(RunArgs):

@@ -130,8 +130,10 @@ async def shell(c: ToolContext, a: s.ShellArgs) -> ToolOutput:
                                               a.max_output_bytes)
     result = s.ShellResult(session_id=run.session_id, pty_id=run.pty_id, exit_code=run.exit_code,
                            output=run.output, output_truncated=run.output_truncated,
-                           interrupted=run.interrupted)
-    text = run.output if not run.output or run.output.endswith("\n") else run.output + "\n"
+                           interrupted=run.interrupted, new_shell=run.new_shell)
+    text = "[a new shell: nothing of earlier calls' state (cwd, variables) is in it]\n" \
+        if run.new_shell else ""
+    text += run.output if not run.output or run.output.endswith("\n") else run.output + "\n"
     if run.output_truncated:
         text += f"[output truncated to {a.max_output_bytes} bytes of {run.output_size}]\n"
     if run.interrupted:

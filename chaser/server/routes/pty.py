@@ -24,7 +24,7 @@ router = APIRouter(tags=["terminals"])
 
 MAX_CONTROL_FRAME = 64 * 1024
 INPUT_CHUNK = 64 * 1024  # a large paste goes to the terminal in pieces, each awaited
-FIRST_FRAME_TIMEOUT_S = 30.0
+FIRST_FRAME_TIMEOUT_S = 10.0
 
 
 @router.post("/v1/sessions/{session_id}/pty-ticket", response_model=PtyTicket, status_code=201)
@@ -41,16 +41,20 @@ async def pty_ticket(session_id: str, core: Core, caller: Caller) -> PtyTicket:
 async def pty(websocket: WebSocket, session_id: str) -> None:
     """A terminal on the session (see docs/pty.md for the frames)."""
     core: Chaser = websocket.app.state.core
+    release = None
     try:
         req = _request(websocket)
         _check_origin(websocket, core.settings.pty_allowed_origins)
         tenant = await _tenant(websocket, core, session_id)
+        release = core.terminals.reserve(tenant)  # every connection counts, from here
         attachment = None
         if not (req.mode == "exec" and req.command is None and req.pty_id is None):
             attachment = await core.terminals.open(tenant, session_id, req)
         else:
             await core.sessions.require_live(tenant, session_id)  # 404 before the upgrade
     except ServiceError as e:
+        if release is not None:
+            release()
         await websocket.send_denial_response(
             error_response(status_for(e), e.code, e.message, e.retry_after))
         return
@@ -67,6 +71,7 @@ async def pty(websocket: WebSocket, session_id: str) -> None:
     finally:
         if attachment is not None:
             await attachment.detach()
+        release()
 
 
 def _request(ws: WebSocket) -> TerminalOpen:
@@ -126,8 +131,9 @@ async def _exec_from_first_frame(ws: WebSocket, core: Chaser, tenant: str, sessi
     if msg.get("type") != "exec" or not isinstance(msg.get("command"), str):
         raise BadRequest('exec mode: the first frame must be {"type": "exec", "command": ...}',
                          "missing_command")
+    cwd = msg.get("cwd") if isinstance(msg.get("cwd"), str) else req.cwd
     return await core.terminals.open(tenant, session_id, TerminalOpen(
-        mode="exec", command=msg["command"], cwd=req.cwd))
+        mode="exec", command=msg["command"], cwd=cwd))
 
 
 async def _serve(ws: WebSocket, att: Attachment) -> None:
@@ -173,7 +179,7 @@ def _control(text: str) -> dict[str, Any]:
         raise BadRequest(f"a control frame is at most {MAX_CONTROL_FRAME} bytes", "frame_too_large")
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser
         raise BadRequest("a text frame must be a JSON object", "invalid_frame") from None
     if not isinstance(msg, dict):
         raise BadRequest("a text frame must be a JSON object", "invalid_frame")
