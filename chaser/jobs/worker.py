@@ -1,0 +1,222 @@
+"""The worker pool: takes due jobs from the store's queue and runs their attempts.
+
+Bounded three ways: `job_workers` attempts at once on this server, `job_workers_per_queue`
+of one queue, and `max_running_jobs_per_tenant` of one tenant (counted in the store, so
+across servers). Among due jobs the store hands out first those of the tenants running
+fewest, so one tenant's thousand queued jobs do not keep another's one waiting; inside
+an attempt the tenant's own limits (sandboxes, commands, memory) apply as to any command.
+
+Each attempt holds a lease, renewed every third of `job_lease_s`. A server that dies
+stops renewing: its attempts are recorded failed (`infrastructure`) and retried per
+policy by whichever server sweeps first, this one at its next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from chaser.config import Settings
+from chaser.core.execution import Executor
+from chaser.core.sessions import SessionService
+from chaser.core.util import now_iso
+from chaser.jobs.models import JobCreate
+from chaser.jobs.policy import AttemptEnd, backoff_s, should_retry
+from chaser.jobs.runner import AttemptRunner, LostClaim, NoCapacity, describe
+from chaser.store.base import Row, Store
+from chaser.store.jobs import Claim
+from chaser.tasks import TaskSet
+
+log = logging.getLogger("chaser.jobs")
+
+IDLE_POLL_S = 1.0  # jobs other servers queue, and run_at times, are seen this often
+NO_CAPACITY_RETRY_S = 2.0
+
+OnFinal = Callable[[str], Awaitable[None]]
+
+
+class WorkerPool:
+    """Claims jobs and runs their attempts on this server."""
+
+    def __init__(self, settings: Settings, store: Store, sessions: SessionService,
+                 executor: Executor, node: str, on_final: OnFinal) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self.executor = executor
+        self.node = node
+        # This process's claims: `node:process:claim`. A later process of this node
+        # knows every claim of an earlier one is dead (one server per data dir).
+        self.process = f"{node}:{secrets.token_hex(4)}"
+        self.on_final = on_final
+        self.running: dict[str, AttemptRunner] = {}
+        self.per_queue: Counter[str] = Counter()
+        self.wake = asyncio.Event()
+        self.tasks = TaskSet("jobs")
+        self.closing = False
+
+    @property
+    def size(self) -> int:
+        return self.settings.job_workers
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """Claim while there is room; sleep until woken or the next job falls due."""
+        while not self.closing:
+            self.wake.clear()
+            claimed = False
+            if len(self.running) < self.size:
+                claimed = await self._claim_one()
+            if claimed:
+                continue
+            wait = IDLE_POLL_S
+            if len(self.running) < self.size:
+                due = await self.store.next_due()
+                if due is not None:
+                    wait = min(wait, max(0.0, due - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), wait if wait > 0 else 0.01)
+
+    async def _claim_one(self) -> bool:
+        per_queue = self.settings.job_workers_per_queue or self.size
+        now = time.time()
+        claim = Claim(owner=f"{self.process}:{secrets.token_hex(4)}", node=self.node, now=now,
+                      lease_until=now + self.settings.job_lease_s, started_at=now_iso(),
+                      skip_queues=[q for q, n in self.per_queue.items() if n >= per_queue],
+                      max_running_per_tenant=self.settings.max_running_jobs_per_tenant
+                      or self.size)
+        row = await self.store.claim_job(claim)
+        if row is None:
+            return False
+        previous: list[Row] = []
+        if row.get("resume_step"):
+            previous = [s for s in await self.store.job_steps([row["id"]])
+                        if s["attempt"] == row["attempt"] - 1]
+        runner = AttemptRunner(self.store, self.sessions, self.executor, row, claim.owner,
+                               previous)
+        self.running[row["id"]] = runner
+        self.per_queue[row["queue"]] += 1
+        self.tasks.spawn(self._attempt(runner, row["queue"]))
+        return True
+
+    async def _attempt(self, runner: AttemptRunner, queue: str) -> None:
+        beat = self.tasks.spawn(self._heartbeat(runner))
+        try:
+            await self._run(runner)
+        finally:
+            beat.cancel()
+            self.running.pop(runner.job_id, None)
+            self.per_queue[queue] -= 1
+            if self.per_queue[queue] <= 0:
+                del self.per_queue[queue]
+            self.wake.set()
+
+    async def _run(self, runner: AttemptRunner) -> None:
+        deadline = runner.row.get("deadline")
+        try:
+            if deadline is not None and float(deadline) <= time.time():
+                end = AttemptEnd("deadline", end_reason="deadline")
+            else:
+                end = await runner.run()
+        except NoCapacity as e:
+            log.info("job %s: no capacity now (%s); back in the queue", runner.job_id, e)
+            await self.store.release_claim(runner.job_id, runner.number, runner.owner,
+                                           time.time() + NO_CAPACITY_RETRY_S)
+            return
+        except LostClaim:
+            log.warning("job %s: lost its claim; another server took it", runner.job_id)
+            return
+        except asyncio.CancelledError:
+            # The server is shutting down: the attempt is recorded as ended by it.
+            runner.stop("shutdown")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.finish(runner.row, runner.owner, AttemptEnd(
+                    "infrastructure", end_reason="server_shutdown"), runner.started))
+            raise
+        await self.finish(runner.row, runner.owner, end, runner.started)
+
+    async def _heartbeat(self, runner: AttemptRunner) -> None:
+        every = self.settings.job_lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            ours, cancel = await self.store.renew_lease(
+                runner.job_id, runner.number, runner.owner,
+                time.time() + self.settings.job_lease_s)
+            if not ours:
+                runner.stop("lost")
+                return
+            if cancel:
+                runner.stop("cancelled")
+
+    def cancel_local(self, job_id: str) -> bool:
+        """Stop the job's attempt now if it runs here (else its heartbeat sees the flag)."""
+        runner = self.running.get(job_id)
+        if runner is None:
+            return False
+        runner.stop("cancelled")
+        return True
+
+    # -- ending attempts ----------------------------------------------------------------
+
+    async def finish(self, row: Row, owner: str, end: AttemptEnd, started_mono: float | None,
+                     expired_before: float | None = None) -> bool:
+        """Record the attempt's end and move the job on per its retry policy."""
+        spec = JobCreate.model_validate(row["request"])
+        number, now = row["attempt"], time.time()
+        job: dict[str, Any] = {}
+        retry = should_retry(spec.retry, end, number, row["max_attempts"])
+        due = now + backoff_s(spec.retry, number) if retry else now
+        if retry and row.get("deadline") is not None and due >= float(row["deadline"]):
+            retry, end.end_reason = False, "deadline"
+        if retry:
+            job = {"status": "queued", "due": due, "resume_step":
+                   end.failed_step if spec.resume_from_failed_step else None}
+        else:
+            status = end.attempt_status if end.outcome != "deadline" else "failed"
+            job = {"status": status, "ended_at": now_iso(), "exit_code": end.exit_code,
+                   "end_reason": end.end_reason}
+        attempt = {**describe(end), "ended_at": now_iso()}
+        if started_mono is not None:
+            attempt["duration_ms"] = int((time.monotonic() - started_mono) * 1000)
+        done = await self.store.finish_attempt(row["id"], number, owner, attempt, job,
+                                               expired_before)
+        if done:
+            self.wake.set()
+            if not retry:
+                await self.on_final(row["id"])
+        return done
+
+    async def recover(self, sweep: bool = False) -> int:
+        """Record as failed (infrastructure) the attempts of dead owners: an earlier
+        process of this node, or (with `sweep`) any whose lease ran out."""
+        now = time.time()
+        stale = await self.store.stale_jobs(now, self.node + ":", self.process + ":")
+        n = 0
+        for row in stale:
+            mine_before = str(row["lease_owner"]).startswith(self.node + ":")
+            if not mine_before and not sweep:
+                continue
+            end = AttemptEnd("infrastructure", end_reason="server_lost")
+            if await self.finish(row, row["lease_owner"], end, None,
+                                 None if mine_before else now):
+                n += 1
+        return n
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_lease_s)
+            with contextlib.suppress(Exception):
+                if await self.recover(sweep=True):
+                    self.wake.set()
+
+    async def close(self) -> None:
+        self.closing = True
+        self.wake.set()
+        await self.tasks.close()
