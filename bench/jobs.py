@@ -114,7 +114,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=100, help="jobs for the latency row")
     ap.add_argument("--jobs", type=int, default=1000, help="jobs for the throughput row")
     args = ap.parse_args()
-    with running_server({"CHASER_JOB_WORKERS": "4"}) as srv:
+    with running_server({"CHASER_JOB_WORKERS": "4",
+                         "CHASER_MAX_RUNNING_JOBS_PER_TENANT": "4"}) as srv:
         assert srv.admin_key is not None
         with srv.client() as c:
             lat, floor = latency(c, args.n)

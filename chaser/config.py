@@ -122,13 +122,16 @@ class Settings:
         "never shown to clients or sandboxes", form="path"))
 
     # Jobs (docs/jobs.md).
-    job_workers: int = field(default=4, metadata=_env(
+    job_workers: int = field(default=8, metadata=_env(
         "jobs running at once on this server (the worker pool)", lo=1, hi=1024))
     job_workers_per_queue: int | None = field(default=None, metadata=_env(
         "jobs of one queue running at once on this server [default: job_workers]", lo=1))
     max_running_jobs_per_tenant: int | None = field(default=None, metadata=_env(
-        "jobs of one tenant running at once, all servers together [default: job_workers; "
-        "the pool is shared fairly whatever this is]", lo=1))
+        "jobs of one tenant running at once, all servers together [default: job_workers x "
+        "tenant_share, at least 1]", lo=1))
+    max_kept_jobs_per_tenant: int = field(default=10_000, metadata=_env(
+        "finished jobs kept per tenant (the oldest are forgotten first; all are forgotten "
+        "after log_retention_s)", lo=10))
     max_queued_jobs_per_tenant: int = field(default=1000, metadata=_env(
         "queued and running jobs one tenant may have (429 past it)", lo=1))
     max_schedules_per_tenant: int = field(default=100, metadata=_env(

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import socket
 import time
@@ -22,7 +23,7 @@ from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.sessions import SessionService
 from chaser.core.util import new_id, now_iso
-from chaser.errors import BadRequest, Conflict, NotFound, OverLimit
+from chaser.errors import BadRequest, Conflict, NotFound, OverLimit, PayloadTooLarge
 from chaser.jobs.models import (
     FINAL_STATUSES,
     Attempt,
@@ -44,6 +45,7 @@ log = logging.getLogger("chaser.jobs")
 
 QUEUE_FULL_RETRY_S = 10
 MAX_LOG_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024  # stored with the job, kept while it is
 
 
 def node_name(settings: Settings) -> str:
@@ -85,13 +87,17 @@ class JobService:
         """Queue a job; (the job, whether it is new: False for a known idempotency key)."""
         if req.webhook is not None:
             check_webhook(req.webhook, self.settings.job_webhook_hosts)
+        request = req.model_dump(mode="json")
+        if len(json.dumps(request)) > MAX_REQUEST_BYTES:
+            raise PayloadTooLarge(f"a job's request is at most {MAX_REQUEST_BYTES} bytes "
+                                  "(commands and steps together)")
         now = time.time()
         due = _parse_time(req.run_at) if req.run_at else now
         row: Row = {
             "id": new_id("job"), "tenant": tenant, "kind": req.kind, "status": "queued",
             "queue": req.queue, "priority": req.priority, "workspace": req.workspace,
             "labels": req.labels, "idempotency_key": req.idempotency_key,
-            "schedule_id": schedule_id, "request": req.model_dump(mode="json"),
+            "schedule_id": schedule_id, "request": request,
             "created_at": now_iso(), "run_at": iso_time(due) if req.run_at else None,
             "due": max(due, now) if req.run_at else now,
             "deadline": now + req.deadline_ms / 1000 if req.deadline_ms else None,
@@ -215,12 +221,15 @@ class JobService:
         body = (await self._view(row)).model_dump_json().encode()
         self.tasks.spawn(self.webhooks.send(row["request"]["webhook"], body, job_id))
 
-    async def _forget_forever(self, every_s: float = 3600) -> None:
+    async def _forget_forever(self, every_s: float = 60) -> None:
+        """Finished jobs are kept for the log retention, and at most
+        `max_kept_jobs_per_tenant` of them per tenant: state does not grow without bound."""
         while True:
             cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.log_retention_s)
             with contextlib.suppress(Exception):
                 await self.store.forget_jobs_ended_before(
-                    cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+                    cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    self.settings.max_kept_jobs_per_tenant)
             await asyncio.sleep(every_s)
 
 

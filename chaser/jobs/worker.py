@@ -65,6 +65,11 @@ class WorkerPool:
     def size(self) -> int:
         return self.settings.job_workers
 
+    @property
+    def per_tenant(self) -> int:
+        """Jobs one tenant may run at once: its share of the pool unless set."""
+        return self.settings.max_running_jobs_per_tenant or self.settings.share(self.size)
+
     # -- dispatch ---------------------------------------------------------------------
 
     async def run_forever(self) -> None:
@@ -72,15 +77,21 @@ class WorkerPool:
         while not self.closing:
             self.wake.clear()
             claimed = False
-            if len(self.running) < self.size:
-                claimed = await self._claim_one()
+            try:
+                if len(self.running) < self.size:
+                    claimed = await self._claim_one()
+            except Exception:  # noqa: BLE001 - the store failing (a full disk) must not end the pool
+                log.exception("jobs: could not take a job; trying again shortly")
+                await asyncio.sleep(IDLE_POLL_S)
+                continue
             if claimed:
                 continue
             wait = IDLE_POLL_S
             if len(self.running) < self.size:
-                due = await self.store.next_due()
-                if due is not None:
-                    wait = min(wait, max(0.0, due - time.time()))
+                with contextlib.suppress(Exception):
+                    due = await self.store.next_due()
+                    if due is not None:
+                        wait = min(wait, max(0.0, due - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait if wait > 0 else 0.01)
 
@@ -90,8 +101,7 @@ class WorkerPool:
         claim = Claim(owner=f"{self.process}:{secrets.token_hex(4)}", node=self.node, now=now,
                       lease_until=now + self.settings.job_lease_s, started_at=now_iso(),
                       skip_queues=[q for q, n in self.per_queue.items() if n >= per_queue],
-                      max_running_per_tenant=self.settings.max_running_jobs_per_tenant
-                      or self.size)
+                      max_running_per_tenant=self.per_tenant)
         row = await self.store.claim_job(claim)
         if row is None:
             return False
@@ -126,13 +136,19 @@ class WorkerPool:
             else:
                 end = await runner.run()
         except NoCapacity as e:
-            log.info("job %s: no capacity now (%s); back in the queue", runner.job_id, e)
-            await self.store.release_claim(runner.job_id, runner.number, runner.owner,
-                                           time.time() + NO_CAPACITY_RETRY_S)
-            return
+            if runner.current is None:  # nothing ran: not an attempt, back in the queue
+                log.info("job %s: no capacity now (%s); back in the queue", runner.job_id, e)
+                await self.store.release_claim(runner.job_id, runner.number, runner.owner,
+                                               time.time() + NO_CAPACITY_RETRY_S)
+                return
+            end = AttemptEnd("infrastructure", end_reason="no_capacity")
         except LostClaim:
             log.warning("job %s: lost its claim; another server took it", runner.job_id)
             return
+        except Exception:  # noqa: BLE001 - a bug or the store failing: never a job stuck running
+            log.exception("job %s: attempt %d failed in the server", runner.job_id, runner.number)
+            runner.stop("error")
+            end = AttemptEnd("infrastructure", end_reason="server_error")
         except asyncio.CancelledError:
             # The server is shutting down: the attempt is recorded as ended by it.
             runner.stop("shutdown")
@@ -204,9 +220,12 @@ class WorkerPool:
             if not mine_before and not sweep:
                 continue
             end = AttemptEnd("infrastructure", end_reason="server_lost")
-            if await self.finish(row, row["lease_owner"], end, None,
-                                 None if mine_before else now):
-                n += 1
+            try:
+                if await self.finish(row, row["lease_owner"], end, None,
+                                     None if mine_before else now):
+                    n += 1
+            except Exception:  # noqa: BLE001 - one bad row must not keep the server down
+                log.exception("job %s: could not record its interrupted attempt", row["id"])
         return n
 
     async def sweep_forever(self) -> None:

@@ -96,7 +96,9 @@ class JobStore(Protocol):
                           resume_step: int | None) -> Row | None:
         """Queue a finished job for another attempt; None when it is not finished."""
 
-    async def forget_jobs_ended_before(self, cutoff: str) -> int: ...
+    async def forget_jobs_ended_before(self, cutoff: str, keep_per_tenant: int) -> int:
+        """Forget finished jobs that ended before `cutoff`, and each tenant's oldest
+        finished ones past `keep_per_tenant`; how many."""
 
     async def insert_schedule(self, row: Row) -> None: ...
 

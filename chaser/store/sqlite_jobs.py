@@ -286,11 +286,17 @@ class SQLiteJobs:
 
         return await self._run(requeue, urgent=True)
 
-    async def forget_jobs_ended_before(self, cutoff: str) -> int:
+    async def forget_jobs_ended_before(self, cutoff: str, keep_per_tenant: int) -> int:
+        final = "status IN ('succeeded', 'failed', 'cancelled')"
+
         def forget(db: sqlite3.Connection) -> int:
             ids = [r[0] for r in db.execute(
-                "SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') "
-                "AND ended_at < ?", (cutoff,))]
+                f"SELECT id FROM jobs WHERE {final} AND ended_at < ?", (cutoff,))]
+            for (tenant,) in db.execute(f"SELECT tenant FROM jobs WHERE {final} GROUP BY "
+                                        "tenant HAVING COUNT(*) > ?", (keep_per_tenant,)).fetchall():
+                ids += [r[0] for r in db.execute(
+                    f"SELECT id FROM jobs WHERE tenant = ? AND {final} ORDER BY seq DESC "
+                    "LIMIT -1 OFFSET ?", (tenant, keep_per_tenant))]
             for i in range(0, len(ids), 500):
                 batch = ids[i:i + 500]
                 marks = ", ".join("?" for _ in batch)
