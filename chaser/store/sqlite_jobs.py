@@ -295,8 +295,8 @@ class SQLiteJobs:
             for (tenant,) in db.execute(f"SELECT tenant FROM jobs WHERE {final} GROUP BY "
                                         "tenant HAVING COUNT(*) > ?", (keep_per_tenant,)).fetchall():
                 ids += [r[0] for r in db.execute(
-                    f"SELECT id FROM jobs WHERE tenant = ? AND {final} ORDER BY seq DESC "
-                    "LIMIT -1 OFFSET ?", (tenant, keep_per_tenant))]
+                    f"SELECT id FROM jobs WHERE tenant = ? AND {final} ORDER BY seq DESC",
+                    (tenant,)).fetchall()[keep_per_tenant:]]
             for i in range(0, len(ids), 500):
                 batch = ids[i:i + 500]
                 marks = ", ".join("?" for _ in batch)
