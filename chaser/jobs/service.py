@@ -44,7 +44,8 @@ from chaser.tasks import TaskSet
 log = logging.getLogger("chaser.jobs")
 
 QUEUE_FULL_RETRY_S = 10
-MAX_LOG_BYTES = 1024 * 1024
+MAX_LOG_BYTES = 1024 * 1024  # one command's output in a logs answer
+MAX_LOGS_BYTES = 8 * 1024 * 1024  # a whole logs answer (a pipeline's steps together)
 MAX_REQUEST_BYTES = 1024 * 1024  # stored with the job, kept while it is
 
 
@@ -197,16 +198,17 @@ class JobService:
         refs: list[tuple[int | None, str | None, str | None, str | None]] = (
             [(s.index, s.name, s.session_id, s.command_id) for s in a.steps or []]
             if job.kind == "pipeline.run" else [(None, None, a.session_id, a.command_id)])
-        entries = [await self._entry(tenant, *ref) for ref in refs]
+        each = max(64 * 1024, min(MAX_LOG_BYTES, MAX_LOGS_BYTES // max(1, len(refs))))
+        entries = [await self._entry(tenant, *ref, limit=each) for ref in refs]
         return JobLogs(job_id=job_id, attempt=number, entries=entries)
 
     async def _entry(self, tenant: str, step: int | None, name: str | None,
-                     session_id: str | None, command_id: str | None) -> LogEntry:
+                     session_id: str | None, command_id: str | None, *,
+                     limit: int) -> LogEntry:
         entry = LogEntry(step=step, name=name, session_id=session_id, command_id=command_id)
         if session_id and command_id:
             with contextlib.suppress(NotFound):  # its output outlived its retention
-                cmd = await self.executor.get_command(tenant, session_id, command_id, 0,
-                                                      MAX_LOG_BYTES)
+                cmd = await self.executor.get_command(tenant, session_id, command_id, 0, limit)
                 entry.output, entry.output_size = cmd.output or "", cmd.output_size
                 entry.output_truncated = cmd.output_truncated
         return entry

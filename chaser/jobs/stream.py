@@ -19,7 +19,7 @@ from chaser.jobs.models import FINAL_STATUSES, Attempt, Job
 from chaser.jobs.service import JobService
 from chaser.models import ExitEvent
 
-POLL_S = 0.1
+POLL_S = 0.2  # how often a stream looks for the job's next attempt or step
 
 
 @dataclass

@@ -20,6 +20,8 @@ log = logging.getLogger("chaser.jobs")
 TRIES = 3
 TIMEOUT_S = 10.0
 BACKOFF_S = 2.0
+CONCURRENT = 16
+MAX_PENDING = 10_000
 
 
 def check_webhook(url: str, allowed: list[str]) -> str:
@@ -34,7 +36,8 @@ def check_webhook(url: str, allowed: list[str]) -> str:
         raise BadRequest("webhook must be an http(s) URL with a host and no credentials",
                          "invalid_webhook")
     default = 443 if parts.scheme == "https" else 80
-    names = {host, f"{host}:{port or default}"}
+    # HOST alone allows its scheme's default port only; other ports are listed as HOST:PORT.
+    names = {f"{host}:{port or default}"} | ({host} if port in (None, default) else set())
     if not any(entry.strip().lower() in names for entry in allowed):
         raise BadRequest(f"webhook host {host} is not on this server's allowlist "
                          "(job_webhook_hosts)", "webhook_not_allowed")
@@ -46,8 +49,22 @@ class WebhookSender:
 
     def __init__(self, allowed: list[str]) -> None:
         self.allowed = allowed
+        self.sending = asyncio.Semaphore(CONCURRENT)
+        self.pending = 0
 
     async def send(self, url: str, body: bytes, job_id: str) -> bool:
+        """Send, a few at a time; past MAX_PENDING waiting, the webhook is dropped (logged)."""
+        if self.pending >= MAX_PENDING:
+            log.warning("job %s: %d webhooks waiting already; not sent", job_id, self.pending)
+            return False
+        self.pending += 1
+        try:
+            async with self.sending:
+                return await self._send(url, body, job_id)
+        finally:
+            self.pending -= 1
+
+    async def _send(self, url: str, body: bytes, job_id: str) -> bool:
         try:
             check_webhook(url, self.allowed)  # the allowlist may have shrunk since
         except BadRequest:

@@ -186,6 +186,8 @@ class WorkerPool:
         """Record the attempt's end and move the job on per its retry policy."""
         spec = JobCreate.model_validate(row["request"])
         number, now = row["attempt"], time.time()
+        if row.get("cancel_requested") and end.outcome != "succeeded":
+            end = AttemptEnd("cancelled", end.exit_code, end.signal, "cancelled")
         job: dict[str, Any] = {}
         retry = should_retry(spec.retry, end, number, row["max_attempts"])
         due = now + backoff_s(spec.retry, number) if retry else now
@@ -216,7 +218,10 @@ class WorkerPool:
         stale = await self.store.stale_jobs(now, self.node + ":", self.process + ":")
         n = 0
         for row in stale:
-            mine_before = str(row["lease_owner"]).startswith(self.node + ":")
+            owner = str(row["lease_owner"])
+            if row["id"] in self.running or owner.startswith(self.process + ":"):
+                continue  # ours and alive (its renewal was late): never taken from itself
+            mine_before = owner.startswith(self.node + ":")
             if not mine_before and not sweep:
                 continue
             end = AttemptEnd("infrastructure", end_reason="server_lost")
