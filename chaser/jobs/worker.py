@@ -195,7 +195,7 @@ class WorkerPool:
             retry, end.end_reason = False, "deadline"
         if retry:
             job = {"status": "queued", "due": due, "resume_step":
-                   end.failed_step if spec.resume_from_failed_step else None}
+                   await self._resume_at(row, end) if spec.resume_from_failed_step else None}
         else:
             status = end.attempt_status if end.outcome != "deadline" else "failed"
             job = {"status": status, "ended_at": now_iso(), "exit_code": end.exit_code,
@@ -210,6 +210,15 @@ class WorkerPool:
             if not retry:
                 await self.on_final(row["id"])
         return done
+
+    async def _resume_at(self, row: Row, end: AttemptEnd) -> int | None:
+        """The step a resumed pipeline starts at: the one that failed, or (an attempt cut
+        short by a crash) the first that did not succeed."""
+        if end.failed_step is not None or row["kind"] != "pipeline.run":
+            return end.failed_step
+        steps = [s for s in await self.store.job_steps([row["id"]])
+                 if s["attempt"] == row["attempt"]]
+        return next((int(s["idx"]) for s in steps if s["status"] != "succeeded"), None)
 
     async def recover(self, sweep: bool = False) -> int:
         """Record as failed (infrastructure) the attempts of dead owners: an earlier

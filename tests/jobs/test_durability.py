@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 from tests.conftest import ServerProcess
-from tests.jobs.helpers import FAST_RETRY, finished, get, running_command, submit
+from tests.jobs.helpers import FAST_RETRY, finished, get, running_command, submit, wait_for
 
 SLOW_FIRST = ("n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; "
               "echo attempt $n; if [ $n -eq 1 ]; then sleep 300; fi")
@@ -110,3 +110,25 @@ def test_job_row_is_stored_before_the_answer(fresh_server: ServerProcess) -> Non
     with srv.client() as c:
         assert get(c, job["id"])["status"] == "queued"
         c.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_crashed_pipeline_resumes_at_the_interrupted_step(fresh_server: ServerProcess) -> None:
+    srv = fresh_server
+    with srv.client() as c:
+        job = submit(c, {"kind": "pipeline.run", "workspace": "resume-crash",
+                         "resume_from_failed_step": True,
+                         "retry": {"max_attempts": 2, **FAST_RETRY}, "steps": [
+                             {"name": "once", "command": "echo x >> ran-once"},
+                             {"name": "slow", "command": "[ -e second ] || { touch second; "
+                                                         "sleep 300; }"}]})
+        wait_for(c, job["id"], lambda j: len(j["attempts"]) == 1 and j["steps"] and
+                 j["steps"][1]["status"] == "running")
+    srv.stop(signal.SIGKILL)
+    srv.start()
+    with srv.client() as c:
+        done = finished(c, job["id"])
+        assert done["status"] == "succeeded", done
+        assert done["attempts"][0]["end_reason"] == "server_lost"
+        assert done["steps"][0]["reused_from_attempt"] == 1
+        r = c.post("/v1/exec", json={"workspace": "resume-crash", "command": "wc -l < ran-once"})
+        assert r.json()["output"].strip() == "1"
