@@ -148,6 +148,9 @@ def exec_job(app: AppContext, /, command: str, wait: bool, as_json: bool, cwd: s
 
 
 @jobs.command("run-pipeline", epilog="""\b
+Example:
+  chaser jobs run-pipeline ci.yaml --workspace my-project --wait
+\b
 The file holds a pipeline.run request in YAML (or JSON):
   workspace: my-project
   retry: {max_attempts: 2}
@@ -233,7 +236,9 @@ def _follow_live(client: Client, job: Job) -> Job:
     return done
 
 
-@jobs.command("ls")
+@jobs.command("ls", epilog="""\b
+Example:
+  chaser jobs ls --status failed -l branch=main""")
 @click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed",
                                              "cancelled"]))
 @click.option("--kind", type=click.Choice(["sandbox.exec", "pipeline.run"]))
@@ -261,7 +266,9 @@ def ls(app: AppContext, status: str | None, kind: str | None, queue: str | None,
         click.echo(f"more: --cursor {page.next_cursor}", err=True)
 
 
-@jobs.command()
+@jobs.command(epilog="""\b
+Example:
+  chaser jobs get job_123 --json | jq .attempts""")
 @click.argument("job_id")
 @json_option
 @pass_app
@@ -284,7 +291,9 @@ def get(app: AppContext, job_id: str, as_json: bool) -> None:
                      for s in job.steps])
 
 
-@jobs.command()
+@jobs.command(epilog="""\b
+Example:
+  chaser jobs logs -f job_123""")
 @click.argument("job_id")
 @click.option("--attempt", "-a", type=click.IntRange(1), help="Default: the latest.")
 @click.option("--follow", "-f", is_flag=True, help="Follow the output until the job ends.")
@@ -308,7 +317,9 @@ def logs(app: AppContext, job_id: str, attempt: int | None, follow: bool) -> Non
     sys.stdout.flush()
 
 
-@jobs.command()
+@jobs.command(epilog="""\b
+Example:
+  chaser jobs cancel job_123""")
 @click.argument("job_id")
 @json_option
 @pass_app
@@ -318,7 +329,9 @@ def cancel(app: AppContext, job_id: str, as_json: bool) -> None:
     print_json(job) if as_json else click.echo(f"{job.id} {job.status}")
 
 
-@jobs.command()
+@jobs.command(epilog="""\b
+Example:
+  chaser jobs retry --resume job_123""")
 @click.argument("job_id")
 @click.option("--resume", is_flag=True, default=None,
               help="A pipeline resumes at its failed step.")

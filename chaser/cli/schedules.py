@@ -22,7 +22,10 @@ def schedules() -> None:
     """Run jobs on a schedule."""
 
 
-@schedules.command("create")
+@schedules.command("create", epilog="""\b
+Example:
+  chaser schedules create --every 300 -w app "make check"
+""")
 @click.argument("command")
 @click.option("--cron", metavar="EXPR", help="A cron expression (5 fields).")
 @click.option("--timezone", "--tz", default="UTC", show_default=True, metavar="ZONE",
@@ -65,7 +68,9 @@ def _when(s: Schedule) -> str:
     return f"{s.cron} ({s.timezone})" if s.cron else f"every {s.interval_s}s"
 
 
-@schedules.command("ls")
+@schedules.command("ls", epilog="""\b
+Example:
+  chaser schedules ls --json""")
 @json_option
 @pass_app
 def ls(app: AppContext, as_json: bool) -> None:
@@ -79,7 +84,9 @@ def ls(app: AppContext, as_json: bool) -> None:
                   short(str(s.job.get("command") or "pipeline"), 40)] for s in items])
 
 
-@schedules.command()
+@schedules.command(epilog="""\b
+Example:
+  chaser schedules get sch_123""")
 @click.argument("schedule_id")
 @pass_app
 def get(app: AppContext, schedule_id: str) -> None:
@@ -87,7 +94,9 @@ def get(app: AppContext, schedule_id: str) -> None:
     print_json(app.client().schedules.get(schedule_id))
 
 
-@schedules.command()
+@schedules.command(epilog="""\b
+Example:
+  chaser schedules pause sch_123""")
 @click.argument("schedule_id")
 @pass_app
 def pause(app: AppContext, schedule_id: str) -> None:
@@ -96,7 +105,9 @@ def pause(app: AppContext, schedule_id: str) -> None:
     click.echo(f"{s.id} paused")
 
 
-@schedules.command()
+@schedules.command(epilog="""\b
+Example:
+  chaser schedules resume sch_123""")
 @click.argument("schedule_id")
 @pass_app
 def resume(app: AppContext, schedule_id: str) -> None:
@@ -105,7 +116,9 @@ def resume(app: AppContext, schedule_id: str) -> None:
     click.echo(f"{s.id} next run {s.next_run_at}")
 
 
-@schedules.command()
+@schedules.command(epilog="""\b
+Example:
+  chaser schedules rm sch_123""")
 @click.argument("schedule_id")
 @pass_app
 def rm(app: AppContext, schedule_id: str) -> None:
