@@ -142,6 +142,7 @@ class JobService:
         ids = [r["id"] for r in rows]
         attempts: dict[str, list[Row]] = {i: [] for i in ids}
         steps: dict[tuple[str, int], list[StepRecord]] = {}
+        ids = [r["id"] for r in rows if r["attempt"]]  # never started: nothing to read
         for a in await self.store.job_attempts(ids):
             attempts[a["job_id"]].append(a)
         for s in await self.store.job_steps(ids):

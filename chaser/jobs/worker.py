@@ -79,7 +79,7 @@ class WorkerPool:
             claimed = False
             try:
                 if len(self.running) < self.size:
-                    claimed = await self._claim_one()
+                    claimed = await self._claim()
             except Exception:  # noqa: BLE001 - the store failing (a full disk) must not end the pool
                 log.exception("jobs: could not take a job; trying again shortly")
                 await asyncio.sleep(IDLE_POLL_S)
@@ -95,26 +95,27 @@ class WorkerPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait if wait > 0 else 0.01)
 
-    async def _claim_one(self) -> bool:
-        per_queue = self.settings.job_workers_per_queue or self.size
+    async def _claim(self) -> bool:
+        """Take as many due jobs as there are free workers (in one store call); start
+        their attempts. Whether any was taken."""
         now = time.time()
         claim = Claim(owner=f"{self.process}:{secrets.token_hex(4)}", node=self.node, now=now,
                       lease_until=now + self.settings.job_lease_s, started_at=now_iso(),
-                      skip_queues=[q for q, n in self.per_queue.items() if n >= per_queue],
+                      limit=self.size - len(self.running), queue_running=dict(self.per_queue),
+                      per_queue=self.settings.job_workers_per_queue or self.size,
                       max_running_per_tenant=self.per_tenant)
-        row = await self.store.claim_job(claim)
-        if row is None:
-            return False
-        previous: list[Row] = []
-        if row.get("resume_step"):
-            previous = [s for s in await self.store.job_steps([row["id"]])
-                        if s["attempt"] == row["attempt"] - 1]
-        runner = AttemptRunner(self.store, self.sessions, self.executor, row, claim.owner,
-                               previous)
-        self.running[row["id"]] = runner
-        self.per_queue[row["queue"]] += 1
-        self.tasks.spawn(self._attempt(runner, row["queue"]))
-        return True
+        rows = await self.store.claim_jobs(claim)
+        for row in rows:
+            previous: list[Row] = []
+            if row.get("resume_step"):
+                previous = [s for s in await self.store.job_steps([row["id"]])
+                            if s["attempt"] == row["attempt"] - 1]
+            runner = AttemptRunner(self.store, self.sessions, self.executor, row,
+                                   row["lease_owner"], previous)
+            self.running[row["id"]] = runner
+            self.per_queue[row["queue"]] += 1
+            self.tasks.spawn(self._attempt(runner, row["queue"]))
+        return bool(rows)
 
     async def _attempt(self, runner: AttemptRunner, queue: str) -> None:
         beat = self.tasks.spawn(self._heartbeat(runner))

@@ -34,14 +34,16 @@ class JobFilter:
 
 @dataclass
 class Claim:
-    """Who takes a job and on what terms: fencing token, lease, and fair-share bounds."""
+    """Who takes jobs and on what terms: fencing token, lease, and fair-share bounds."""
 
-    owner: str  # unique per claim: node, process and a random part
+    owner: str  # unique per claim: node, process and a random part (+ ":N" per job taken)
     node: str
     now: float
     lease_until: float
     started_at: str
-    skip_queues: list[str] = field(default_factory=list)  # full on this server
+    limit: int = 1  # jobs to take at most (the pool's free workers)
+    queue_running: dict[str, int] = field(default_factory=dict)  # on this server
+    per_queue: int = 1_000_000
     max_running_per_tenant: int = 1_000_000
 
 
@@ -60,9 +62,10 @@ class JobStore(Protocol):
 
     async def job_steps(self, job_ids: list[str]) -> list[Row]: ...
 
-    async def claim_job(self, claim: Claim) -> Row | None:
-        """Take the fairest due job (tenants running fewest first, then priority, then
-        age) and open its next attempt; None when nothing may start."""
+    async def claim_jobs(self, claim: Claim) -> list[Row]:
+        """Take up to `claim.limit` due jobs, one at a time the fairest (the tenants
+        running fewest first, then priority, then age), and open each one's next attempt
+        (owner `claim.owner:N`); none when nothing may start."""
 
     async def next_due(self) -> float | None:
         """When the earliest queued job falls due (None: nothing queued)."""

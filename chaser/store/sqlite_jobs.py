@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code INTEGER, end_reason TEXT, UNIQUE (tenant, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, due);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, due, tenant);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (tenant, status, priority DESC, due, seq);
 CREATE TABLE IF NOT EXISTS job_attempts (
     job_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER,
     signal TEXT, end_reason TEXT, node TEXT, owner TEXT, started_at TEXT NOT NULL,
@@ -138,36 +140,29 @@ class SQLiteJobs:
 
         return await self._run(select) if ids else []
 
-    async def claim_job(self, claim: Claim) -> Row | None:
-        skip = claim.skip_queues
-        marks = ", ".join("?" for _ in skip)
-        sql = (
-            "SELECT j.id FROM jobs j LEFT JOIN (SELECT tenant, COUNT(*) AS n FROM jobs "
-            "WHERE status = 'running' GROUP BY tenant) r ON r.tenant = j.tenant "
-            "WHERE j.status = 'queued' AND j.due <= ? AND COALESCE(r.n, 0) < ? "
-            + (f"AND j.queue NOT IN ({marks}) " if skip else "")
-            + "AND (j.after_job IS NULL OR NOT EXISTS (SELECT 1 FROM jobs p WHERE "
-            f"p.id = j.after_job AND p.status IN {ACTIVE})) "
-            "ORDER BY COALESCE(r.n, 0), j.priority DESC, j.due, j.seq LIMIT 1")
-        args = [claim.now, claim.max_running_per_tenant, *skip]
-
-        def take(db: sqlite3.Connection) -> Row | None:
-            found = db.execute(sql, args).fetchone()
-            if found is None:
-                return None
-            won = db.execute(
-                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = ?, "
-                "lease_expires = ?, cancel_requested = 0, started_at = COALESCE(started_at, ?) "
-                "WHERE id = ? AND status = 'queued'",
-                (claim.owner, claim.lease_until, claim.started_at, found[0])).rowcount
-            if won != 1:
-                return None  # another server took it between the two statements
-            row = _decode(db.execute("SELECT * FROM jobs WHERE id = ?", (found[0],)).fetchone())
-            assert row is not None
-            db.execute("INSERT INTO job_attempts (job_id, number, status, node, owner, "
-                       "started_at) VALUES (?, ?, 'running', ?, ?, ?)",
-                       (row["id"], row["attempt"], claim.node, claim.owner, claim.started_at))
-            return row
+    async def claim_jobs(self, claim: Claim) -> list[Row]:
+        def take(db: sqlite3.Connection) -> list[Row]:
+            running: dict[str, int] = dict(db.execute(
+                "SELECT tenant, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY tenant"
+            ).fetchall())
+            tenants = [r[0] for r in db.execute(
+                "SELECT DISTINCT tenant FROM jobs WHERE status = 'queued' AND due <= ?",
+                (claim.now,)) if running.get(r[0], 0) < claim.max_running_per_tenant]
+            queues = dict(claim.queue_running)
+            taken: list[Row] = []
+            while len(taken) < claim.limit and tenants:
+                found = _fairest(db, claim, tenants, running, queues)
+                if found is None:
+                    break
+                row = _take(db, claim, found, f"{claim.owner}:{len(taken)}")
+                if row is None:
+                    continue  # another server took it first; look again
+                taken.append(row)
+                running[row["tenant"]] = running.get(row["tenant"], 0) + 1
+                queues[row["queue"]] = queues.get(row["queue"], 0) + 1
+                if running[row["tenant"]] >= claim.max_running_per_tenant:
+                    tenants.remove(row["tenant"])
+            return taken
 
         return await self._run(take, urgent=True)
 
@@ -382,3 +377,47 @@ def _decode(row: sqlite3.Row | None) -> Row | None:
             out[k] = bool(out[k])
     return out
 
+
+def _fairest(db: sqlite3.Connection, claim: Claim, tenants: list[str],
+             running: dict[str, int], queues: dict[str, int]) -> str | None:
+    """The id of the job to take next: among the tenants running fewest, each one's best
+    due job (priority, then age), the best of those. Tenants with nothing that may start
+    are dropped from `tenants`."""
+    full = [q for q, n in queues.items() if n >= claim.per_queue]
+    skip = f"AND queue NOT IN ({', '.join('?' for _ in full)}) " if full else ""
+    sql = ("SELECT id, priority, due, seq FROM jobs WHERE tenant = ? AND status = 'queued' "
+           "AND due <= ? " + skip + "AND (after_job IS NULL OR NOT EXISTS (SELECT 1 FROM "
+           f"jobs p WHERE p.id = jobs.after_job AND p.status IN {ACTIVE})) "
+           "ORDER BY priority DESC, due, seq LIMIT 1")
+    while tenants:
+        low = min(running.get(t, 0) for t in tenants)
+        best: tuple[int, float, int, str] | None = None
+        for tenant in [t for t in tenants if running.get(t, 0) == low]:
+            row = db.execute(sql, (tenant, claim.now, *full)).fetchone()
+            if row is None:
+                tenants.remove(tenant)
+                continue
+            key = (-row["priority"], row["due"], row["seq"], row["id"])
+            if best is None or key < best:
+                best = key
+        if best is not None:
+            return best[3]
+    return None
+
+
+def _take(db: sqlite3.Connection, claim: Claim, job_id: str, owner: str) -> Row | None:
+    """Claim one job by a conditional write (the row count says who won) and open its
+    next attempt; None when it was no longer queued."""
+    won = db.execute(
+        "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = ?, "
+        "lease_expires = ?, cancel_requested = 0, started_at = COALESCE(started_at, ?) "
+        "WHERE id = ? AND status = 'queued'",
+        (owner, claim.lease_until, claim.started_at, job_id)).rowcount
+    if won != 1:
+        return None
+    row = _decode(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+    assert row is not None
+    db.execute("INSERT INTO job_attempts (job_id, number, status, node, owner, started_at) "
+               "VALUES (?, ?, 'running', ?, ?, ?)",
+               (row["id"], row["attempt"], claim.node, owner, claim.started_at))
+    return row
