@@ -160,12 +160,23 @@ class WorkerPool:
         await self.finish(runner.row, runner.owner, end, runner.started)
 
     async def _heartbeat(self, runner: AttemptRunner) -> None:
-        every = self.settings.job_lease_s / 3
+        """Renew the attempt's lease; stop the attempt when it is no longer ours, or
+        could not be renewed before it ran out (another server may take it then: two
+        runs at once must never be)."""
+        lease = self.settings.job_lease_s
+        held_until = time.time() + lease
         while True:
-            await asyncio.sleep(every)
-            ours, cancel = await self.store.renew_lease(
-                runner.job_id, runner.number, runner.owner,
-                time.time() + self.settings.job_lease_s)
+            await asyncio.sleep(lease / 3)
+            try:
+                ours, cancel = await self.store.renew_lease(
+                    runner.job_id, runner.number, runner.owner, time.time() + lease)
+            except Exception:  # noqa: BLE001 - the store failing (a full disk): try again
+                log.warning("job %s: could not renew its lease", runner.job_id)
+                if time.time() >= held_until - lease / 6:
+                    runner.stop("lost")
+                    return
+                continue
+            held_until = time.time() + lease
             if not ours:
                 runner.stop("lost")
                 return
