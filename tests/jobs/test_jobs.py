@@ -68,11 +68,12 @@ def test_pipeline_step_that_may_fail(tenant: Tenant) -> None:
 
 def test_cancel_running_kills_the_tree(server: ServerProcess, tenant: Tenant) -> None:
     marker = f"sleep 3{int(time.time() * 1000) % 100000:05d}"
+    # Two children in its process group, and one that left it (setsid): all three go.
     job = submit(tenant.client, {"workspace": "cancel-me",
-                                 "command": f"{marker} & {marker} & wait"})
+                                 "command": f"{marker} & {marker} & setsid {marker} & wait"})
     running_command(tenant.client, job["id"])
     deadline = time.monotonic() + 10
-    while sum(marker in p for p in server.sandbox_processes()) < 2:
+    while sum(marker in p for p in server.sandbox_processes()) < 3:
         assert time.monotonic() < deadline, "the job's processes never started"
         time.sleep(0.05)
     r = tenant.client.post(f"/v1/jobs/{job['id']}/cancel")
