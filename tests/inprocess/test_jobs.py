@@ -273,3 +273,31 @@ async def test_queue_bound_is_429(inproc_root: Path) -> None:
         assert int(r.headers["retry-after"]) > 0
         await t.client.post(f"/v1/jobs/{ids[0]}/cancel")
         await submit(t, body)  # room again once one ended
+
+
+async def test_odd_input_gets_a_clean_answer(tenant: Tenant) -> None:
+    job = await submit(tenant, {"command": "true", "ephemeral": True})
+    await finished(tenant, job["id"])
+    odd = [("GET", "/v1/jobs?cursor=" + "A" * 5000), ("GET", "/v1/jobs?limit=0"),
+           ("GET", "/v1/jobs?label=nolabel"), ("GET", "/v1/jobs?" + "&".join(
+               f"label=k{i}=v" for i in range(40))),
+           ("GET", f"/v1/jobs/{job['id']}/stream?from=1:2"),
+           ("GET", f"/v1/jobs/{job['id']}/stream?from=" + "9" * 60),
+           ("GET", f"/v1/jobs/{job['id']}/logs?attempt=99999999999999999999"),
+           ("GET", f"/v1/jobs/{job['id']}/logs?attempt=7"), ("GET", "/v1/jobs/..%2F..%2Fx"),
+           ("POST", f"/v1/jobs/{job['id']}/retry", {"resume_from_failed_step": "maybe"}),
+           ("POST", "/v1/jobs", {"command": "x", "run_at": "2030-01-01T00:00:00"}),
+           ("POST", "/v1/jobs", {"command": "x", "priority": 10**30}),
+           ("POST", "/v1/jobs", {"command": "x", "retry": {"jitter": 2}}),
+           ("POST", "/v1/jobs", {"command": "x", "webhook": "http://[::1"}),
+           ("POST", "/v1/jobs", {"kind": "pipeline.run", "steps": []}),
+           ("POST", "/v1/schedules", {"interval_s": 5, "cron": "* * * * *", "job": {
+               "command": "x"}}),
+           ("POST", "/v1/schedules", {"interval_s": 5, "job": {"command": "x",
+                                                                "idempotency_key": "k"}})]
+    for method, path, *body in odd:
+        r = await tenant.client.request(method, path, json=body[0] if body else None)
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+        assert set(r.json()) == {"error"}, r.text
+    r = await tenant.client.get(f"/v1/jobs/{job['id']}/stream?from=" + "1:0:999999")
+    assert r.status_code == 200  # past the end of a finished attempt: the rest, then exit

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from chaser.errors import BadRequest
 from chaser.jobs.models import Job, JobCreate, JobList, JobLogs, JobRetry
 from chaser.jobs.service import parse_cursor
 from chaser.jobs.stream import JobStream, parse_cursor as parse_stream_cursor
@@ -38,7 +39,7 @@ async def list_jobs(core: Core, caller: Caller, status: str | None = None,
                     schedule_id: str | None = None, cursor: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
     """The caller's jobs, newest first; `label=KEY=VALUE` (repeatable) narrows."""
-    labels = dict(item.partition("=")[::2] for item in label or [])
+    labels = _labels(label or [])
     return await core.jobs.find(caller.tenant, JobFilter(
         status=status, kind=kind, queue=queue, workspace=workspace, labels=labels,
         schedule_id=schedule_id, after=parse_cursor(cursor), limit=limit))
@@ -92,3 +93,14 @@ async def retry_job(job_id: str, core: Core, caller: Caller, req: JobRetry | Non
 
 def _json(data: object) -> str:
     return json.dumps(data, separators=(",", ":"))
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    """`label=KEY=VALUE` query parameters as a dict (400 for one without `=`)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"label filter {item[:100]!r} is not KEY=VALUE", "invalid_label")
+        out[key] = value
+    return out
