@@ -278,7 +278,8 @@ async def test_queue_bound_is_429(inproc_root: Path) -> None:
 async def test_odd_input_gets_a_clean_answer(tenant: Tenant) -> None:
     job = await submit(tenant, {"command": "true", "ephemeral": True})
     await finished(tenant, job["id"])
-    odd = [("GET", "/v1/jobs?cursor=" + "A" * 5000), ("GET", "/v1/jobs?limit=0"),
+    odd: list[tuple[str, str] | tuple[str, str, object]] = [
+        ("GET", "/v1/jobs?cursor=" + "A" * 5000), ("GET", "/v1/jobs?limit=0"),
            ("GET", "/v1/jobs?label=nolabel"), ("GET", "/v1/jobs?" + "&".join(
                f"label=k{i}=v" for i in range(40))),
            ("GET", f"/v1/jobs/{job['id']}/stream?from=1:2"),
@@ -296,7 +297,7 @@ async def test_odd_input_gets_a_clean_answer(tenant: Tenant) -> None:
            ("POST", "/v1/schedules", {"interval_s": 5, "job": {"command": "x",
                                                                 "idempotency_key": "k"}})]
     for method, path, *body in odd:
-        r = await tenant.client.request(method, path, json=body[0] if body else None)
+        r = await tenant.client.request(str(method), str(path), json=body[0] if body else None)
         assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
         assert set(r.json()) == {"error"}, r.text
     r = await tenant.client.get(f"/v1/jobs/{job['id']}/stream?from=" + "1:0:999999")
