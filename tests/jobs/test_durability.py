@@ -5,6 +5,9 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
+from datetime import datetime
+
+import pytest
 
 from tests.conftest import ServerProcess
 from tests.jobs.helpers import FAST_RETRY, finished, get, running_command, submit, wait_for
@@ -91,12 +94,21 @@ def test_schedule_fires_and_a_missed_tick_runs_once_after_restart(
     time.sleep(10)  # three ticks fall due while the server is down
     srv.start()
     with srv.client() as c:
-        time.sleep(1.0)  # the missed run fires at start; the next is 3 s later
-        jobs = c.get(path).json()["jobs"]
-        assert len(jobs) == before + 1, jobs  # once, not once per missed tick
-        assert finished(c, jobs[0]["id"])["status"] == "succeeded"
+        deadline = time.monotonic() + 15
+        while len(jobs := c.get(path).json()["jobs"]) == before:  # fired at start
+            assert time.monotonic() < deadline, "the missed run never fired"
+            time.sleep(0.05)
         now = c.get(f"/v1/schedules/{sched['id']}").json()
+        # Up to the next tick (3 s after the catch-up run) nothing more: once, not once
+        # per missed tick.
+        next_at = datetime.fromisoformat(now["next_run_at"]).timestamp()
+        time.sleep(max(0.0, next_at - time.time() - 0.5))
+        jobs = c.get(path).json()["jobs"]
+        assert len(jobs) == before + 1, jobs
+        assert finished(c, jobs[0]["id"])["status"] == "succeeded"
         assert now["last_job_id"] == jobs[0]["id"] and len(now["next_run_times"]) == 5
+        assert next_at - datetime.fromisoformat(now["last_run_at"]).timestamp() == \
+            pytest.approx(3, abs=0.5)  # counted from the catch-up run, not the old ticks
         c.delete(f"/v1/schedules/{sched['id']}")
 
 
