@@ -302,3 +302,34 @@ async def test_odd_input_gets_a_clean_answer(tenant: Tenant) -> None:
         assert set(r.json()) == {"error"}, r.text
     r = await tenant.client.get(f"/v1/jobs/{job['id']}/stream?from=" + "1:0:999999")
     assert r.status_code == 200  # past the end of a finished attempt: the rest, then exit
+
+
+async def test_schedule_overlap_skip_and_queue(tenant: Tenant) -> None:
+    async def jobs_of(sid: str) -> list[dict[str, Any]]:
+        r = await tenant.client.get(f"/v1/jobs?schedule_id={sid}&limit=200")
+        listed: list[dict[str, Any]] = r.json()["jobs"]
+        return listed
+
+    skip = (await tenant.client.post("/v1/schedules", json={
+        "interval_s": 1, "overlap": "skip", "job": {"command": "sleep 2.5", "ephemeral": True}})).json()
+    queue = (await tenant.client.post("/v1/schedules", json={
+        "interval_s": 1, "overlap": "queue", "job": {"command": "sleep 1.5",
+                                                       "ephemeral": True}})).json()
+
+    async def two_queued() -> bool:
+        return len(await jobs_of(queue["id"])) >= 2
+
+    await eventually(two_queued, 10)
+    await tenant.client.post(f"/v1/schedules/{skip['id']}/pause")
+    await tenant.client.post(f"/v1/schedules/{queue['id']}/pause")
+    first, second = (await jobs_of(queue["id"]))[-1], (await jobs_of(queue["id"]))[-2]
+    done_second = await finished(tenant, second["id"])
+    done_first = await get(tenant, first["id"])
+    # The second waited for the first: never both running.
+    assert done_second["attempts"][0]["started_at"] >= done_first["ended_at"]
+    # Its second tick came while its first run (2.5 s) was going: skipped, not queued.
+    assert len(await jobs_of(skip["id"])) == 1
+    for sid in (skip["id"], queue["id"]):
+        for j in await jobs_of(sid):
+            await tenant.client.post(f"/v1/jobs/{j['id']}/cancel")
+        await tenant.client.delete(f"/v1/schedules/{sid}")
