@@ -52,6 +52,18 @@ from ._handles import CommandHandle, SessionHandle
 from ._async_jobs import AsyncJobs, AsyncSchedules
 from ._jobs import JobEvent, Jobs, Schedules
 from ._http import VERSION, output_bytes
+from ._pty import AsyncPty, Pty
+from ._pty_protocol import (
+    PtyCommandEnd,
+    PtyCommandStart,
+    PtyErrorFrame,
+    PtyEvent,
+    PtyExit,
+    PtyHello,
+    PtyMode,
+    PtyOutput,
+    PtyResult,
+)
 from ._stream import AsyncCommandStream, CommandStream, StreamEvent
 
 __version__ = VERSION
@@ -66,6 +78,7 @@ __all__ = [
     "AsyncImages",
     "AsyncJobs",
     "AsyncKeys",
+    "AsyncPty",
     "AsyncSchedules",
     "AsyncSessionHandle",
     "AsyncSessions",
@@ -97,6 +110,16 @@ __all__ = [
     "PermissionDeniedError",
     "PipelineStep",
     "PruneResult",
+    "Pty",
+    "PtyCommandEnd",
+    "PtyCommandStart",
+    "PtyErrorFrame",
+    "PtyEvent",
+    "PtyExit",
+    "PtyHello",
+    "PtyMode",
+    "PtyOutput",
+    "PtyResult",
     "RateLimitError",
     "RetryPolicy",
     "Schedule",

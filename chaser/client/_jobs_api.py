@@ -17,7 +17,6 @@ from chaser.jobs.models import (
 
 from ._api import Call, _body, _seg
 
-JOB_FIELDS = set(JobCreate.model_fields)
 
 
 def job_request(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
