@@ -133,6 +133,28 @@ class Settings:
         "credentials per registry, in the format of Docker's config.json (`auths`); "
         "never shown to clients or sandboxes", form="path"))
 
+    # Jobs (docs/jobs.md).
+    job_workers: int = field(default=8, metadata=_env(
+        "jobs running at once on this server (the worker pool)", lo=1, hi=1024))
+    job_workers_per_queue: int | None = field(default=None, metadata=_env(
+        "jobs of one queue running at once on this server [default: job_workers]", lo=1))
+    max_running_jobs_per_tenant: int | None = field(default=None, metadata=_env(
+        "jobs of one tenant running at once, all servers together [default: job_workers x "
+        "tenant_share, at least 1]", lo=1))
+    max_kept_jobs_per_tenant: int = field(default=10_000, metadata=_env(
+        "finished jobs kept per tenant (the oldest are forgotten first; all are forgotten "
+        "after log_retention_s)", lo=10))
+    max_queued_jobs_per_tenant: int = field(default=1000, metadata=_env(
+        "queued and running jobs one tenant may have (429 past it)", lo=1))
+    max_schedules_per_tenant: int = field(default=100, metadata=_env(
+        "schedules one tenant may have", lo=1))
+    job_lease_s: int = field(default=30, metadata=_env(
+        "how long a claimed job stays this server's without a renewal (renewed every "
+        "third of it); after that another server may take it over", lo=3, hi=3600))
+    job_webhook_hosts: list[str] = field(default_factory=list, metadata=_env(
+        "the only hosts (HOST or HOST:PORT) job webhooks may call; empty: none "
+        "(comma-separated)", form="list"))
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Settings from `CHASER_*` environment variables, then explicit overrides.

@@ -19,6 +19,8 @@ from .run import exec_command, shell
 from .sessions import sessions
 from .workspaces import workspaces
 from .images import images
+from .jobs import jobs
+from .schedules import schedules
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -167,6 +169,8 @@ cli.add_command(commands)
 cli.add_command(keys)
 cli.add_command(workspaces)
 cli.add_command(images)
+cli.add_command(jobs)
+cli.add_command(schedules)
 
 
 def main() -> None:

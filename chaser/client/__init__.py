@@ -27,6 +27,8 @@ from chaser.models import (
     StdinResult,
 )
 
+from chaser.jobs.models import Job, JobLogs, PipelineStep, RetryPolicy, Schedule
+
 from ._async_client import AsyncClient, AsyncCommands, AsyncImages, AsyncKeys, AsyncSessions
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
 from ._client import Client, Commands, Images, Keys, Sessions
@@ -47,6 +49,8 @@ from ._errors import (
     ValidationError,
 )
 from ._handles import CommandHandle, SessionHandle
+from ._async_jobs import AsyncJobs, AsyncSchedules
+from ._jobs import JobEvent, Jobs, Schedules
 from ._http import VERSION, output_bytes
 from ._pty import AsyncPty, Pty
 from ._pty_protocol import (
@@ -65,7 +69,6 @@ from ._stream import AsyncCommandStream, CommandStream, StreamEvent
 __version__ = VERSION
 
 __all__ = [
-    "DEFAULT_API_URL",
     "APIError",
     "ApiKey",
     "AsyncClient",
@@ -73,8 +76,10 @@ __all__ = [
     "AsyncCommandStream",
     "AsyncCommands",
     "AsyncImages",
+    "AsyncJobs",
     "AsyncKeys",
     "AsyncPty",
+    "AsyncSchedules",
     "AsyncSessionHandle",
     "AsyncSessions",
     "AuthenticationError",
@@ -88,16 +93,22 @@ __all__ = [
     "Config",
     "ConflictError",
     "ConnectionError",
+    "DEFAULT_API_URL",
     "ExecResult",
     "ExitEvent",
     "Image",
     "ImageList",
     "Images",
+    "Job",
+    "JobEvent",
+    "JobLogs",
+    "Jobs",
     "Keys",
     "Limits",
     "NotFoundError",
     "OutputEvent",
     "PermissionDeniedError",
+    "PipelineStep",
     "PruneResult",
     "Pty",
     "PtyCommandEnd",
@@ -110,6 +121,9 @@ __all__ = [
     "PtyOutput",
     "PtyResult",
     "RateLimitError",
+    "RetryPolicy",
+    "Schedule",
+    "Schedules",
     "ServerError",
     "ServerUnavailable",
     "Session",

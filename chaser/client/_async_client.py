@@ -31,6 +31,7 @@ from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
+from ._async_jobs import AsyncJobs, AsyncSchedules
 from ._pty import AsyncPty
 from ._pty_connect import aconnect_pty
 from ._pty_protocol import PtyMode, pty_params
@@ -88,6 +89,8 @@ class AsyncClient:
         self.keys = AsyncKeys(self)
         self.workspaces = AsyncWorkspaces(self)
         self.images = AsyncImages(self)
+        self.jobs = AsyncJobs(self)
+        self.schedules = AsyncSchedules(self)
 
     @property
     def api_url(self) -> str:

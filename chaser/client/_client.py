@@ -30,6 +30,7 @@ from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
 from ._handles import CommandHandle, SessionHandle
+from ._jobs import Jobs, Schedules
 from ._pty import Pty
 from ._pty_connect import connect_pty
 from ._pty_protocol import PtyMode, pty_params
@@ -87,6 +88,8 @@ class Client:
         self.keys = Keys(self)
         self.workspaces = Workspaces(self)
         self.images = Images(self)
+        self.jobs = Jobs(self)
+        self.schedules = Schedules(self)
 
     @property
     def api_url(self) -> str:

@@ -24,6 +24,8 @@ from chaser.core.telemetry import LiveCollector, Telemetry
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
 from chaser.images.store import ImageStore
+from chaser.jobs.schedules import ScheduleService
+from chaser.jobs.service import JobService
 from chaser.models import UsageReport
 from chaser.runtime.base import Runtime
 from chaser.store.base import Store
@@ -60,6 +62,8 @@ class Chaser:
             lambda: (self.sessions.starts.free, self.sessions.starts.waiting)))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
         self._tasks = TaskSet("housekeeping")
+        self.jobs = JobService(settings, store, self.sessions, self.executor)
+        self.schedules = ScheduleService(settings, store, self.jobs)
 
     async def start(self) -> None:
         """Open state, settle what a previous run left behind, start housekeeping."""
@@ -79,6 +83,8 @@ class Chaser:
         for work in (self.sessions.reap_idle_forever(), self._expire_logs_forever(),
                      self.janitor.run_forever()):
             self._tasks.spawn(work)
+        await self.jobs.start()
+        self.schedules.start()
 
     def _running_command_ids(self) -> dict[str, tuple[str, OutputLog]]:
         return {cid: (live.tenant, cmd.output) for live in self.sessions.live.values()
@@ -116,6 +122,8 @@ class Chaser:
                 await self.store.set_workspace_uid(ws.id, uid)
 
     async def close(self) -> None:
+        await self.schedules.close()
+        await self.jobs.close()  # running attempts are recorded as ended by the shutdown
         await self._tasks.close()
         await self.sessions.close_all()
         await self.executor.tasks.close()  # the stopped sessions' commands have settled

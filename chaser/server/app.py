@@ -29,9 +29,11 @@ from chaser.server.routes import (
     commands,
     health,
     images,
+    jobs,
     keys,
     metrics,
     pty,
+    schedules,
     sessions,
     usage,
     workspaces,
@@ -67,7 +69,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        streamed=("/v1/images/import",))
-    for module in (health, metrics, sessions, commands, pty, keys, usage, workspaces, images):
+    for module in (health, metrics, sessions, commands, pty, keys, usage, workspaces, images,
+                   jobs, schedules):
         app.include_router(module.router)
     app.include_router(mcp.router)
     return app

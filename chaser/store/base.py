@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chaser.store.jobs import JobStore
+
 
 @dataclass
 class KeyRecord:
@@ -34,8 +36,9 @@ class WorkspaceRecord:
 Row = dict[str, Any]
 
 
-class Store(Protocol):
-    """Durable state: keys, workspaces, sessions and commands."""
+class Store(JobStore, Protocol):
+    """Durable state: keys, workspaces, sessions and commands; jobs and schedules
+    (`JobStore`)."""
 
     async def open(self) -> None: ...
 

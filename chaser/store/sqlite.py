@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from chaser.errors import StorageFull
 from chaser.store.base import KeyRecord, Row, WorkspaceRecord
+from chaser.store.sqlite_jobs import JOB_SCHEMA, SQLiteJobs
 
 T = TypeVar("T")
 Call = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
@@ -53,7 +54,7 @@ CHECKPOINT_EVERY = 500  # calls between two checkpoints of the write-ahead log
 MAX_BATCH = 16  # calls answered together; more would be a long stall of the event loop
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteJobs):
     """The default store: a single SQLite file in WAL mode."""
 
     def __init__(self, path: Path) -> None:
@@ -156,6 +157,7 @@ class SQLiteStore:
             db.execute("PRAGMA wal_autocheckpoint=0")  # ours run on this thread
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            db.executescript(JOB_SCHEMA)
             cols = {r[1] for r in db.execute("PRAGMA table_info(workspaces)")}
             if "last_used_at" not in cols:  # added after the first release
                 db.execute("ALTER TABLE workspaces ADD COLUMN last_used_at TEXT")

@@ -19,7 +19,8 @@ from chaser.server.mcp import schemas
 from tests.inprocess.harness import Api, Tenant, error
 
 TOOLS = {"terminal", "shell", "start_command", "read_output", "send_input", "send_signal",
-         "list_commands", "read_file", "write_file", "list_sessions", "stop_session"}
+         "list_commands", "read_file", "write_file", "list_sessions", "stop_session",
+         "submit_job", "get_job"}
 M = TypeVar("M", bound=BaseModel)
 _ids = itertools.count(1)
 

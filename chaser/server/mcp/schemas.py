@@ -166,6 +166,41 @@ class WriteFileArgs(FileArgs):
 # -- results ---------------------------------------------------------------------------
 
 
+class SubmitJobArgs(Args):
+    """`submit_job`: queue a retriable job (one command, or pipeline steps)."""
+
+    command: str | None = Field(default=None, description="Shell command of a sandbox.exec "
+                                "job (give this or steps).")
+    steps: list[dict[str, Any]] | None = Field(default=None, description=(
+        "Steps of a pipeline.run job, run in order in one sandbox: each {\"name\", "
+        "\"command\", \"continue_on_error\", \"timeout_ms\", \"env\"}."))
+    workspace: WorkspaceName | None = Field(default=None, description=_WORKSPACE)
+    image: str | None = Field(default=None, description="Root filesystem image.")
+    env: dict[str, str] | None = Field(default=None, description="Extra environment variables.")
+    max_attempts: int = Field(default=1, ge=1, le=100, description="Attempts in all (retries "
+                              "on failure, with backoff).")
+    timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS,
+                                   description="Per attempt.")
+    idempotency_key: str | None = Field(default=None, max_length=200, description=(
+        "Submitting the same key again returns the first job instead of a new one."))
+    labels: dict[str, str] | None = Field(default=None, description="Labels to filter by.")
+    wait_ms: int = Field(default=0, ge=0, le=MAX_WAIT_MS, description=(
+        "Wait up to this long for the job to finish before answering."))
+
+
+class GetJobArgs(Args):
+    """`get_job`: a job's status and output."""
+
+    job_id: str = Field(min_length=1, description="Id of the job (`job_...`).")
+    attempt: int | None = Field(default=None, ge=1, description="Attempt whose output to "
+                                "show; default the latest.")
+    wait_ms: int = Field(default=0, ge=0, le=MAX_WAIT_MS, description=(
+        "Wait up to this long for the job to finish before answering."))
+    max_output_bytes: int = Field(default=DEFAULT_TOOL_OUTPUT_BYTES, ge=0,
+                                  le=MAX_TOOL_OUTPUT_BYTES, description="Output to return "
+                                  "(the end of it when longer).")
+
+
 class TerminalResult(ExecResult):
     """`terminal`: the finished command, as `POST /v1/exec` answers, plus where to page on."""
 

@@ -10,8 +10,10 @@ model.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ from chaser.models import (
     StdinRequest,
     StdinResult,
 )
+from chaser.jobs.models import FINAL_STATUSES, Job, JobCreate
 from chaser.server.mcp import schemas as s
 
 @dataclass(frozen=True)
@@ -272,6 +275,47 @@ async def write_file(c: ToolContext, a: s.WriteFileArgs) -> ToolOutput:
                        f"{sid}"], res)
 
 
+# -- jobs -------------------------------------------------------------------------------
+
+
+async def submit_job(c: ToolContext, a: s.SubmitJobArgs) -> ToolOutput:
+    kind = "pipeline.run" if a.steps is not None else "sandbox.exec"
+    req = JobCreate.model_validate({k: v for k, v in {
+        "kind": kind, "command": a.command, "steps": a.steps, "workspace": a.workspace,
+        "ephemeral": None if a.workspace else True, "image": a.image, "env": a.env,
+        "timeout_ms": a.timeout_ms, "retry": {"max_attempts": a.max_attempts},
+        "idempotency_key": a.idempotency_key, "labels": a.labels}.items() if v is not None})
+    job, _ = await c.core.jobs.submit(c.tenant, req)
+    return await _job_answer(c, job.id, None, a.wait_ms, s.DEFAULT_TOOL_OUTPUT_BYTES)
+
+
+async def get_job(c: ToolContext, a: s.GetJobArgs) -> ToolOutput:
+    return await _job_answer(c, a.job_id, a.attempt, a.wait_ms, a.max_output_bytes)
+
+
+async def _job_answer(c: ToolContext, job_id: str, attempt: int | None, wait_ms: int,
+                      max_bytes: int) -> ToolOutput:
+    job = await c.core.jobs.get(c.tenant, job_id)
+    until = time.monotonic() + wait_ms / 1000
+    while job.status not in FINAL_STATUSES and time.monotonic() < until:
+        await asyncio.sleep(min(0.2, max(0.0, until - time.monotonic())))
+        job = await c.core.jobs.get(c.tenant, job_id)
+    text = f"job {job.id} ({job.kind}) is {job.status}"
+    if job.exit_code is not None:
+        text += f", exit code {job.exit_code}"
+    text += f"; {len(job.attempts)} attempt(s)"
+    if job.attempts:
+        logs = await c.core.jobs.logs(c.tenant, job.id, attempt)
+        out = "".join((f"==> step {e.name}\n" if e.step is not None else "") + e.output
+                      for e in logs.entries)
+        if len(out.encode()) > max_bytes:
+            out = "[earlier output cut]\n" + out.encode()[-max_bytes:].decode(errors="ignore")
+        text += f"\noutput of attempt {logs.attempt}:\n{out}"
+    if job.status not in FINAL_STATUSES:
+        text += f"\n[not finished: call get_job with job_id={job.id} and wait_ms to wait]"
+    return ToolOutput([text], job)
+
+
 _RO = {"read_only_hint": True}
 _DESTRUCTIVE = {"read_only_hint": False, "destructive_hint": True}
 
@@ -326,6 +370,16 @@ TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
     ToolSpec("list_sessions", "List sessions", (
         "List this API key's sandbox sessions, newest first (status running or stopped)."),
         s.ListSessionsArgs, SessionList, list_sessions, _RO),
+    ToolSpec("submit_job", "Submit a job", (
+        "Queue a durable, retriable job: one command (command) or pipeline steps (steps) "
+        "in a workspace's sandbox, or a private one without workspace. It survives server "
+        "restarts and is retried up to max_attempts. Returns the job at once, or after "
+        "waiting up to wait_ms for it to finish; follow it with get_job."),
+        s.SubmitJobArgs, Job, submit_job, {**_DESTRUCTIVE, "open_world_hint": True}),
+    ToolSpec("get_job", "Read a job", (
+        "A job's status, attempts (exit codes, end reasons) and the output of its latest "
+        "attempt (or attempt N); wait_ms waits for it to finish first."),
+        s.GetJobArgs, Job, get_job, _RO),
     ToolSpec("stop_session", "Stop a session", (
         "Stop a session: kill every process in it and remove its sandbox. A workspace's files "
         "are kept."), s.StopSessionArgs, s.StopSessionResult, stop_session, _DESTRUCTIVE),
