@@ -143,10 +143,15 @@ class FakeSandbox:
         self._groups.add(proc.pid)
         return FakeProcess(proc)
 
-    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> FakeProcess:
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int,
+                        echo: bool = True) -> FakeProcess:
         """Start `spec` on a new host terminal (a host pty: the fake isolates nothing)."""
         master, slave = os.openpty()
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        if not echo:
+            attrs = termios.tcgetattr(slave)
+            attrs[3] &= ~termios.ECHO
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
         try:
             proc = await self.spawn(spec, ProcessIO(stdout=os.dup(slave), stderr=os.dup(slave),
                                                     stdin=os.dup(slave)), tty=True)

@@ -251,8 +251,10 @@ class TerminalService:
                                markers, self.settings.pty_grace_s)
         await self.executor.prepare_log(term, "it was not started")
         spec = ProcessSpec(argv=argv, env=env, cwd=cwd)
-        await term.start_tty(lambda: live.sandbox.spawn_tty(spec, cols, rows), cols=cols,
-                             rows=rows, echo=req.mode != "agent")
+        # Agent mode: echo off, so the transcript holds output, not a copy of the input.
+        await term.start_tty(lambda: live.sandbox.spawn_tty(spec, cols, rows,
+                                                            echo=req.mode != "agent"),
+                             cols=cols, rows=rows)
         return term
 
     async def _exec(self, live: LiveSession, req: TerminalOpen) -> Attachment:
