@@ -19,6 +19,7 @@ from chaser.core.logs import LogJanitor
 from chaser.core.output import OutputLog
 from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.sessions import SessionService
+from chaser.core.transfers import FileTransfers
 from chaser.core.telemetry import LiveCollector, Telemetry
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
@@ -49,6 +50,7 @@ class Chaser:
         self.sessions.images = Images(images)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
         self.files = FileService(self.executor)
+        self.transfers = FileTransfers(self.sessions, store)
         self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self.telemetry = Telemetry()
         self.telemetry.watch(LiveCollector(

@@ -27,6 +27,8 @@ from pathlib import Path
 log = logging.getLogger("chaser.runtime")
 
 SOURCE = Path(__file__).with_name("agent.c")
+# Sources agent.c includes: part of what a build is named by.
+INCLUDED = (Path(__file__).with_name("agent_files.c"),)
 LAUNCH_SOURCE = Path(__file__).with_name("launch.c")
 # No -Werror here: a newer compiler's new warning must not silently cost a server its
 # static agent (the test suite builds with -Werror, where a warning is a finding).
@@ -72,6 +74,8 @@ def _build(out_dir: Path, source: Path, prefix: str, what: str,
     and renamed into place, so a crash or a concurrent start never leaves a partial
     binary under the final name."""
     code = source.read_bytes()
+    if source == SOURCE:
+        code += b"".join(b"\0" + path.read_bytes() for path in INCLUDED)
     digest = hashlib.sha256(code + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:16]
     target = out_dir / f"{prefix}{digest}"
     if not target.is_file():

@@ -27,6 +27,7 @@ from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
 from chaser.server.routes import (
     commands,
+    files,
     health,
     images,
     keys,
@@ -65,9 +66,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
-                       streamed=("/v1/images/import",))
+                       streamed=("/v1/images/import",), streamed_re=files.STREAMED_PATHS)
     for module in (health, metrics, sessions, commands, keys, usage, workspaces, images):
         app.include_router(module.router)
+    for router in files.routers:
+        app.include_router(router)
     app.include_router(mcp.router)
     return app
 

@@ -26,13 +26,14 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.Unprocessable: 422,
     errors.BadGateway: 502,
     errors.OverLimit: 429,
+    errors.RangeNotSatisfiable: 416,
     errors.StorageFull: 507,
     errors.Unavailable: 503,
 }
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-              415: "unsupported_media_type", 422: "invalid_request", 429: "over_limit", 502: "bad_gateway",
+              415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_request", 429: "over_limit", 502: "bad_gateway",
               503: "no_capacity", 507: "storage_full"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,14 +15,19 @@ class BodyTooLarge(Exception):
 class BodyLimitMiddleware:
     """Checks Content-Length up front and counts streamed bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = (),
+                 streamed_re: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # Routes that stream their body to disk and enforce their own limit (uploads).
         self.streamed = streamed
+        self.streamed_re = streamed_re
+
+    def _streamed(self, path: str) -> bool:
+        return path in self.streamed or bool(self.streamed_re and self.streamed_re.match(path))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.streamed:
+        if scope["type"] != "http" or self._streamed(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
