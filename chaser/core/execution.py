@@ -125,7 +125,7 @@ class Executor:
         spec = self.process_spec(req, live.env, cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
-                        stdin_text=req.stdin, timeout_ms=timeout)
+                        stdin_text=req.stdin_bytes(), timeout_ms=timeout)
         live.commands[state.id] = cmd
         # Recorded while it runs (a short command is done by the time the row is), and
         # answered for only once recorded: a command nobody can look up must not go on.
@@ -240,7 +240,7 @@ class Executor:
                     if cmd.abandoned:  # its request left while it waited: start nothing
                         return
                     await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
-                                    stdin_pipe=False, stdin_text=req.stdin,
+                                    stdin_pipe=False, stdin_text=req.stdin_bytes(),
                                     timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
                 await cmd.run()
             finally:
@@ -372,8 +372,15 @@ class Executor:
 
     async def stdin(self, tenant: str, session_id: str, command_id: str, req: StdinRequest) -> StdinResult:
         cmd = await self._running(tenant, session_id, command_id)
-        n = cmd.write_stdin((req.input or "").encode(), eof=req.eof)
+        n = cmd.write_stdin(req.data(), eof=req.eof)
         return StdinResult(bytes=n)
+
+    async def stdin_stream(self, tenant: str, session_id: str, command_id: str,
+                           chunks: AsyncIterator[bytes], eof: bool) -> StdinResult:
+        """Stream bytes of any length to the command's stdin, as fast as it reads them
+        (the request body is read no faster), then close it when `eof`."""
+        cmd = await self._running(tenant, session_id, command_id)
+        return StdinResult(bytes=await cmd.feed_stdin(chunks, eof))
 
     async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
         signum = parse_signal(sig)

@@ -21,7 +21,7 @@ from chaser.core.quotas import host_memory_mb, kernel_pid_max
 from chaser.runtime.bwrap import BwrapRuntime
 from chaser.runtime.cgroups import ResourceLimits
 from chaser.runtime.uids import allocate as allocate_uids
-from chaser.server import errors
+from chaser.server import bodies, errors
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
@@ -66,7 +66,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
-                       streamed=("/v1/images/import",), streamed_re=files.STREAMED_PATHS)
+                       streamed=("/v1/images/import",), streamed_also=bodies.streamed)
     for module in (health, metrics, sessions, commands, keys, usage, workspaces, images):
         app.include_router(module.router)
     for router in files.routers:

@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
+from chaser.server.bodies import OCTET, is_raw, json_body, raw_body
 from chaser.server.deps import Caller, Core
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/commands", tags=["commands"])
 
 KEEPALIVE_S = 15
+STDIN_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": StdinRequest.model_json_schema()},
+    OCTET: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 @router.get("", response_model=CommandList)
@@ -57,10 +61,16 @@ async def stream_command(session_id: str, command_id: str, core: Core, caller: C
                                                                   "X-Accel-Buffering": "no"})
 
 
-@router.post("/{command_id}/stdin", response_model=StdinResult)
-async def send_stdin(session_id: str, command_id: str, req: StdinRequest, core: Core,
-                     caller: Caller) -> StdinResult:
-    """Write to the command's stdin; `eof: true` closes it."""
+@router.post("/{command_id}/stdin", response_model=StdinResult, openapi_extra=STDIN_BODY)
+async def send_stdin(session_id: str, command_id: str, core: Core, caller: Caller,
+                     request: Request, eof: bool = False) -> StdinResult:
+    """Write to the command's stdin: JSON `{"input"}` (text) or `{"data_b64"}` (bytes),
+    `"eof": true` to close; or a raw `application/octet-stream` body of any length,
+    streamed at the command's pace, closed afterwards with `?eof=true`."""
+    if is_raw(request):
+        return await core.executor.stdin_stream(caller.tenant, session_id, command_id,
+                                                raw_body(request), eof)
+    req = await json_body(request, StdinRequest)
     return await core.executor.stdin(caller.tenant, session_id, command_id, req)
 
 

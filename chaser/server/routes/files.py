@@ -13,23 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.requests import ClientDisconnect
 
 from chaser.core.transfers import Target
-from chaser.errors import BadRequest, RangeNotSatisfiable
+from chaser.errors import RangeNotSatisfiable
 from chaser.file_models import ArchiveWritten, FileList, FileWritten
+from chaser.server.bodies import OCTET, raw_body
 from chaser.server.deps import Caller, Core
-
-# What the body-size limit does not apply to: these stream to the sandbox's disk, whose
-# size is their limit.
-STREAMED_PATHS = re.compile(r"^/v1/(sessions|workspaces)/[^/]+/(files|archive)$")
 
 PathQuery = Annotated[str, Query(description="Absolute in the sandbox, or relative to "
                                              "/workspace", max_length=8192)]
 ModeQuery = Annotated[str | None, Query(description="Octal permission bits, e.g. 644",
                                         pattern="^[0-7]{3,4}$")]
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-OCTET = "application/octet-stream"
 
 
 def _range(header: str | None) -> tuple[int, int] | None:
@@ -46,17 +41,6 @@ def _range(header: str | None) -> tuple[int, int] | None:
     if end != -1 and end < start:
         return None
     return start, end
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client gone mid-upload is an error, so the
-    upload is discarded, never completed."""
-    try:
-        async for chunk in request.stream():
-            if chunk:
-                yield chunk
-    except ClientDisconnect:
-        raise BadRequest("the upload was cut off", "upload_cut_off") from None
 
 
 def _size_hint(request: Request) -> int:
@@ -100,7 +84,7 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
     async def write_file(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
                          request: Request, mode: ModeQuery = None) -> FileWritten:
         """Write the raw body to `path` (parents made); replaced only once complete."""
-        return await core.transfers.write(caller.tenant, target, path, _body(request), mode,
+        return await core.transfers.write(caller.tenant, target, path, raw_body(request), mode,
                                           _size_hint(request))
 
     @router.delete("/files", status_code=204, response_class=Response)
@@ -143,7 +127,7 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
     async def put_archive(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
                           request: Request) -> ArchiveWritten:
         """Extract an (uncompressed) tar stream below the directory `path`."""
-        return await core.transfers.extract(caller.tenant, target, path, _body(request))
+        return await core.transfers.extract(caller.tenant, target, path, raw_body(request))
 
 
 def _session(session_id: str) -> Target:
