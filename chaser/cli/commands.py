@@ -119,15 +119,16 @@ def stdin(
     app: AppContext, session_id: str, command_id: str, text: str | None, newline: bool,
     eof: bool, as_json: bool,
 ) -> None:
-    """Send TEXT (or local stdin, with -) to a command's stdin."""
+    """Send TEXT (or local stdin, byte for byte and streamed, with -) to a command's stdin."""
     if text is None and not eof:
         raise click.UsageError("give TEXT (or - to read local stdin) and/or --eof")
-    if text == "-":
-        text = sys.stdin.read()
-    if text is not None and newline:
-        text += "\n"
     handle = app.client().commands.handle(session_id, command_id)
-    result = handle.send_stdin(text, eof=eof) if text is not None else handle.close_stdin()
+    if text == "-":
+        result = handle.stream_stdin(sys.stdin.buffer, eof=eof)
+    elif text is not None:
+        result = handle.send_stdin(text + "\n" if newline else text, eof=eof)
+    else:
+        result = handle.close_stdin()
     if as_json:
         print_json(result)
 

@@ -129,7 +129,7 @@ class AsyncClient:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         timeout_ms: int | None = None,
-        stdin: str | None = None,
+        stdin: str | bytes | None = None,
         *,
         shell: Shell | None = None,
         max_output_bytes: int | None = None,

@@ -56,6 +56,10 @@ def request_kwargs(call: Call[Any], default_timeout: float | None) -> dict[str, 
     kwargs: dict[str, Any] = {"params": call.params or None}
     if call.json is not None:
         kwargs["json"] = call.json
+    if call.content is not None:
+        kwargs["content"] = call.content
+    if call.headers:
+        kwargs["headers"] = call.headers
     t = request_timeout(call, default_timeout)
     if t is not None:
         kwargs["timeout"] = t
