@@ -180,3 +180,27 @@ async def test_kill_forms_and_errors(tenant: Tenant, session_id: str) -> None:
     error(await tenant.client.post(f"{base}/{cid}/kill"), 409, "command_finished")
     error(await tenant.client.post(f"{base}/cmd_nope/kill"), 404, "not_found")
 
+
+
+async def test_stdin_takes_bytes(tenant: Tenant, session_id: str) -> None:
+    cid = await start(tenant, session_id, "od -An -tx1")
+    url = f"/v1/sessions/{session_id}/commands/{cid}/stdin"
+    r = await tenant.client.post(url, json={"data_b64": base64.b64encode(b"x\xff").decode()})
+    assert r.json() == {"ok": True, "bytes": 2}
+    r = await tenant.client.post(url, content=b"\x00y", params={"eof": "true"},
+                                 headers={"Content-Type": "application/octet-stream"})
+    assert r.json() == {"ok": True, "bytes": 2}
+    done = await finished(tenant, session_id, cid)
+    assert str(done["output"]).split() == ["78", "ff", "00", "79"]
+    error(await tenant.client.post(url, content=b"late",
+                                   headers={"Content-Type": "application/octet-stream"}),
+          409, "command_finished")
+    error(await tenant.client.post(url, json={"data_b64": "%%%"}), 422, "invalid_request")
+    error(await tenant.client.post(url, json={"data_b64": "eA==", "input": "x"}), 422,
+          "invalid_request")
+    error(await tenant.client.post(url, content=b"{nope"), 400, "invalid_json")
+    r = await tenant.client.post(f"/v1/sessions/{session_id}/exec", json={
+        "command": "od -An -tx1", "stdin_b64": base64.b64encode(b"\xfe\x00").decode()})
+    assert r.json()["output"].split() == ["fe", "00"]
+    error(await tenant.client.post(f"/v1/sessions/{session_id}/exec", json={
+        "command": "cat", "stdin_b64": "eA==", "stdin": "x"}), 422, "invalid_request")
