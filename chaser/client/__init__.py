@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from chaser.file_models import ArchiveWritten, FileEntry, FileWritten
 from chaser.models import (
     ApiKey,
     BackgroundStarted,
@@ -28,6 +29,7 @@ from chaser.models import (
 )
 
 from ._async_client import AsyncClient, AsyncCommands, AsyncImages, AsyncKeys, AsyncSessions
+from ._async_files import AsyncFiles
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
 from ._client import Client, Commands, Images, Keys, Sessions
 from ._config import DEFAULT_API_URL, Config, default_config_path, resolve_config
@@ -46,6 +48,7 @@ from ._errors import (
     TimeoutError,
     ValidationError,
 )
+from ._files import Files
 from ._handles import CommandHandle, SessionHandle
 from ._http import VERSION, output_bytes
 from ._stream import AsyncCommandStream, CommandStream, StreamEvent
@@ -55,6 +58,11 @@ __version__ = VERSION
 __all__ = [
     "DEFAULT_API_URL",
     "APIError",
+    "ArchiveWritten",
+    "AsyncFiles",
+    "FileEntry",
+    "FileWritten",
+    "Files",
     "ApiKey",
     "AsyncClient",
     "AsyncCommandHandle",

@@ -30,6 +30,7 @@ from chaser.models import (
 from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
+from ._async_files import AsyncFiles
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
 from ._http import (
     DEFAULT_RETRIES,
@@ -245,6 +246,10 @@ class AsyncWorkspaces:
     async def delete(self, name: str, *, force: bool = False) -> Workspace:
         """Delete a workspace and its files; `force` stops a session running on it."""
         return await self._client._call(_api.workspace_delete(name, force))
+
+    def files(self, name: str) -> AsyncFiles:
+        """The workspace's files, whether or not a session runs on it."""
+        return AsyncFiles(self._client, f"/v1/workspaces/{_api._seg(name)}")
 
 
 _PULL_TIMEOUT = httpx.Timeout(10.0, read=_api.IMAGE_PULL_WAIT_S)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal, overload
 from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, StdinResult
 
 from . import _api
+from ._async_files import AsyncFiles
 from ._chunks import AsyncStdinSource, achunked
 from ._stream import DEFAULT_STREAM_RETRIES, AsyncCommandStream
 
@@ -162,6 +163,11 @@ class AsyncSessionHandle:
     @property
     def workspace(self) -> str | None:
         return self._info.workspace
+
+    @property
+    def files(self) -> AsyncFiles:
+        """The session's files: read, write, list, upload_dir, download_dir, ..."""
+        return AsyncFiles(self._client, _api.session_path(self.id))
 
     @property
     def image(self) -> str:

@@ -29,6 +29,7 @@ from chaser.models import (
 from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
+from ._files import Files
 from ._handles import CommandHandle, SessionHandle
 from ._http import (
     DEFAULT_RETRIES,
@@ -243,6 +244,11 @@ class Workspaces:
     def delete(self, name: str, *, force: bool = False) -> Workspace:
         """Delete a workspace and its files; `force` stops a session running on it."""
         return self._client._call(_api.workspace_delete(name, force))
+
+    def files(self, name: str) -> Files:
+        """The workspace's files, whether or not a session runs on it (the server
+        starts one when needed)."""
+        return Files(self._client, f"/v1/workspaces/{_api._seg(name)}")
 
 
 _PULL_TIMEOUT = httpx.Timeout(10.0, read=_api.IMAGE_PULL_WAIT_S)

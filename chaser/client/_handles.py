@@ -8,6 +8,7 @@ from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, St
 
 from . import _api
 from ._chunks import StdinSource, chunked
+from ._files import Files
 from ._stream import DEFAULT_STREAM_RETRIES, CommandStream
 
 if TYPE_CHECKING:
@@ -156,6 +157,11 @@ class SessionHandle:
     @property
     def workspace(self) -> str | None:
         return self._info.workspace
+
+    @property
+    def files(self) -> Files:
+        """The session's files: read, write, list, upload_dir, download_dir, ..."""
+        return Files(self._client, _api.session_path(self.id))
 
     @property
     def image(self) -> str:
