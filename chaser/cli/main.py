@@ -13,6 +13,7 @@ from chaser.client import ChaserError, Client, __version__
 
 from ._app import AppContext, ChaserGroup, fail, print_json, print_table
 from .commands import commands
+from .cp import cp
 from .keys import keys
 from .run import exec_command, shell
 from .sessions import sessions
@@ -165,6 +166,7 @@ cli.add_command(commands)
 cli.add_command(keys)
 cli.add_command(workspaces)
 cli.add_command(images)
+cli.add_command(cp)
 
 
 def main() -> None:
