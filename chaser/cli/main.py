@@ -12,7 +12,7 @@ import click
 from chaser.client import ChaserError, Client, __version__
 
 from ._app import AppContext, ChaserGroup, fail, print_json, print_table
-from .commands import commands
+from .commands import commands, wait
 from .cp import cp
 from .keys import keys
 from .run import exec_command, shell
@@ -167,6 +167,7 @@ cli.add_command(keys)
 cli.add_command(workspaces)
 cli.add_command(images)
 cli.add_command(cp)
+cli.add_command(wait)
 
 
 def main() -> None:

@@ -199,6 +199,11 @@ def command_stdin_stream(session_id: str, command_id: str, content: Any,
                 content=content, headers={"Content-Type": "application/octet-stream"})
 
 
+def command_by_id(command_id: str) -> Call[Command]:
+    return Call("GET", f"/v1/commands/{_seg(command_id)}", Command.model_validate,
+                params={"limit": 0})
+
+
 def command_kill(session_id: str, command_id: str, signal: str | int) -> Call[Command]:
     return Call("POST", f"{command_path(session_id, command_id)}/kill", Command.model_validate,
                 json={"signal": signal})

@@ -204,6 +204,11 @@ class AsyncCommands:
         """A handle on a command without fetching it first."""
         return AsyncCommandHandle(self._client, session_id, command_id)
 
+    async def by_id(self, command_id: str) -> AsyncCommandHandle:
+        """A command by its id alone (`GET /v1/commands/{id}`), in whatever session."""
+        info = await self._client._call(_api.command_by_id(command_id))
+        return AsyncCommandHandle(self._client, info.session_id, command_id, info=info)
+
 
 class AsyncKeys:
     """`client.keys`: manage API keys (admin keys only)."""

@@ -202,6 +202,11 @@ class Commands:
         """A handle on a command without fetching it first."""
         return CommandHandle(self._client, session_id, command_id)
 
+    def by_id(self, command_id: str) -> CommandHandle:
+        """A command by its id alone (`GET /v1/commands/{id}`), in whatever session."""
+        info = self._client._call(_api.command_by_id(command_id))
+        return CommandHandle(self._client, info.session_id, command_id, info=info)
+
 
 class Keys:
     """`client.keys`: manage API keys (admin keys only)."""

@@ -84,6 +84,9 @@ def parse_response(call: Call[T], response: httpx.Response, config: Config) -> T
 def api_error(response: httpx.Response, config: Config) -> APIError:
     """The typed error for a failed answer, with a hint when no key was configured."""
     err = error_from_response(response)
+    if response.status_code == 404 and config.api_url.endswith("/v1"):
+        err.message += (f" (hint: the API URL {config.api_url!r} ends in /v1; give the "
+                        "server's root, as http://127.0.0.1:8080: the SDK adds /v1 itself)")
     if isinstance(err, AuthenticationError) and not config.api_key:
         err.message = (
             f"no API key configured: set {ENV_KEY}, pass --api-key / api_key=, or put "

@@ -309,6 +309,16 @@ class Executor:
             out.append(_command(cmd.state.row() if cmd else row))
         return out
 
+    async def session_of(self, tenant: str, command_id: str) -> str:
+        """The session of a tenant's command, by the command's id alone."""
+        for live in self.sessions.live.values():
+            if live.tenant == tenant and command_id in live.commands:
+                return live.id
+        session_id = await self.store.command_session(tenant, command_id)
+        if session_id is None:
+            raise NotFound(f"command {command_id} not found")
+        return session_id
+
     async def get_command(self, tenant: str, session_id: str, command_id: str,
                           offset: int = 0, limit: int = 1024 * 1024) -> Command:
         row, cmd = await self._find(tenant, session_id, command_id)

@@ -26,6 +26,7 @@ from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
 from chaser.server.routes import (
+    command_ids,
     commands,
     files,
     health,
@@ -69,7 +70,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
                        streamed=("/v1/images/import",), streamed_also=bodies.streamed)
     for module in (health, metrics, sessions, commands, keys, usage, workspaces, images):
         app.include_router(module.router)
-    for router in files.routers:
+    for router in (*files.routers, command_ids.router):
         app.include_router(router)
     app.include_router(mcp.router)
     return app
