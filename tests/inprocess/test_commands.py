@@ -204,3 +204,13 @@ async def test_stdin_takes_bytes(tenant: Tenant, session_id: str) -> None:
     assert r.json()["output"].split() == ["fe", "00"]
     error(await tenant.client.post(f"/v1/sessions/{session_id}/exec", json={
         "command": "cat", "stdin_b64": "eA==", "stdin": "x"}), 422, "invalid_request")
+
+
+async def test_a_command_by_id_alone(tenant: Tenant, other: Tenant, session_id: str) -> None:
+    cid = await start(tenant, session_id, "echo found")
+    await finished(tenant, session_id, cid)
+    r = await tenant.client.get(f"/v1/commands/{cid}")
+    assert r.status_code == 200 and r.json()["session_id"] == session_id
+    assert r.json()["output"] == "found\n"
+    error(await other.client.get(f"/v1/commands/{cid}"), 404, "not_found")
+    error(await tenant.client.get("/v1/commands/cmd_nope"), 404, "not_found")
