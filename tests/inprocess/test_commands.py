@@ -214,3 +214,15 @@ async def test_a_command_by_id_alone(tenant: Tenant, other: Tenant, session_id: 
     assert r.json()["output"] == "found\n"
     error(await other.client.get(f"/v1/commands/{cid}"), 404, "not_found")
     error(await tenant.client.get("/v1/commands/cmd_nope"), 404, "not_found")
+
+
+async def test_a_reconnect_after_the_exit_event_is_204(tenant: Tenant, session_id: str) -> None:
+    cid = await start(tenant, session_id, "echo bye")
+    await finished(tenant, session_id, cid)
+    url = f"/v1/sessions/{session_id}/commands/{cid}/stream"
+    events = parse_sse((await tenant.client.get(url)).text)
+    assert events[-1].event == "exit" and events[-1].id == "exit"
+    again = await tenant.client.get(url, headers={"Last-Event-ID": "exit"})
+    assert again.status_code == 204 and again.content == b""
+    replay = await tenant.client.get(url, headers={"Last-Event-ID": "0"})
+    assert parse_sse(replay.text)[-1].event == "exit"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
@@ -15,6 +15,7 @@ from chaser.server.deps import Caller, Core
 router = APIRouter(prefix="/v1/sessions/{session_id}/commands", tags=["commands"])
 
 KEEPALIVE_S = 15
+EXIT_ID = "exit"  # the exit event's id: a reconnect after it is told 204, nothing more
 STDIN_BODY = {"requestBody": {"content": {
     "application/json": {"schema": StdinRequest.model_json_schema()},
     OCTET: {"schema": {"type": "string", "format": "binary"}}}}}
@@ -35,16 +36,22 @@ async def get_command(session_id: str, command_id: str, core: Core, caller: Call
 
 
 @router.get("/{command_id}/stream", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}},
+                       204: {"description": "The exit event was delivered already"}})
 async def stream_command(session_id: str, command_id: str, core: Core, caller: Caller,
                          from_: Annotated[int, Query(alias="from", ge=0)] = 0,
                          interval_ms: Annotated[int, Query(ge=0, le=60_000)] = 0,
-                         last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+                         last_event_id: Annotated[str | None, Header()] = None) -> Response:
     """Output as Server-Sent Events from `from` (or Last-Event-ID), then `exit`.
 
     Output is pushed as soon as it is read; `interval_ms` is accepted as the bound on
-    coalescing, which is never longer than one read.
+    coalescing, which is never longer than one read. The `exit` event's id is `exit`: a
+    client reconnecting after it (as EventSource does) gets 204, the SSE way to stop.
     """
+    if last_event_id and last_event_id.strip() == EXIT_ID:
+        done = await core.executor.get_command(caller.tenant, session_id, command_id, 0, 0)
+        if done.status != "running":
+            return Response(status_code=204)
     if last_event_id and last_event_id.strip().isdigit() and len(last_event_id.strip()) <= 20:
         from_ = int(last_event_id.strip())
     events = await core.executor.events(caller.tenant, session_id, command_id, from_)
@@ -52,7 +59,7 @@ async def stream_command(session_id: str, command_id: str, core: Core, caller: C
     async def sse() -> AsyncIterator[ServerSentEvent]:
         async for ev in events:
             if isinstance(ev, ExitEvent):
-                yield ServerSentEvent(event="exit", data=ev.model_dump_json())
+                yield ServerSentEvent(event="exit", id=EXIT_ID, data=ev.model_dump_json())
                 return
             yield ServerSentEvent(event="output", id=str(ev.end),
                                   data=ev.model_dump_json(exclude_none=True))
