@@ -48,16 +48,18 @@ class ChunkReader:
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0  # tarfile reads 512 bytes at a time: never copy the rest each time
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
+        while n < 0 or len(self._buf) - self._pos < n:
             chunk = next(self._chunks, b"")
             if not chunk:
                 break
-            self._buf += chunk
-        if n < 0:
-            n = len(self._buf)
-        out, self._buf = self._buf[:n], self._buf[n:]
+            self._buf = self._buf[self._pos:] + chunk
+            self._pos = 0
+        end = len(self._buf) if n < 0 else min(len(self._buf), self._pos + n)
+        out = self._buf[self._pos:end]
+        self._pos = end
         return out
 
 

@@ -82,6 +82,29 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
+/* Tar output is many small pieces (headers, padding, small files): gathered here and
+ * written in large blocks, which the server forwards as large chunks. */
+static char *obuf;
+static size_t olen;
+
+static void out_flush(void)
+{
+	write_all(1, obuf, olen);
+	olen = 0;
+}
+
+static void out_put(const char *p, size_t n)
+{
+	if (olen + n > FILES_BUF)
+		out_flush();
+	if (n >= FILES_BUF) {
+		write_all(1, p, n);
+		return;
+	}
+	memcpy(obuf + olen, p, n);
+	olen += n;
+}
+
 /* Up to n bytes from fd; fewer only at its end. */
 static size_t read_full(int fd, char *p, size_t n)
 {
@@ -407,8 +430,8 @@ static void tar_header(char type, const char *name, const char *link, mode_t mod
 				size_t len = strlen(longs[i]) + 1, pad = (TAR_BLOCK - len % TAR_BLOCK) % TAR_BLOCK;
 				char zero[TAR_BLOCK] = {0};
 				tar_header(i ? 'K' : 'L', "././@LongLink", "", 0644, len, 0);
-				write_all(1, longs[i], len);
-				write_all(1, zero, pad);
+				out_put(longs[i], len);
+				out_put(zero, pad);
 			}
 	}
 	memset(h, 0, sizeof h);
@@ -425,7 +448,29 @@ static void tar_header(char type, const char *name, const char *link, mode_t mod
 	for (i = 0; i < TAR_BLOCK; i++)
 		sum += (unsigned char)h[i];
 	snprintf(h + 148, 8, "%06o", sum);
-	write_all(1, h, TAR_BLOCK);
+	out_put(h, TAR_BLOCK);
+}
+
+/* A file's bytes into the tar: small ones through the buffer, large ones straight
+ * (sendfile) after it; what a shrinking file lacks is zeros. */
+static void pack_data(int fd, long long size, char *buf)
+{
+	if (size >= FILES_BUF / 4) {
+		out_flush();
+		copy_out(fd, 1, size, buf);
+		return;
+	}
+	while (size > 0) {
+		ssize_t k = read(fd, buf, (size_t)size);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			memset(buf, 0, (size_t)size);
+			k = (ssize_t)size;
+		}
+		out_put(buf, (size_t)k);
+		size -= k;
+	}
 }
 
 static void pack_entry(int dirfd, const char *name, char *rel, size_t rlen, char *buf, int depth)
@@ -443,8 +488,8 @@ static void pack_entry(int dirfd, const char *name, char *rel, size_t rlen, char
 			return; /* unreadable or swapped meanwhile: left out, as tar warns and goes on */
 		}
 		tar_header('0', rel, "", st.st_mode, (unsigned long long)st.st_size, st.st_mtim.tv_sec);
-		copy_out(fd, 1, (long long)st.st_size, buf);
-		write_all(1, zero, (TAR_BLOCK - (size_t)st.st_size % TAR_BLOCK) % TAR_BLOCK);
+		pack_data(fd, (long long)st.st_size, buf);
+		out_put(zero, (TAR_BLOCK - (size_t)st.st_size % TAR_BLOCK) % TAR_BLOCK);
 		close(fd);
 	} else if (S_ISLNK(st.st_mode)) {
 		ssize_t n = readlinkat(dirfd, name, target, sizeof target - 1);
@@ -499,9 +544,11 @@ static int files_pack(const char *path)
 	if (!*base || !strcmp(base, ".")) /* "/" or ".": the directory's contents, as "." */
 		base = ".";
 	snprintf(rel, sizeof rel, "%s", base);
+	obuf = xrealloc(NULL, FILES_BUF);
 	/* The named path itself is followed (docker cp does); nothing below it is. */
 	pack_entry(AT_FDCWD, copy, rel, strlen(rel), buf, 0);
-	write_all(1, zero, sizeof zero);
+	out_put(zero, sizeof zero);
+	out_flush();
 	return 0;
 }
 
