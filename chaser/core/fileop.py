@@ -64,6 +64,7 @@ class FileOp:
                  out_transport: asyncio.BaseTransport, stdin: asyncio.StreamWriter | None,
                  stderr: int) -> None:
         self.process = process
+        self.killed = False  # ended by a signal (memory limit, a stopped session)
         self.stdout = stdout
         self._out = out_transport
         self.stdin = stdin
@@ -125,16 +126,17 @@ class FileOp:
         finally:
             await self.abort()
 
-    async def read_all(self, max_bytes: int) -> bytes:
-        """All of stdout, up to `max_bytes` (more fails the request), then the end."""
+    async def read_all(self, max_bytes: int) -> tuple[bytes, bool]:
+        """All of stdout up to `max_bytes`, and whether there was more (the operation is
+        then ended: a directory of a million entries is not read to its end)."""
         data = bytearray()
         while chunk := await self.stdout.read(READ_BYTES):
             data += chunk
             if len(data) > max_bytes:
                 await self.abort()
-                raise Conflict(f"the answer is larger than {max_bytes} bytes", "too_large")
+                return bytes(data[:max_bytes]), True
         await self.finish()
-        return bytes(data)
+        return bytes(data), False
 
     async def feed(self, body: AsyncIterator[bytes]) -> None:
         """Pump `body` into stdin with the pipe's backpressure, then close it. A body
@@ -160,6 +162,11 @@ class FileOp:
         err = self._take_stderr()
         if status.code == 0:
             return
+        if status.signal is not None:
+            self.killed = True
+            raise StorageFull("the file operation was killed: a sandbox without a workspace "
+                              "disk keeps /workspace and /tmp in memory, and its memory limit "
+                              "was reached (or the session was stopped)", "no_space")
         code, _, message = err.removeprefix("chaser-files: ").partition(": ")
         if err.startswith("chaser-files: ") and code in _ERRORS:
             raise _ERRORS[code](message[:500] or code, code)
@@ -176,6 +183,7 @@ class FileOp:
             try:
                 await asyncio.wait_for(self.process.wait(), TERM_GRACE_S)
             except TimeoutError:
+                self.killed = True  # no chance to clean up after itself
                 self.process.signal(signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.process.wait(), TERM_GRACE_S)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from chaser.core.fileop import FileOp
 from chaser.core.sessions import LiveSession, SessionService
-from chaser.errors import BadRequest, NotFound, OverLimit
+from chaser.errors import BadRequest, NotFound, OverLimit, StorageFull
 from chaser.file_models import ArchiveWritten, FileEntry, FileList, FileType, FileWritten
 from chaser.models import check_workspace_name
 from chaser.store.base import Store
@@ -100,10 +100,11 @@ class FileTransfers:
 
     @contextlib.asynccontextmanager
     async def _op(self, tenant: str, target: Target, op: str, *args: str, stdin: bool = False,
-                  create: bool = False) -> AsyncIterator[FileOp]:
+                  create: bool = False, size_hint: int = 0) -> AsyncIterator[FileOp]:
         """A file operation in the target's sandbox; the session counts as busy (never
         idled out) while it runs."""
         live = await self._live(tenant, target, create)
+        _check_fits_memory(live, size_hint)
         if self._ops.get(live.id, 0) >= MAX_OPS_PER_SESSION:
             raise OverLimit(f"{MAX_OPS_PER_SESSION} file operations are already running in "
                             f"session {live.id}; retry when one ends", "too_many_file_ops",
@@ -158,11 +159,26 @@ class FileTransfers:
         """Write `body` to `path` (parents made); under its name only once complete."""
         path, mode = check_path(path), check_mode(mode)
         async with self._op(tenant, target, "write", path, mode, str(max(0, size_hint)),
-                            stdin=True, create=True) as op:
-            await op.feed(body)
-            size = await op.header()
-            await op.finish()
+                            stdin=True, create=True, size_hint=size_hint) as op:
+            try:
+                await op.feed(body)
+                size = await op.header()
+                await op.finish()
+            except BaseException:
+                if op.killed:
+                    await self._discard(tenant, target, path, op.process.pid)
+                raise
         return FileWritten(path=shown(path), size=int(size))
+
+    async def _discard(self, tenant: str, target: Target, path: str, pid: int | None) -> None:
+        """Remove what a killed upload left under its temporary name (it removes it
+        itself when it can: SIGTERM or a failure)."""
+        head, base = posixpath.split(path)
+        short = base.encode()[:200].decode(errors="ignore")
+        with contextlib.suppress(Exception):
+            async with self._op(tenant, target, "delete",
+                                posixpath.join(head, f".{short}.chaser-upload-{pid}"), "0") as op:
+                await op.finish()
 
     async def extract(self, tenant: str, target: Target, path: str,
                       body: AsyncIterator[bytes]) -> ArchiveWritten:
@@ -194,7 +210,7 @@ class FileTransfers:
         """A directory's entries (a file lists itself), sorted by name."""
         path = check_path(path)
         async with self._op(tenant, target, "list", path) as op:
-            data = await op.read_all(MAX_LIST_BYTES)
+            data, more = await op.read_all(MAX_LIST_BYTES)
         fields = data.split(b"\0")
         entries = []
         base = shown(path)
@@ -207,7 +223,18 @@ class FileTransfers:
             entries[0].path = base  # a file listed itself
         entries.sort(key=lambda e: e.name)
         return FileList(path=base, entries=entries[:MAX_LIST_ENTRIES],
-                        truncated=len(entries) > MAX_LIST_ENTRIES)
+                        truncated=more or len(entries) > MAX_LIST_ENTRIES)
+
+
+def _check_fits_memory(live: LiveSession, size: int) -> None:
+    """Without a workspace disk, /workspace and /tmp are memory that the sandbox's
+    memory limit holds (past it, the kernel's OOM killer ends the sandbox): an upload of
+    a known size that cannot fit is refused before it starts."""
+    limit_mb = (live.row.get("limits") or {}).get("memory_mb")
+    if live.row.get("workspace") is None and limit_mb and size > limit_mb * 1024 * 1024:
+        raise StorageFull(f"{size} bytes do not fit in session {live.id}: without a workspace "
+                          f"its files are memory, bounded by its {limit_mb} MiB limit (use a "
+                          "workspace, or a larger memory_mb)", "no_space")
 
 
 def _entry(head: bytes, name: bytes, target: bytes, base: str) -> FileEntry | None:

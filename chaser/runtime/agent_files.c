@@ -299,7 +299,8 @@ static int files_write(char *path, const char *mode_s, long long hint)
 
 static void list_entry(int dirfd, const char *name, const char *shown)
 {
-	char head[128], target[PATH_MAX];
+	char head[128];
+	static char target[PATH_MAX];
 	struct stat st;
 	char t = 'o';
 	ssize_t tl = 0;
@@ -476,7 +477,7 @@ static void pack_data(int fd, long long size, char *buf)
 static void pack_entry(int dirfd, const char *name, char *rel, size_t rlen, char *buf, int depth)
 {
 	struct stat st;
-	char target[PATH_MAX];
+	static char target[PATH_MAX]; /* not kept across the recursion: a deep tree's stack stays small */
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return; /* gone meanwhile */
 	if (S_ISREG(st.st_mode)) {

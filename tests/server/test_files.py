@@ -255,3 +255,26 @@ def test_stopped_and_unknown_sessions(tenant: Tenant, session_id: str) -> None:
     assert r.status_code == 409 and r.json()["error"]["code"] == "session_stopped"
     assert httpx.codes.is_error(c.put(files(session_id), params={"path": "x"},
                                       content=b"x").status_code)
+
+
+def test_uploads_past_a_memory_backed_sandbox_are_507(tenant: Tenant) -> None:
+    """No workspace disk: /workspace is memory, held by the sandbox's memory limit."""
+    c = tenant.client
+    sid = c.post("/v1/sessions", json={"limits": {"memory_mb": 64}}).json()["id"]
+    r = c.put(files(sid), params={"path": "big"}, content=b"\1" * (100 * 1024 * 1024))
+    assert r.status_code == 507 and r.json()["error"]["code"] == "no_space", r.text
+    assert "memory" in r.json()["error"]["message"]
+    assert c.get(files(sid) + "/list", params={"path": "."}).json()["entries"] == []
+
+    def chunked() -> Iterator[bytes]:  # no length: found out by the kernel's limit
+        for _ in range(200):
+            yield b"\1" * (1024 * 1024)
+    r = c.put(files(sid), params={"path": "big"}, content=chunked(), timeout=120)
+    assert r.status_code == 507 and r.json()["error"]["code"] == "no_space", r.text
+
+
+def test_huge_directories_list_truncated(tenant: Tenant, session_id: str) -> None:
+    run(tenant, session_id, "mkdir many && cd many && seq -w 12000 | xargs touch")
+    listing = tenant.client.get(files(session_id) + "/list", params={"path": "many"}).json()
+    assert listing["truncated"] and len(listing["entries"]) == 10_000
+    assert listing["entries"][0]["name"] == "00001"
