@@ -38,6 +38,7 @@ READ_BYTES = 256 * 1024
 STREAM_LIMIT = 1024 * 1024  # what a reader buffers before the pipe waits for the client
 MAX_ERROR_BYTES = 2048
 TERM_GRACE_S = 2.0
+UPLOAD_IDLE_S = 120.0  # an upload silent this long holds a slot for nothing: dropped
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 _ERRORS: dict[str, type[ServiceError]] = {
@@ -143,8 +144,16 @@ class FileOp:
         that fails (a client gone mid-upload) aborts the operation: stdin is never
         closed first, so it never mistakes a cut-off upload for a complete one."""
         assert self.stdin is not None
+        chunks = aiter(body)
         try:
-            async for chunk in body:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(chunks), UPLOAD_IDLE_S)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise BadRequest(f"the upload sent nothing for {UPLOAD_IDLE_S:.0f} s and "
+                                     "was dropped", "upload_cut_off") from None
                 if self.stdin.is_closing():
                     break
                 self.stdin.write(chunk)

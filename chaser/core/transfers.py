@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from chaser.core.fileop import FileOp
 from chaser.core.sessions import LiveSession, SessionService
-from chaser.errors import BadRequest, NotFound, OverLimit, StorageFull
+from chaser.errors import BadRequest, Conflict, NotFound, OverLimit, ServiceError, StorageFull
 from chaser.file_models import ArchiveWritten, FileEntry, FileList, FileType, FileWritten
 from chaser.models import check_workspace_name
 from chaser.store.base import Store
@@ -114,6 +114,12 @@ class FileTransfers:
         live.touch()
         try:
             yield await FileOp.start(live.sandbox, op, *args, stdin=stdin)
+        except ServiceError as e:
+            # What failed was the session (a 507 of a killed upload keeps its own words)
+            if (not live.sandbox.alive or live.stopping) and not isinstance(e, StorageFull):
+                raise Conflict(f"session {live.id} was stopped during the file operation",
+                               "session_stopped") from None
+            raise
         finally:
             live.starting -= 1
             live.touch()
