@@ -35,9 +35,10 @@ def _check_b64(value: str | None) -> str | None:
 
 
 class _Strict(BaseModel):
-    """Requests reject unknown fields so typos never pass silently."""
+    """Requests reject unknown fields so typos never pass silently, and take JSON types
+    as they are: `"background": 0` or `"timeout_ms": "5"` are 422, never coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _utf8(value: str) -> str:

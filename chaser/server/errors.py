@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chaser import errors
 from chaser.server.disconnect import ClientGone
 from chaser.server.limits import BodyTooLarge
+from chaser.server.openapi import api_routes
 
 log = logging.getLogger("chaser.server")
 
@@ -66,6 +67,15 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str, list[dic
     return "invalid_request", summary or "invalid request", details
 
 
+def _allowed(request: Request) -> str:
+    """The methods some route of the app takes at this request's path."""
+    methods: set[str] = set()
+    for route in api_routes(request.app.routes):
+        if route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
 
@@ -81,12 +91,15 @@ def install(app: FastAPI) -> None:
                               **({"details": details} if details else {}))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps body-read failures in a 400
             return error_response(413, "payload_too_large", "request body is too large")
         code = HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, code, message)
+        response = error_response(exc.status_code, code, message)
+        if exc.status_code == 405:  # says what is allowed: every route of that path's methods
+            response.headers["Allow"] = _allowed(request)
+        return response
 
     @app.exception_handler(ClientGone)
     async def client_gone(_: Request, exc: ClientGone) -> Response:
