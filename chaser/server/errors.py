@@ -69,11 +69,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str, list[dic
 
 def _allowed(request: Request) -> str:
     """The methods some route of the app takes at this request's path."""
-    methods: set[str] = set()
+    exact: set[str] = set()
+    templated: set[str] = set()
     for route in api_routes(request.app.routes):
         if route.path_regex.match(request.url.path):
-            methods |= route.methods or set()
-    return ", ".join(sorted(methods))
+            # a literal path (/v1/images/import) is that resource, not a {name} one
+            (templated if "{" in route.path else exact).update(route.methods or ())
+    return ", ".join(sorted(exact or templated))
 
 
 def install(app: FastAPI) -> None:

@@ -63,7 +63,7 @@ def statuses(path: str, method: str) -> set[int]:
     """The error statuses an operation can answer (a superset is safe: it must never
     answer one that is not listed)."""
     if not path.startswith("/v1/"):
-        return {500}
+        return {401, 500} if path == "/metrics" else {500}
     out = {400, 401, 403, 405, 422, 429, 500, 503}
     if "{" in path:
         out |= {404, 409}
@@ -75,6 +75,8 @@ def statuses(path: str, method: str) -> set[int]:
         out.add(416)
     if path in ("/v1/exec", "/v1/mcp"):
         out |= {404, 409, 507}
+    if method == "post":  # may start a sandbox on an image it pulls first
+        out.add(502)
     return out
 
 
@@ -122,7 +124,7 @@ def _specifics(paths: dict[str, Any]) -> None:
             "description": "Server-Sent Events: `event: output` (id: the offset just past "
                            "the chunk; data: OutputEvent), then `event: exit` (id: exit; "
                            "data: ExitEvent); `: ping` comments every 15 s while idle",
-            "content": {"text/event-stream": {"schema": {"oneOf": [
+            "content": {"text/event-stream": {"schema": {"anyOf": [
                 {"$ref": "#/components/schemas/OutputEvent"},
                 {"$ref": "#/components/schemas/ExitEvent"}]}}}}
 
