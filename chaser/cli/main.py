@@ -81,7 +81,8 @@ def server(host: str, port: int, data_dir: Path | None, sets: tuple[str, ...],
     try:
         from chaser.server.run import serve
     except ImportError as e:
-        fail(f"the server is not available in this installation ({e})")
+        fail(f"the server is not installed here ({e}); install it with "
+             "pip install 'chaser[server]' (scripts/install.sh does)")
     serve(host=host, port=port, data_dir=data_dir, sets=sets,
           registry_mirrors=list(mirrors) or None, insecure_registries=list(insecure) or None,
           registry_auth_file=registry_auth)
