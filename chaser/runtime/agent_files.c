@@ -753,13 +753,94 @@ static void unpack_other(int root, char type, char *rel, const char *link, mode_
 	close(dir);
 }
 
+struct member {
+	char name[PATH_MAX + 2], link[PATH_MAX], type;
+	unsigned long long size;
+	mode_t mode;
+	long long mtime;
+};
+
+/* A header block: 0 at the end of the archive (two zero blocks, or its end at a
+ * header's boundary), else 1 with `h` checked. */
+static int header_block(char h[TAR_BLOCK])
+{
+	unsigned sum = 0, i;
+	for (;;) {
+		size_t got = read_full(0, h, TAR_BLOCK);
+		if (got == 0)
+			return 0;
+		if (got != TAR_BLOCK)
+			files_die("bad_archive", "the archive ends inside a header (not a tar?)", 0);
+		for (i = 0; i < TAR_BLOCK && !h[i]; i++)
+			;
+		if (i < TAR_BLOCK)
+			break;
+		if (read_full(0, h, TAR_BLOCK) == 0)
+			return 0;
+		for (i = 0; i < TAR_BLOCK && !h[i]; i++)
+			;
+		if (i == TAR_BLOCK)
+			return 0; /* two zero blocks: the end */
+		break;
+	}
+	for (i = 0; i < TAR_BLOCK; i++)
+		sum += (i >= 148 && i < 156) ? ' ' : (unsigned char)h[i];
+	if (sum != tar_num(h + 148, 8))
+		files_die("bad_archive", "a header with a bad checksum (not a tar, or "
+			  "compressed: upload the uncompressed tar)", 0);
+	return 1;
+}
+
+static void take_name(char *out, size_t cap, const char *text)
+{
+	if (strlen(text) >= PATH_MAX)
+		files_die("invalid_path", "a name in the archive is too long", 0);
+	snprintf(out, cap, "%s", text);
+}
+
+/* The next member, its GNU long names and pax records applied; 0 at the end. */
+static int next_member(struct member *m)
+{
+	char h[TAR_BLOCK], *long_name = NULL, *long_link = NULL, *pax_t = NULL,
+	     *pax_path = NULL, *pax_link = NULL;
+	long long pax_size = -1;
+	while (header_block(h)) {
+		char *t;
+		m->type = h[156];
+		m->size = tar_num(h + 124, 12);
+		if (m->type == 'L' || m->type == 'K' || m->type == 'x' || m->type == 'g') {
+			t = member_text(m->size);
+			if (m->type == 'L') { free(long_name); long_name = t; }
+			else if (m->type == 'K') { free(long_link); long_link = t; }
+			else if (m->type == 'x') { free(pax_t); pax_t = t; pax(t, m->size, &pax_path, &pax_link, &pax_size); }
+			else free(t); /* pax globals: nothing of ours */
+			continue;
+		}
+		if (h[345] && memcmp(h + 257, "ustar\0", 6) == 0) /* the ustar prefix field */
+			snprintf(m->name, sizeof m->name, "%.155s/%.100s", h + 345, h);
+		else
+			snprintf(m->name, sizeof m->name, "%.100s", h);
+		snprintf(m->link, sizeof m->link, "%.100s", h + 157);
+		if (long_name) take_name(m->name, sizeof m->name, long_name);
+		if (pax_path) take_name(m->name, sizeof m->name, pax_path);
+		if (long_link) take_name(m->link, sizeof m->link, long_link);
+		if (pax_link) take_name(m->link, sizeof m->link, pax_link);
+		if (pax_size >= 0) m->size = (unsigned long long)pax_size;
+		m->mode = (mode_t)tar_num(h + 100, 8);
+		m->mtime = (long long)tar_num(h + 136, 12);
+		free(long_name); free(long_link); free(pax_t);
+		return 1;
+	}
+	free(long_name); free(long_link); free(pax_t);
+	return 0;
+}
+
 static int files_unpack(char *path)
 {
-	char h[TAR_BLOCK], head[64], *buf = xrealloc(NULL, FILES_BUF);
-	char *long_name = NULL, *long_link = NULL, *pax_t = NULL, *pax_path = NULL,
-	     *pax_link = NULL;
-	long long pax_size = -1, files = 0, bytes = 0;
-	int root, zeros = 0;
+	char head[64], *buf = xrealloc(NULL, FILES_BUF);
+	static struct member m;
+	long long files = 0, bytes = 0;
+	int root;
 	size_t n = strlen(path);
 	if (n + 2 >= PATH_MAX)
 		files_die("invalid_path", "too long", 0);
@@ -768,73 +849,22 @@ static int files_unpack(char *path)
 	make_parents(path, 0755);
 	if ((root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		files_fail(path, errno);
-	for (;;) {
-		char name[PATH_MAX + 2], link[PATH_MAX], type;
-		unsigned long long size;
-		unsigned sum = 0, i;
-		size_t got = read_full(0, h, TAR_BLOCK);
-		if (got == 0 && zeros == 0 && files == 0)
-			break; /* an empty upload: nothing to do */
-		if (got != TAR_BLOCK)
-			files_die("bad_archive", "the archive ends inside a header (not a tar?)", 0);
-		for (i = 0; i < TAR_BLOCK && !h[i]; i++)
-			;
-		if (i == TAR_BLOCK) {
-			if (++zeros == 2)
-				break;
-			continue;
+	while (next_member(&m)) {
+		char *rel = member_name(m.name, "a name with '..' in the archive");
+		int regular = m.type == '0' || m.type == '\0' || m.type == '7';
+		if (!*rel || !strcmp(rel, ".") || !strcmp(rel, "./")) {
+			skip_data(regular ? m.size : 0, buf);
+			continue; /* the destination itself */
 		}
-		zeros = 0;
-		for (i = 0; i < TAR_BLOCK; i++)
-			sum += (i >= 148 && i < 156) ? ' ' : (unsigned char)h[i];
-		if (sum != tar_num(h + 148, 8))
-			files_die("bad_archive", "a header with a bad checksum (not a tar, or "
-				  "compressed: upload the uncompressed tar)", 0);
-		type = h[156];
-		size = tar_num(h + 124, 12);
-		if (type == 'L' || type == 'K' || type == 'x') {
-			char *t = member_text(size);
-			if (type == 'L') { free(long_name); long_name = t; }
-			else if (type == 'K') { free(long_link); long_link = t; }
-			else { free(pax_t); pax_t = t; pax(t, size, &pax_path, &pax_link, &pax_size); }
-			continue;
-		}
-		if (type == 'g') { free(member_text(size)); continue; }
-		if (h[345] && memcmp(h + 257, "ustar\0", 6) == 0) /* the ustar prefix field */
-			snprintf(name, sizeof name, "%.155s/%.100s", h + 345, h);
+		if (regular)
+			bytes += unpack_file(root, rel, m.mode, (long long)m.size, m.mtime, buf);
+		else if (m.type == '5' || m.type == '2' || m.type == '1')
+			unpack_other(root, m.type, rel, m.link, m.mode);
+		else if (m.type == '3' || m.type == '4' || m.type == '6')
+			files_die("bad_archive", "device nodes and fifos cannot be uploaded", 0);
 		else
-			snprintf(name, sizeof name, "%.100s", h);
-		if ((long_name && strlen(long_name) >= PATH_MAX) || (pax_path && strlen(pax_path) >= PATH_MAX)
-		    || (long_link && strlen(long_link) >= PATH_MAX)
-		    || (pax_link && strlen(pax_link) >= PATH_MAX))
-			files_die("invalid_path", "a name in the archive is too long", 0);
-		if (long_name) snprintf(name, sizeof name, "%s", long_name);
-		if (pax_path) snprintf(name, sizeof name, "%s", pax_path);
-		snprintf(link, sizeof link, "%.100s", h + 157);
-		if (long_link) snprintf(link, sizeof link, "%s", long_link);
-		if (pax_link) snprintf(link, sizeof link, "%s", pax_link);
-		if (pax_size >= 0) size = (unsigned long long)pax_size;
-		free(long_name); free(long_link); free(pax_t);
-		long_name = long_link = pax_t = pax_path = pax_link = NULL;
-		pax_size = -1;
-		{
-			char *rel = member_name(name, "a name with '..' in the archive");
-			mode_t mode = (mode_t)tar_num(h + 100, 8);
-			if (!*rel || !strcmp(rel, ".") || !strcmp(rel, "./")) {
-				skip_data(type == '0' || type == '\0' || type == '7' ? size : 0, buf);
-				continue; /* the destination itself */
-			}
-			if (type == '0' || type == '\0' || type == '7')
-				bytes += unpack_file(root, rel, mode, (long long)size,
-						     (long long)tar_num(h + 136, 12), buf);
-			else if (type == '5' || type == '2' || type == '1')
-				unpack_other(root, type, rel, link, mode);
-			else if (type == '3' || type == '4' || type == '6')
-				files_die("bad_archive", "device nodes and fifos cannot be uploaded", 0);
-			else
-				skip_data(size, buf); /* vendor records tar itself skips */
-			files++;
-		}
+			skip_data(m.size, buf); /* vendor records tar itself skips */
+		files++;
 	}
 	snprintf(head, sizeof head, "%lld %lld\n", files, bytes);
 	write_all(1, head, strlen(head));
