@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -67,12 +67,15 @@ class Target:
 
 @dataclass(frozen=True)
 class Download:
-    """Bytes on their way out: the file's size, the range sent and the stream."""
+    """Bytes on their way out: the file's size (-1 for an archive), the range sent, the
+    stream, and `close`, which ends the operation whether or not the stream was ever
+    read (a client gone before the first byte must not leave it running)."""
 
     size: int
     start: int
     length: int
     chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
 
 
 class FileTransfers:
@@ -143,9 +146,10 @@ class FileTransfers:
             if isinstance(e, ValueError):
                 raise BadRequest("the file operation answered nonsense") from None
             raise
-        return Download(size, first, length, _closing(op.chunks(), cm))
+        close = _closer(op, cm)
+        return Download(size, first, length, _closing(op.chunks(), close), close)
 
-    async def archive(self, tenant: str, target: Target, path: str) -> AsyncIterator[bytes]:
+    async def archive(self, tenant: str, target: Target, path: str) -> Download:
         """A tar of `path` (a directory's whole tree, or one file), streamed."""
         cm = self._op(tenant, target, "pack", check_path(path))
         op = await cm.__aenter__()
@@ -158,7 +162,8 @@ class FileTransfers:
             await op.abort()
             await cm.__aexit__(type(e), e, e.__traceback__)
             raise
-        return _closing(op.chunks(first), cm)
+        close = _closer(op, cm)
+        return Download(-1, 0, -1, _closing(op.chunks(first), close), close)
 
     async def write(self, tenant: str, target: Target, path: str, body: AsyncIterator[bytes],
                     mode: str | None = None, size_hint: int = 0) -> FileWritten:
@@ -257,12 +262,26 @@ def _entry(head: bytes, name: bytes, target: bytes, base: str) -> FileEntry | No
         return None
 
 
+def _closer(op: FileOp, cm: contextlib.AbstractAsyncContextManager[FileOp]
+            ) -> Callable[[], Awaitable[None]]:
+    """End the operation and leave its context, once, however the download ends."""
+    done = False
+
+    async def close() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await op.abort()
+            await cm.__aexit__(None, None, None)
+    return close
+
+
 async def _closing(chunks: AsyncIterator[bytes],
-                   cm: contextlib.AbstractAsyncContextManager[FileOp]) -> AsyncIterator[bytes]:
-    """`chunks`, then the operation's context left however the stream ends."""
+                   close: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """`chunks`, then the operation closed however the stream ends."""
     try:
         async for chunk in chunks:
             yield chunk
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
-        await cm.__aexit__(None, None, None)
+        await close()

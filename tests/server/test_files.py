@@ -297,3 +297,24 @@ def test_a_session_stopped_mid_download_ends_it_cleanly(tenant: Tenant, session_
     assert got < 300_000_000
     r = c.get(url, params={"path": "/tmp/big"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "session_stopped"
+
+
+def test_downloads_abandoned_before_a_byte_leave_nothing_running(
+        server: ServerProcess, tenant: Tenant, session_id: str) -> None:
+    c, url = tenant.client, files(session_id)
+    run(tenant, session_id, "head -c 50000000 /dev/zero > /tmp/z")
+    for route in ("files", "archive"):
+        for _ in range(20):  # more than the 16 operations a sandbox may run at once
+            with socket.create_connection(("127.0.0.1", server.port)) as s:
+                s.sendall((f"GET /v1/sessions/{session_id}/{route}?path=/tmp/z HTTP/1.1\r\n"
+                           f"Host: x\r\nAuthorization: Bearer {tenant.key}\r\n\r\n").encode())
+    deadline = time.monotonic() + 30
+    while True:  # every slot comes back once the abandoned operations have ended
+        r = c.get(url, params={"path": "/tmp/z"}, headers={"Range": "bytes=0-9"})
+        if r.status_code == 206 or time.monotonic() > deadline:
+            break
+        assert r.status_code == 429, r.text
+        time.sleep(0.3)
+    assert r.status_code == 206 and r.content == b"\0" * 10
+    left = run(tenant, session_id, "ps -eo args | grep -c '^/.chaser/agent files' || true")
+    assert left.strip() == "0", left

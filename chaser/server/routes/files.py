@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from chaser.core.transfers import Target
+from chaser.core.transfers import Download, Target
 from chaser.errors import RangeNotSatisfiable
 from chaser.file_models import ArchiveWritten, FileList, FileWritten
 from chaser.server.bodies import OCTET, raw_body
@@ -43,6 +44,21 @@ def _range(header: str | None) -> tuple[int, int] | None:
     return start, end
 
 
+class _Streamed(StreamingResponse):
+    """A download whose operation is ended however the response ends, even when the
+    client left before its first byte was read (the stream then never starts)."""
+
+    def __init__(self, got: Download, **kwargs: Any) -> None:
+        super().__init__(got.chunks, **kwargs)
+        self._close = got.close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
+
+
 def _size_hint(request: Request) -> int:
     value = request.headers.get("content-length", "")
     return int(value) if value.isdigit() else 0
@@ -69,13 +85,13 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         got = await core.transfers.read(caller.tenant, target, path, start, end)
         headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length)}
         if asked is None:
-            return StreamingResponse(got.chunks, media_type=OCTET, headers=headers)
+            return _Streamed(got, media_type=OCTET, headers=headers)
         if got.length == 0 and (asked[0] >= 0 and asked[0] >= got.size):
-            await got.chunks.aclose()  # type: ignore[attr-defined]
+            await got.close()
             raise RangeNotSatisfiable(f"the file has {got.size} bytes; range {asked} is past "
                                       "its end")
         headers["Content-Range"] = f"bytes {got.start}-{got.start + got.length - 1}/{got.size}"
-        return StreamingResponse(got.chunks, status_code=206, media_type=OCTET, headers=headers)
+        return _Streamed(got, status_code=206, media_type=OCTET, headers=headers)
 
     @router.put("/files", response_model=FileWritten,
                 openapi_extra={"requestBody": {"content": {OCTET: {"schema": {
@@ -117,8 +133,8 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
                           caller: Caller) -> Response:
         """A tar stream of `path` (entries named from its last component), as
         `docker cp` and Docker's archive API make it."""
-        chunks = await core.transfers.archive(caller.tenant, target, path)
-        return StreamingResponse(chunks, media_type="application/x-tar")
+        got = await core.transfers.archive(caller.tenant, target, path)
+        return _Streamed(got, media_type="application/x-tar")
 
     @router.put("/archive", response_model=ArchiveWritten,
                 openapi_extra={"requestBody": {"content": {"application/x-tar": {"schema": {
