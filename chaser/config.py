@@ -100,6 +100,18 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     warm_pool: int = field(default=2, metadata=_env(
         "started sandboxes kept ready for ephemeral runs (each used once)", lo=0, hi=64))
+    # Terminals (docs/pty.md).
+    pty_grace_s: int = field(default=300, metadata=_env(
+        "how long a terminal nobody is attached to keeps running before its whole process "
+        "tree is ended", lo=0, hi=7 * 24 * 3600))
+    pty_scrollback_bytes: int = field(default=256 * 1024, metadata=_env(
+        "what a reattaching client is sent of a terminal's past output (its log keeps "
+        "more, readable by offset)", lo=1024, hi=64 * 1024 * 1024))
+    pty_allowed_origins: list[str] = field(default_factory=list, metadata=_env(
+        "origins (scheme://host[:port]) whose pages may open terminals; a WebSocket "
+        "upgrade with another Origin header is refused (403); the server's own origin "
+        "is always allowed, and clients that send no Origin (non-browsers) are not "
+        "checked (comma-separated)", form="list"))
     # Images (docs/images.md).
     image_cache_mb: int | None = field(default=None, metadata=_env(
         "what pulled images may take on disk together; least recently used unused ones "

@@ -200,6 +200,8 @@ class Command(BaseModel):
 
     id: str
     session_id: str
+    kind: Literal["command", "pty"] = Field(
+        default="command", description="`pty`: a terminal (docs/pty.md); its id is the `pty_id`")
     command: str
     cwd: str
     pid: int | None = None
@@ -216,6 +218,14 @@ class Command(BaseModel):
     output_size: int = 0
     output_start: int = 0
     next_offset: int = 0
+
+
+class PtyTicket(BaseModel):
+    """A single-use ticket that opens one terminal on a session (docs/pty.md)."""
+
+    ticket: str
+    expires_in_s: int
+    url: str = Field(description="the WebSocket path with the ticket in its query")
 
 
 class CommandList(BaseModel):

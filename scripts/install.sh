@@ -31,6 +31,8 @@ case " $* " in
   *" --dev "*)  # the image tests: a real registry on loopback, and a libc-free busybox
     command -v docker-registry >/dev/null || need+=(docker-registry)
     [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
+    command -v less >/dev/null || need+=(less)  # the terminal tests' full-screen program
+    command -v tmux >/dev/null || need+=(tmux)  # `chaser shell` under a real terminal
     ;;
 esac
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import posixpath
 import shutil
 import signal
+import struct
 import tempfile
+import termios
 from collections import Counter
 from pathlib import Path
 
@@ -49,9 +52,10 @@ AGENT_FILES = ["/.chaser/agent", "files"]
 class FakeProcess:
     """A host subprocess leading its own session (its pid is the host's)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, master: int = -1) -> None:
         self.proc = proc
         self.pid: int | None = proc.pid
+        self.master = master  # a tty spawn's terminal, else -1
         self.then_close: FakeSandbox | None = None  # a one-shot run's sandbox ends with it
         self._signalled = False
 
@@ -72,6 +76,11 @@ class FakeProcess:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signum)
+
+
+def _take_terminal() -> None:
+    """In a tty spawn's child (a new session's leader): stdin is its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 class SetupFailed:
@@ -127,7 +136,7 @@ class FakeSandbox:
                   else v for v in env.values())
         return dict(zip(env, mapped))
 
-    async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> FakeProcess:
+    async def spawn(self, spec: ProcessSpec, io: ProcessIO, tty: bool = False) -> FakeProcess:
         """Start `spec` as a host process in the mapped cwd (the fds become the child's)."""
         try:
             if not self.alive:
@@ -141,7 +150,8 @@ class FakeSandbox:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL,
                     stdout=io.stdout, stderr=io.stderr, env=self._env(spec.env), cwd=cwd,
-                    start_new_session=True, umask=0o022)
+                    start_new_session=True, umask=0o022,
+                    preexec_fn=_take_terminal if tty else None)
             except OSError as e:
                 raise SandboxFailed(f"cannot start the command: {e}", "spawn_failed") from e
         finally:
@@ -150,6 +160,21 @@ class FakeSandbox:
                     os.close(fd)
         self._groups.add(proc.pid)
         return FakeProcess(proc)
+
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> FakeProcess:
+        """Start `spec` on a new host terminal (a host pty: the fake isolates nothing)."""
+        master, slave = os.openpty()
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        try:
+            proc = await self.spawn(spec, ProcessIO(stdout=os.dup(slave), stderr=os.dup(slave),
+                                                    stdin=os.dup(slave)), tty=True)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        proc.master = master
+        return proc
 
     async def close(self) -> None:
         """SIGKILL every process group started here (orphans of ended commands too)."""

@@ -12,6 +12,7 @@ import click
 from chaser.client import ChaserError, Client, __version__
 
 from ._app import AppContext, ChaserGroup, fail, print_json, print_table
+from .attach import attach
 from .commands import commands, wait
 from .cp import cp
 from .keys import keys
@@ -161,6 +162,7 @@ def usage(app: AppContext, as_json: bool) -> None:
 
 
 cli.add_command(shell)
+cli.add_command(attach)
 cli.add_command(exec_command)
 cli.add_command(sessions)
 cli.add_command(commands)

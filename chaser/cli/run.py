@@ -96,28 +96,44 @@ def _timeout_ms(timeout: float | None) -> int | None:
 
 @click.command(epilog="""\b
 Examples:
+  chaser shell                              # an interactive shell (Ctrl-] detaches)
+  chaser shell --agent                      # the terminal agents get (docs/pty.md)
   chaser shell -c "python3 -c 'print(42)'"
   chaser shell -w my-project -c "npm test"
   chaser shell --ephemeral --image node:20-bookworm -c "node -v"
   echo hello | chaser shell -c "tr a-z A-Z"
 
-Without --workspace/--session/--ephemeral the command runs in the session of the
-workspace named "default" (started on first use), so files persist between runs.
-Output streams live (stdout to stdout, stderr to stderr); the exit code is the
+Without --workspace/--session/--ephemeral it runs in the session of the workspace
+named "default" (started on first use), so files persist between runs.
+
+Without -c: a login shell on a real terminal in the sandbox, your terminal in raw mode
+(restored on exit), window size changes forwarded. The exit code is the remote shell's.
+Ctrl-] detaches and leaves it running: `chaser attach ID` goes back to it.
+
+With -c: output streams live (stdout to stdout, stderr to stderr); the exit code is the
 command's own (128+N if killed by signal N, 124 on --timeout). Ctrl-C sends SIGINT to
 the remote command; a second Ctrl-C kills it and exits. Piped stdin is forwarded.""")
-@click.option("-c", "command", metavar="CMD", help="The command to run (required for now).")
+@click.option("-c", "command", metavar="CMD",
+              help="Run this command (no terminal) instead of an interactive shell.")
+@click.option("--agent", is_flag=True,
+              help="Interactive: agent mode (no colours, no pager, plain prompt).")
 @with_target_options
 @pass_app
 def shell(
-    app: AppContext, command: str | None, workspace: str | None, session_id: str | None,
-    ephemeral: bool, image: str | None, cwd: str | None, env: tuple[str, ...],
-    timeout: float | None, use_bash: bool,
+    app: AppContext, command: str | None, agent: bool, workspace: str | None,
+    session_id: str | None, ephemeral: bool, image: str | None, cwd: str | None,
+    env: tuple[str, ...], timeout: float | None, use_bash: bool,
 ) -> None:
-    """Run a command in a sandbox, streaming its output live."""
-    if command is None:
-        raise click.UsageError("interactive shells are not available yet: use -c CMD")
+    """Open a shell in a sandbox, or run a command there with its output live."""
     _one_target(workspace, session_id, ephemeral)
+    if command is None:
+        if env or timeout is not None:
+            raise click.UsageError("-e and --timeout go with -c (a command), not with an "
+                                   "interactive shell")
+        raise SystemExit(_interactive(app, agent, workspace, session_id, ephemeral, image,
+                                      cwd, _shell(use_bash)))
+    if agent:
+        raise click.UsageError("--agent is for interactive shells (without -c)")
     env_vars = parse_env(env)
     client = app.client()
     with spinner("Starting sandbox…"):
@@ -135,6 +151,35 @@ def shell(
             with contextlib.suppress(ChaserError):
                 session.delete()
     raise SystemExit(code)
+
+
+def _interactive(
+    app: AppContext, agent: bool, workspace: str | None, session_id: str | None,
+    ephemeral: bool, image: str | None, cwd: str | None, shell_name: Shell | None,
+) -> int:
+    from .terminal import Target, run_terminal
+
+    client = app.client()
+    with spinner("Starting sandbox…"):
+        if session_id is not None:
+            session = client.sessions.get(session_id)
+        elif ephemeral:
+            session = client.sessions.create(image=image)
+        else:
+            session = workspace_session(client, workspace or DEFAULT_WORKSPACE, image)
+    target = Target(session.id, "agent" if agent else "human", shell=shell_name, cwd=cwd)
+    outcome = None
+    try:
+        outcome = run_terminal(app, target)
+    finally:
+        if ephemeral and outcome is not None and outcome.kind != "exit":
+            click.echo(f"chaser: the ephemeral session {session.id} is kept for the "
+                       f"terminal; delete it with: chaser sessions delete {session.id}",
+                       err=True)
+        elif ephemeral:
+            with contextlib.suppress(ChaserError):
+                session.delete()
+    return outcome.code
 
 
 def _run_and_follow(

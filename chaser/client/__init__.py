@@ -51,6 +51,18 @@ from ._errors import (
 from ._files import Files
 from ._handles import CommandHandle, SessionHandle
 from ._http import VERSION, output_bytes
+from ._pty import AsyncPty, Pty
+from ._pty_protocol import (
+    PtyCommandEnd,
+    PtyCommandStart,
+    PtyErrorFrame,
+    PtyEvent,
+    PtyExit,
+    PtyHello,
+    PtyMode,
+    PtyOutput,
+    PtyResult,
+)
 from ._stream import AsyncCommandStream, CommandStream, StreamEvent
 
 __version__ = VERSION
@@ -70,6 +82,7 @@ __all__ = [
     "AsyncCommands",
     "AsyncImages",
     "AsyncKeys",
+    "AsyncPty",
     "AsyncSessionHandle",
     "AsyncSessions",
     "AuthenticationError",
@@ -94,6 +107,16 @@ __all__ = [
     "OutputEvent",
     "PermissionDeniedError",
     "PruneResult",
+    "Pty",
+    "PtyCommandEnd",
+    "PtyCommandStart",
+    "PtyErrorFrame",
+    "PtyEvent",
+    "PtyExit",
+    "PtyHello",
+    "PtyMode",
+    "PtyOutput",
+    "PtyResult",
     "RateLimitError",
     "ServerError",
     "ServerUnavailable",

@@ -9,10 +9,12 @@ from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, St
 from . import _api
 from ._async_files import AsyncFiles
 from ._chunks import AsyncStdinSource, achunked
+from ._pty_protocol import PtyMode
 from ._stream import DEFAULT_STREAM_RETRIES, AsyncCommandStream
 
 if TYPE_CHECKING:
     from ._async_client import AsyncClient
+    from ._pty import AsyncPty
 
 PAGE_BYTES = 1024 * 1024
 
@@ -233,6 +235,15 @@ class AsyncSessionHandle:
     async def get_command(self, command_id: str) -> AsyncCommandHandle:
         """Fetch one command of this session as a handle."""
         return await self._client.commands.get(self.id, command_id)
+
+    async def pty(
+        self, mode: PtyMode = "human", cols: int | None = None, rows: int | None = None,
+        pty_id: str | None = None, view: bool = False, command: str | None = None, *,
+        shell: Shell | None = None, cwd: str | None = None, from_offset: int | None = None,
+    ) -> AsyncPty:
+        """Open a terminal in this session (see `AsyncClient.pty`)."""
+        return await self._client.pty(self.id, mode, cols, rows, pty_id, view, command,
+                                      shell=shell, cwd=cwd, from_offset=from_offset)
 
     async def delete(self) -> Session:
         """Stop the session and kill every process in it."""

@@ -31,6 +31,9 @@ from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
 from ._files import Files
 from ._handles import CommandHandle, SessionHandle
+from ._pty import Pty
+from ._pty_connect import connect_pty
+from ._pty_protocol import PtyMode, pty_params
 from ._http import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -144,6 +147,22 @@ class Client:
             env=env, timeout_ms=timeout_ms, stdin=stdin, shell=shell,
             max_output_bytes=max_output_bytes,
         ))
+
+    def pty(
+        self, session_id: str, mode: PtyMode = "human", cols: int | None = None, rows: int | None = None,
+        pty_id: str | None = None, view: bool = False, command: str | None = None, *,
+        shell: Shell | None = None, cwd: str | None = None, from_offset: int | None = None,
+    ) -> Pty:
+        """Open a terminal in a session over the PTY WebSocket (docs/pty.md).
+
+        `mode`: `human` (a login shell), `agent` (a shell for programs, with `run()`) or
+        `exec` (`command` without a terminal). `cols` and `rows` default to the
+        server's (80x24; agent mode 200x50, so tools wrap less). `pty_id` reattaches to a terminal made
+        earlier (`from_offset` replays from that output offset); `view` attaches
+        read-only. A refused upgrade raises the typed error (`NotFoundError`...).
+        """
+        return connect_pty(self.config, session_id, pty_params(
+            mode, cols, rows, pty_id, view, command, shell, cwd, from_offset))
 
 
 class Sessions:

@@ -9,10 +9,12 @@ from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, St
 from . import _api
 from ._chunks import StdinSource, chunked
 from ._files import Files
+from ._pty_protocol import PtyMode
 from ._stream import DEFAULT_STREAM_RETRIES, CommandStream
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._pty import Pty
 
 PAGE_BYTES = 1024 * 1024
 
@@ -227,6 +229,15 @@ class SessionHandle:
     def get_command(self, command_id: str) -> CommandHandle:
         """Fetch one command of this session as a handle."""
         return self._client.commands.get(self.id, command_id)
+
+    def pty(
+        self, mode: PtyMode = "human", cols: int | None = None, rows: int | None = None,
+        pty_id: str | None = None, view: bool = False, command: str | None = None, *,
+        shell: Shell | None = None, cwd: str | None = None, from_offset: int | None = None,
+    ) -> Pty:
+        """Open a terminal in this session (see `Client.pty`)."""
+        return self._client.pty(self.id, mode, cols, rows, pty_id, view, command,
+                                shell=shell, cwd=cwd, from_offset=from_offset)
 
     def delete(self) -> Session:
         """Stop the session and kill every process in it."""

@@ -125,6 +125,7 @@ class CommandState:
     started_at: str = field(default_factory=now_iso)
     pid: int | None = None
     status: str = "running"
+    kind: str = "command"  # or "pty": a terminal
     exit_code: int | None = None
     signal: str | None = None
     end_reason: str | None = None

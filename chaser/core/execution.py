@@ -12,7 +12,7 @@ import contextlib
 import errno
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from chaser.config import Settings
@@ -90,6 +90,13 @@ class Executor:
 
     async def start_in_session(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
         """Start a command in a running session and record it."""
+        return await self.launch(live, lambda: self._begin(live, req),
+                                 foreground=not req.background)
+
+    async def launch(self, live: LiveSession, begin: Callable[[], Awaitable[RunningCommand]],
+                     *, foreground: bool) -> RunningCommand:
+        """Start what `begin` starts (a command, a terminal) as one of the session's
+        commands: counted against its limits, recorded, run to its end and stored."""
         if len(live.running_commands()) + live.starting >= self.settings.max_running_commands_per_session:
             raise OverLimit("too many commands are running in this session", "too_many_commands")
         grant = self.sessions.ledger.admit(live.tenant, commands=1)
@@ -97,35 +104,44 @@ class Executor:
         # Started to its end whatever becomes of the request: cancelled half-way, a
         # process could be up with no record, no reaper and no charge. A foreground
         # command whose request left meanwhile is ended once it is recorded.
-        return await self.tasks.carry(self._start_charged(live, req, grant),
-                                      orphaned=None if req.background else RunningCommand.abandon)
+        return await self.tasks.carry(self._start_charged(live, begin, grant),
+                                      orphaned=RunningCommand.abandon if foreground else None)
 
-    async def _start_charged(self, live: LiveSession, req: SessionExecRequest,
+    async def _start_charged(self, live: LiveSession, begin: Callable[[], Awaitable[RunningCommand]],
                              grant: Grant) -> RunningCommand:
         try:
-            return await self._start_in_session(live, req, grant)
+            live.touch()
+            return await self._track(live, await begin(), grant)
         except BaseException:
             grant.release()
             raise
         finally:
             live.starting -= 1
 
-    async def _start_in_session(self, live: LiveSession, req: SessionExecRequest,
-                                grant: Grant) -> RunningCommand:
-        live.touch()
+    async def _begin(self, live: LiveSession, req: SessionExecRequest) -> RunningCommand:
         cwd = req.cwd or str(live.row["cwd"])
         state = CommandState(id=new_id("cmd"), session_id=live.id, tenant=live.tenant,
                              command=req.command, cwd=cwd, background=req.background)
-        cmd = RunningCommand(state, self._new_log(live.id, state.id))
+        cmd = RunningCommand(state, self.new_log(live.id, state.id))
         if req.background:
-            try:
-                await asyncio.to_thread(cmd.output.prepare)
-            except OSError as e:
-                raise _unrecordable(e, "it was not started") from None
+            await self.prepare_log(cmd, "it was not started")
         spec = self.process_spec(req, live.env, cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
                         stdin_text=req.stdin_bytes(), timeout_ms=timeout)
+        return cmd
+
+    @staticmethod
+    async def prepare_log(cmd: RunningCommand, then: str) -> None:
+        """Make a command's log on disk before it starts (off the event loop)."""
+        try:
+            await asyncio.to_thread(cmd.output.prepare)
+        except OSError as e:
+            raise _unrecordable(e, then) from None
+
+    async def _track(self, live: LiveSession, cmd: RunningCommand, grant: Grant) -> RunningCommand:
+        """A started command into the session's live map and the store, run to its end."""
+        state = cmd.state
         live.commands[state.id] = cmd
         # Recorded while it runs (a short command is done by the time the row is), and
         # answered for only once recorded: a command nobody can look up must not go on.
@@ -216,7 +232,7 @@ class Executor:
         cwd = req.cwd or image.working_dir or "/workspace"
         state = CommandState(id=cmd_id, session_id="", tenant="", command=req.command, cwd=cwd,
                              background=False)
-        cmd = RunningCommand(state, self._new_log(EPHEMERAL_DIR, cmd_id))
+        cmd = RunningCommand(state, self.new_log(EPHEMERAL_DIR, cmd_id))
         limits = self.sessions.limits_for(req.limits)
         group, group_limits = self.sessions.ledger.group(tenant)
         spec = SandboxSpec(name="eph_" + cmd_id.removeprefix("cmd_"), image=image.key,
@@ -262,7 +278,7 @@ class Executor:
         finally:
             cmd.output.delete()  # closed first: output still arriving is dropped
 
-    def _new_log(self, session_id: str, command_id: str) -> OutputLog:
+    def new_log(self, session_id: str, command_id: str) -> OutputLog:
         log = OutputLog(self.settings.logs_dir / session_id / command_id,
                         max_bytes=self.settings.max_log_bytes)
         log.discard = delete_files_later  # a roll never waits on an unlink

@@ -18,6 +18,7 @@ from chaser.core.keys import KeyService
 from chaser.core.logs import LogJanitor
 from chaser.core.output import OutputLog
 from chaser.core.quotas import RESOURCES, Ledger
+from chaser.core.terminals import TerminalService
 from chaser.core.sessions import SessionService
 from chaser.core.transfers import FileTransfers
 from chaser.core.telemetry import LiveCollector, Telemetry
@@ -51,6 +52,7 @@ class Chaser:
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
         self.files = FileService(self.executor)
         self.transfers = FileTransfers(self.sessions, store)
+        self.terminals = TerminalService(settings, self.sessions, self.executor)
         self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self.telemetry = Telemetry()
         self.telemetry.watch(LiveCollector(

@@ -11,9 +11,11 @@
  *
  * Protocol: one JSON object per SOCK_SEQPACKET packet on fd 0 (the server's channel).
  *   server -> agent: {"op":"spawn","id","argv","env","cwd","stdin"} + 2 or 3 fds
+ *                    {"op":"spawn",...,"tty":true,"cols","rows"} + no fds
  *                    {"op":"kill","pid","signal"}
  *   agent -> server: {"op":"ready","pid"}
  *                    {"op":"started","id","pid"} or {"op":"failed","id","error","reason"}
+ *                    (a tty spawn's "started" carries the terminal's master fd)
  *                    {"op":"exit","id","pid","code","signal"}
  * Nothing the server sends can end the agent: a packet it cannot read is dropped (its
  * fds closed); a spawn with a readable id but unusable fields is answered "failed".
@@ -42,6 +44,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,6 +159,57 @@ static const char *json_str(char *out, size_t cap, const char *s)
 	return out;
 }
 
+/* A packet with one descriptor attached (a terminal's master side, for the server). */
+static void send_fd_msg(int fd, const char *fmt, ...)
+{
+	char buf[256];
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			    .msg_controllen = sizeof ctl.buf};
+	struct cmsghdr *c;
+	va_list ap;
+	int n;
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n <= 0 || (size_t)n >= sizeof buf)
+		return;
+	iov = (struct iovec){buf, (size_t)n};
+	memset(ctl.buf, 0, sizeof ctl.buf);
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	while (sendmsg(SOCK, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+/* A new terminal on the sandbox's own devpts: its master in *master, its other side
+ * (the command's stdin, stdout and stderr) in fds[0..2]. 0, or an errno. */
+static int open_terminal(long long cols, long long rows, int *master, int fds[4])
+{
+	struct winsize ws = {(unsigned short)rows, (unsigned short)cols, 0, 0};
+	int unlock = 0, err, slave = -1;
+	*master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (*master < 0)
+		return errno;
+	if (ioctl(*master, TIOCSPTLCK, &unlock) == 0 && ioctl(*master, TIOCSWINSZ, &ws) == 0)
+		slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0) {
+		err = errno;
+		close(*master);
+		*master = -1;
+		return err ? err : EIO;
+	}
+	fds[0] = fds[1] = fds[2] = slave;
+	return 0;
+}
+
 static void fail(long long id, const char *error, const char *reason)
 {
 	char e[600], r[80];
@@ -200,6 +255,9 @@ struct msg {
 	char *cwd; /* NULL when absent or null: "/" */
 	int cwd_flags;
 	int want_stdin;
+	int tty; /* run on a new terminal of the sandbox's own /dev/pts */
+	long long cols, rows;
+	int has_cols, has_rows;
 	const char *bad; /* a field we cannot use: why, for the "failed" answer */
 };
 
@@ -524,6 +582,17 @@ static int msg_member(struct parser *ps, char *key, int keylen, void *ctx)
 		return integer(ps, &m->pid, &m->has_pid);
 	if (KEY("signal"))
 		return integer(ps, &m->sig, &m->has_sig);
+	if (KEY("cols"))
+		return integer(ps, &m->cols, &m->has_cols);
+	if (KEY("rows"))
+		return integer(ps, &m->rows, &m->has_rows);
+	if (KEY("tty")) {
+		m->tty = word(ps, "true");
+		if (m->tty || word(ps, "false") || word(ps, "null"))
+			return 0;
+		m->bad = "tty is not a boolean";
+		return skip(ps, 1);
+	}
 	if (KEY("op")) {
 		char *op;
 		m->op = NULL;
@@ -782,6 +851,9 @@ static void exec_command(struct msg *m, int *fds, int nfds, int gate)
 		if (src[i] < 0 || dup2(src[i], i) < 0)
 			goto fail;
 	close_fds(3, ~0U);
+	/* A session leader (setsid above) takes its terminal: job control, ^C, SIGWINCH. */
+	if (m->tty && ioctl(0, TIOCSCTTY, 0) < 0)
+		goto fail;
 	what = m->cwd && *m->cwd ? m->cwd : "/";
 	if (chdir(what) == 0) {
 		execve(m->argv[0], m->argv, m->env);
@@ -921,7 +993,10 @@ static const char *refusal(struct msg *m, int nfds, const char **reason, char *t
 		m->bad = "argv is empty";
 	if (!m->bad && !m->has_env)
 		m->bad = "env is missing";
-	if (!m->bad && nfds != (m->want_stdin ? 3 : 2))
+	if (!m->bad && m->tty && (nfds != 0 || !m->has_cols || !m->has_rows || m->cols < 1 ||
+				  m->rows < 1 || m->cols > 65535 || m->rows > 65535))
+		m->bad = "a tty spawn carries no file descriptors and a size (cols, rows 1-65535)";
+	if (!m->bad && !m->tty && nfds != (m->want_stdin ? 3 : 2))
 		m->bad = m->want_stdin ? "it did not carry 3 file descriptors (stdin, stdout, stderr)"
 				       : "it did not carry 2 file descriptors (stdout, stderr)";
 	if (m->bad) {
@@ -945,7 +1020,7 @@ static void spawn(struct msg *m, int *fds, int nfds)
 {
 	const char *error, *reason;
 	char text[300], line[64], rest[64];
-	int rw[2], err;
+	int rw[2], err, master = -1;
 	long cmd_pid;
 	pid_t pid;
 	if ((error = refusal(m, nfds, &reason, text, sizeof text))) {
@@ -956,16 +1031,26 @@ static void spawn(struct msg *m, int *fds, int nfds)
 		m->env = xrealloc(NULL, sizeof *m->env);
 	m->argv[m->argc] = NULL;
 	m->env[m->envc] = NULL;
+	if (m->tty) {
+		if ((err = open_terminal(m->cols, m->rows, &master, fds)) != 0) {
+			snprintf(text, sizeof text, "cannot open a terminal in the sandbox: %s",
+				 strerror(err));
+			fail(m->id, text, "spawn_failed");
+			return;
+		}
+		nfds = 3; /* one slave fd three times; closed at out: below */
+		m->want_stdin = 1;
+	}
 	if (pipe2(rw, O_CLOEXEC) < 0) {
 		fail_fork(m->id, errno);
-		return;
+		goto out;
 	}
 	if ((pid = fork_patiently()) < 0) {
 		err = errno;
 		close(rw[0]);
 		close(rw[1]);
 		fail_fork(m->id, err);
-		return;
+		goto out;
 	}
 	if (pid == 0) {
 		close(rw[0]);
@@ -987,8 +1072,13 @@ static void spawn(struct msg *m, int *fds, int nfds)
 		s->report = rw[0];
 		memcpy(s->early, rest, sizeof s->early);
 		fcntl(rw[0], F_SETFL, O_NONBLOCK);
-		send_msg("{\"op\":\"started\",\"id\":%lld,\"pid\":%ld}", m->id, cmd_pid);
-		return;
+		if (master >= 0)
+			send_fd_msg(master, "{\"op\":\"started\",\"id\":%lld,\"pid\":%ld}",
+				    m->id, cmd_pid);
+		else
+			send_msg("{\"op\":\"started\",\"id\":%lld,\"pid\":%ld}", m->id,
+				 cmd_pid);
+		goto out;
 	}
 	close(rw[0]);
 	if (!strcmp(line, "F pids"))
@@ -996,6 +1086,11 @@ static void spawn(struct msg *m, int *fds, int nfds)
 	else
 		fail(m->id, !strncmp(line, "F ", 2) ? line + 2 : "the command could not start",
 		     "spawn_failed");
+out:
+	if (master >= 0) {
+		close(master);
+		close(fds[0]);
+	}
 }
 
 static void kill_command(pid_t pid, int sig)

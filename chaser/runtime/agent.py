@@ -23,9 +23,13 @@ kills a shepherd loses its processes: anything orphaned to the agent is killed a
 
 Messages are JSON objects, one per packet:
   server -> agent: {"op": "spawn", "id", "argv", "env", "cwd", "stdin": bool} + fds
+                   {"op": "spawn", ..., "tty": true, "cols", "rows"} (no fds)
                    {"op": "kill", "pid", "signal"}
   agent -> server: {"op": "ready"}
                    {"op": "started", "id", "pid"} or {"op": "failed", "id", "error", "reason"}
+                   (a tty spawn's "started" carries the terminal's master fd)
+A tty spawn runs the command on a new terminal of the sandbox's own /dev/pts, as its
+controlling terminal; the server reads and writes the master side.
                    {"op": "exit", "id", "pid", "code", "signal"}
 When the server's end closes, the agent exits and the kernel ends the whole sandbox.
 """
@@ -242,6 +246,11 @@ def exec_command(msg: Message, fds: list[int], gate: int) -> NoReturn:
         for fd in (0, 1, 2):  # dup2 onto itself keeps O_CLOEXEC (os.open sets it)
             os.set_inheritable(fd, True)
         os.closerange(3, 65536)
+        if msg.get("tty"):  # a session leader takes its terminal: job control, ^C
+            import fcntl
+            import termios
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.chdir(msg.get("cwd") or "/")
         os.execve(msg["argv"][0], msg["argv"], msg["env"])
     except BaseException as e:  # noqa: BLE001 - report anything and never return
@@ -321,6 +330,24 @@ class Agent:
         if not os.path.isdir(cwd):
             return self.fail(msg, "cwd does not exist in the sandbox or is not a directory",
                              "invalid_cwd")
+        if not msg.get("tty"):
+            return self.run(msg, fds, None)
+        if fds:
+            return self.fail(msg, "cannot start the command: a malformed request (a tty "
+                             "spawn carries no file descriptors)", "spawn_failed")
+        try:
+            master, slave = open_terminal(int(msg["cols"]), int(msg["rows"]))
+        except (OSError, KeyError, ValueError, OverflowError) as e:
+            return self.fail(msg, "cannot open a terminal in the sandbox: %s" % e,
+                             "spawn_failed")
+        msg["stdin"] = True
+        try:
+            self.run(msg, [slave, slave, slave], master)
+        finally:
+            os.close(master)
+            os.close(slave)
+
+    def run(self, msg: Message, fds: list[int], master: int | None) -> None:
         r, w = os.pipe()
         try:
             pid = fork_patiently()
@@ -345,7 +372,9 @@ class Agent:
                 self.early[r] = rest
             self.reports[r] = pid
             self.poll.register(r, select.POLLIN)
-            send(self.sock, {"op": "started", "id": msg["id"], "pid": int(line[2:])})
+            started = dumps({"op": "started", "id": msg["id"], "pid": int(line[2:])}).encode()
+            self.sock.sendmsg([started], [] if master is None else [
+                (socket.SOL_SOCKET, socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))])
             return
         os.close(r)
         reason = line[2:].strip() if line.startswith("F ") else "the command could not start"
@@ -442,6 +471,19 @@ class Agent:
             for fd in fds:
                 os.close(fd)
             self.kill(msg["pid"], msg["signal"])
+
+
+def open_terminal(cols: int, rows: int) -> tuple[int, int]:
+    """A new terminal of this sandbox's devpts, `cols` x `rows`: (master, slave)."""
+    import fcntl
+    import struct
+    import termios
+
+    if not (1 <= cols <= 65535 and 1 <= rows <= 65535):
+        raise ValueError("a terminal's size is 1-65535 columns and rows")
+    master, slave = os.openpty()
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    return master, slave
 
 
 def read_line(fd: int, timeout: float) -> tuple[str, str]:

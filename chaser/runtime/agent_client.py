@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import itertools
 import json
 import logging
 import os
 import signal
 import socket
+import stat
+import sys
 from typing import Any
 
 from chaser.errors import BadRequest, OverLimit, PayloadTooLarge, SandboxFailed, ServiceError
@@ -21,6 +24,11 @@ from chaser.tasks import TaskSet
 log = logging.getLogger("chaser.runtime")
 
 MAX_AGENT_PACKET = 4096  # the agent's messages are tiny; anything bigger is an attack
+# Room for more descriptors than any message may carry: a message with too many is seen
+# whole (and refused) rather than cut by the kernel.
+FD_SPACE = socket.CMSG_SPACE(4 * 4)
+PTY_MAJOR, PTMX_MINOR = 5, 2  # a terminal's master side, opened through /dev/ptmx
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the pty's number, on a master only
 # The largest message to the agent. The socket's buffer is forced to 8 MiB, but the
 # kernel refuses SEQPACKET messages past about 4 MiB (ENOBUFS) on some kernels.
 MAX_SEND_BYTES = 4 * 1024 * 1024 - 128 * 1024
@@ -41,9 +49,11 @@ class AgentProcess:
     the agent never reports it.
     """
 
-    def __init__(self, sandbox: AgentSandbox, pid: int, exited: asyncio.Future[ExitStatus]) -> None:
+    def __init__(self, sandbox: AgentSandbox, pid: int, exited: asyncio.Future[ExitStatus],
+                 master: int = -1) -> None:
         self.sandbox = sandbox
         self.pid: int | None = pid
+        self.master = master  # a tty spawn's terminal (master side), else -1
         self._exited = exited
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -92,6 +102,8 @@ class AgentSandbox:
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._started: dict[int, asyncio.Future[int]] = {}
+        self._terminals: dict[int, int] = {}  # tty spawn id -> master fd, once started
+        self._tty_requests: set[int] = set()  # tty spawns not yet answered
         self._exits: dict[int, asyncio.Future[ExitStatus]] = {}
         self._closed = asyncio.Event()
         self.tasks = TaskSet(f"sandbox {name}")  # its own close, its stderr's logging
@@ -135,33 +147,52 @@ class AgentSandbox:
 
     async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> AgentProcess:
         """Ask the agent to fork `spec` with the caller's pipes; returns once it runs."""
+        fds = [fd for fd in (io.stdin, io.stdout, io.stderr) if fd is not None]
+        return await self._spawn({"argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
+                                  "stdin": io.stdin is not None}, fds)
+
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> AgentProcess:
+        """Ask the agent to fork `spec` on a new terminal of the sandbox's own devpts;
+        the process's `master` is the terminal's other side (the caller owns it)."""
+        return await self._spawn({"argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
+                                  "tty": True, "cols": cols, "rows": rows}, [], tty=True)
+
+    async def _spawn(self, fields: dict[str, Any], fds: list[int], tty: bool = False) -> AgentProcess:
         req = self._last_id = next(self._ids)
         started: asyncio.Future[int] = self._loop.create_future()
         exited: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._started[req] = started
         self._exits[req] = exited
-        fds = [fd for fd in (io.stdin, io.stdout, io.stderr) if fd is not None]
+        if tty:
+            self._tty_requests.add(req)
         try:
-            self.send({"op": "spawn", "id": req, "argv": spec.argv, "env": spec.env,
-                       "cwd": spec.cwd, "stdin": io.stdin is not None}, fds)
+            self.send({"op": "spawn", "id": req, **fields}, fds)
         except (SandboxFailed, PayloadTooLarge):
             self._started.pop(req, None)
             self._exits.pop(req, None)
+            self._tty_requests.discard(req)
             raise
         finally:
             for fd in fds:
                 os.close(fd)
         try:
-            pid = await asyncio.wait_for(started, SPAWN_TIMEOUT_S)
+            pid = await self._started_pid(req, started)
+        except BaseException:
+            self._exits.pop(req, None)
+            _close(self._terminals.pop(req, -1))
+            raise
+        finally:
+            self._tty_requests.discard(req)
+        return AgentProcess(self, pid, exited, self._terminals.pop(req, -1))
+
+    async def _started_pid(self, req: int, started: asyncio.Future[int]) -> int:
+        try:
+            return await asyncio.wait_for(started, SPAWN_TIMEOUT_S)
         except TimeoutError:
             self._shutdown()
             raise SandboxFailed(f"sandbox {self.name} did not start the command: its agent "
                                 "is not answering (stopped or traced by a command?), so the "
                                 "sandbox has been ended") from None
-        except BaseException:
-            self._exits.pop(req, None)
-            raise
-        return AgentProcess(self, pid, exited)
 
     # -- the host's own view, independent of the agent ----------------------------------
 
@@ -197,30 +228,45 @@ class AgentSandbox:
         wake-ups), and a malformed or impossible message ends this sandbox."""
         for _ in range(MAX_MESSAGES_PER_WAKEUP):
             try:
-                data, _, flags, _ = self.sock.recvmsg(MAX_AGENT_PACKET)
+                data, ancdata, flags, _ = self.sock.recvmsg(MAX_AGENT_PACKET, FD_SPACE,
+                                                            socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data, flags = b"", 0
+                data, ancdata, flags = b"", [], 0
+            fds = _fds_of(ancdata)
             if not data:
+                for fd in fds:
+                    os.close(fd)
                 self._shutdown()
                 return
-            if flags & socket.MSG_TRUNC:
-                self._violation(f"a message over {MAX_AGENT_PACKET} bytes")
-                return
             try:
-                self._handle(json.loads(data))
+                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise ProtocolViolation(f"a message over {MAX_AGENT_PACKET} bytes or "
+                                            "with too many descriptors")
+                self._handle(json.loads(data), fds)
+                fds = []  # taken
             except (ValueError, TypeError, KeyError, AttributeError) as e:
                 self._violation(f"a malformed message ({type(e).__name__})")
                 return
             except ProtocolViolation as e:
                 self._violation(str(e))
                 return
+            finally:
+                for fd in fds:
+                    os.close(fd)
             if not self.alive:
                 return
 
-    def _handle(self, msg: dict[str, Any]) -> None:
+    def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg["op"]
+        if fds and not (op == "started" and _req_id(msg) in self._tty_requests):
+            raise ProtocolViolation("descriptors with a message that takes none")
+        if op == "started" and _req_id(msg) in self._tty_requests:
+            if len(fds) != 1 or not _is_terminal_master(fds[0]):
+                raise ProtocolViolation("a terminal's 'started' without its master")
+            if _req_id(msg) in self._started:
+                self._terminals[_req_id(msg)] = fds.pop()
         if op == "ready":
             if self._ready.done():
                 raise ProtocolViolation("a second 'ready'")
@@ -316,6 +362,37 @@ class AgentSandbox:
 
 class ProtocolViolation(Exception):
     """The agent sent something it never would: the sandbox is compromised or broken."""
+
+
+def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors a message carried (SCM_RIGHTS)."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder,
+                                   signed=True) for i in range(0, usable, 4)]
+    return fds
+
+
+def _is_terminal_master(fd: int) -> bool:
+    """Whether `fd` is the master side of a terminal (what a tty spawn must send back):
+    the devpts ptmx device, which answers TIOCGPTN only on a master."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (
+                PTY_MAJOR, PTMX_MINOR):
+            return False
+        fcntl.ioctl(fd, TIOCGPTN, b"\0\0\0\0")
+    except OSError:
+        return False
+    return True
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _int(value: object) -> int:

@@ -84,6 +84,13 @@ class Process(Protocol):
         """Send `signum` to the process's whole process group."""
 
 
+class TerminalProcess(Process, Protocol):
+    """A process started on a new terminal of its sandbox (its controlling terminal,
+    as stdin, stdout and stderr); the caller owns `master`, the terminal's other side."""
+
+    master: int
+
+
 class Sandbox(Protocol):
     """A running sandbox that processes join."""
 
@@ -94,6 +101,9 @@ class Sandbox(Protocol):
     def alive(self) -> bool: ...
 
     async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> Process: ...
+
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> TerminalProcess:
+        """Start `spec` on a new `cols` x `rows` terminal made inside the sandbox."""
 
     async def close(self) -> None:
         """Kill everything in the sandbox and release what it held."""

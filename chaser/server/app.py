@@ -33,6 +33,7 @@ from chaser.server.routes import (
     images,
     keys,
     metrics,
+    pty,
     sessions,
     usage,
     workspaces,
@@ -68,7 +69,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        streamed=("/v1/images/import",), streamed_also=bodies.streamed)
-    for module in (health, metrics, sessions, commands, keys, usage, workspaces, images):
+    for module in (health, metrics, sessions, commands, pty, keys, usage, workspaces, images):
         app.include_router(module.router)
     for router in (*files.routers, command_ids.router):
         app.include_router(router)

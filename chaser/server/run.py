@@ -13,6 +13,8 @@ from chaser.config import SettingError, Settings
 from chaser.server.app import create_app
 from chaser.server.datadir import open_data_dir
 
+WS_MAX_SIZE = 4 * 1024 * 1024
+
 
 class Throttle(logging.Filter):
     """Lets a message that starts with `prefix` through once per `every` seconds,
@@ -65,5 +67,7 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
     # loop="asyncio": uvloop blocks its loop for milliseconds on every process spawn,
     # which tripled the latency of one-shot sandboxes (bench/floor.py).
     # access_log off: request lines cost time on the hot path and carry no secrets we need.
+    # ws_max_size: one WebSocket message (a terminal's paste) held whole in memory; the
+    # SDK and CLI send 64 KiB frames, a larger one closes the socket (1009).
     uvicorn.run(app, host=settings.host, port=settings.port, loop="asyncio", log_level="info",
-                access_log=False, timeout_graceful_shutdown=5)
+                access_log=False, timeout_graceful_shutdown=5, ws_max_size=WS_MAX_SIZE)

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS commands (
     id TEXT PRIMARY KEY, session_id TEXT NOT NULL, tenant TEXT NOT NULL, command TEXT NOT NULL,
     cwd TEXT NOT NULL, pid INTEGER, background INTEGER NOT NULL, status TEXT NOT NULL,
     exit_code INTEGER, signal TEXT, end_reason TEXT, started_at TEXT NOT NULL, ended_at TEXT,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'command'
 );
 CREATE INDEX IF NOT EXISTS commands_session ON commands (session_id, seq);
 """
@@ -159,6 +159,8 @@ class SQLiteStore:
             cols = {r[1] for r in db.execute("PRAGMA table_info(workspaces)")}
             if "last_used_at" not in cols:  # added after the first release
                 db.execute("ALTER TABLE workspaces ADD COLUMN last_used_at TEXT")
+            if "kind" not in {r[1] for r in db.execute("PRAGMA table_info(commands)")}:
+                db.execute("ALTER TABLE commands ADD COLUMN kind TEXT NOT NULL DEFAULT 'command'")
             self._seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM commands").fetchone()[0]
             self._db = db
             # Private even when an older version created them before it set its umask.

@@ -15,10 +15,10 @@ from chaser.client import resolve_config
 def test_public_exports_are_pinned() -> None:
     assert set(chaser.__all__) == {
         "APIError", "AsyncClient", "AsyncCommandHandle", "AsyncCommandStream",
-        "AsyncSessionHandle", "AuthenticationError", "ChaserError", "Client",
+        "AsyncPty", "AsyncSessionHandle", "AuthenticationError", "ChaserError", "Client",
         "CommandHandle", "CommandStream", "ConflictError", "ConnectionError", "ExecResult",
         "ExitEvent", "NotFoundError", "OutputEvent", "PermissionDeniedError",
-        "RateLimitError", "ServerError", "ServerUnavailable", "SessionHandle",
+        "Pty", "RateLimitError", "ServerError", "ServerUnavailable", "SessionHandle",
         "StreamError", "TimeoutError", "ValidationError", "__version__",
     }
     for name in chaser.__all__:
@@ -72,6 +72,7 @@ TWINS = [
     (chaser.client.SessionHandle, chaser.client.AsyncSessionHandle),
     (chaser.client.CommandHandle, chaser.client.AsyncCommandHandle),
     (chaser.client.CommandStream, chaser.client.AsyncCommandStream),
+    (chaser.client.Pty, chaser.client.AsyncPty),
 ]
 # What only one side has, on purpose: closing (close vs aclose) and the protocols each
 # side's context manager and iterator need.

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -57,6 +59,12 @@ class Api:
                               base_url="http://test", headers=headers)
         self._clients.append(c)
         return c
+
+    async def websocket(self, path: str, key: str | None = None,
+                        headers: dict[str, str] | None = None) -> WebSocket:
+        """A WebSocket to `path`, accepted (WebSocketRefused when the app refuses it)."""
+        sent = {"Authorization": f"Bearer {key}"} if key else {}
+        return await WebSocket(self.app, path, {**sent, **(headers or {})}).connect()
 
     async def new_tenant(self, name: str = "tenant",
                          limits: dict[str, int] | None = None) -> Tenant:
@@ -166,3 +174,74 @@ def parse_sse(text: str) -> list[SseEvent]:
                 event_id = value
         events.append(SseEvent(kind, "\n".join(data), event_id))
     return events
+
+
+class WebSocketRefused(Exception):
+    """The app answered the upgrade with plain HTTP: its status and body."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"refused with {status}: {body!r}")
+        self.status = status
+        self.body = body
+
+
+class WebSocket:
+    """A WebSocket client speaking ASGI to the app directly (no socket): enough of a
+    client for the PTY route's frames, refusals and closes."""
+
+    def __init__(self, app: FastAPI, path: str, headers: dict[str, str]) -> None:
+        target, _, query = path.partition("?")
+        self.scope = {
+            "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": target,
+            "raw_path": target.encode(), "query_string": query.encode(), "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in
+                        {"host": "test", **headers}.items()],
+            "client": ("127.0.0.1", 1), "server": ("test", 80), "subprotocols": [],
+            "extensions": {"websocket.http.response": {}}, "state": {},
+        }
+        self.app = app
+        self.to_app: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.from_app: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> WebSocket:
+        async def send(message: dict[str, object]) -> None:
+            await self.from_app.put(message)
+
+        self.task = asyncio.get_running_loop().create_task(
+            self.app(self.scope, self.to_app.get, send))  # type: ignore[arg-type]
+        await self.to_app.put({"type": "websocket.connect"})
+        first = await asyncio.wait_for(self.from_app.get(), 10)
+        if first["type"] == "websocket.http.response.start":
+            status = int(first["status"])  # type: ignore[call-overload]
+            body = b""
+            while True:
+                part = await asyncio.wait_for(self.from_app.get(), 10)
+                body += part.get("body", b"")  # type: ignore[operator]
+                if not part.get("more_body"):
+                    break
+            await self.task
+            raise WebSocketRefused(status, body)
+        assert first["type"] == "websocket.accept", first
+        return self
+
+    async def receive(self, timeout: float = 10.0) -> bytes | dict[str, Any] | None:
+        """The next frame (text frames decoded as JSON); None once the app closed."""
+        message = await asyncio.wait_for(self.from_app.get(), timeout)
+        if message["type"] == "websocket.close":
+            return None
+        if message.get("bytes") is not None:
+            return message["bytes"]  # type: ignore[return-value]
+        return json.loads(str(message["text"]))  # type: ignore[no-any-return]
+
+    async def send(self, data: bytes | dict[str, Any] | str) -> None:
+        if isinstance(data, bytes):
+            await self.to_app.put({"type": "websocket.receive", "bytes": data})
+        else:
+            text = data if isinstance(data, str) else json.dumps(data)
+            await self.to_app.put({"type": "websocket.receive", "text": text})
+
+    async def close(self) -> None:
+        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 10)

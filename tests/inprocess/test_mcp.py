@@ -15,7 +15,7 @@ from chaser.models import BackgroundStarted, Command, CommandList, SessionList, 
 from chaser.server.mcp import schemas
 from tests.inprocess.harness import Api, Tenant, error
 
-TOOLS = {"terminal", "start_command", "read_output", "send_input", "send_signal",
+TOOLS = {"terminal", "shell", "start_command", "read_output", "send_input", "send_signal",
          "list_commands", "read_file", "write_file", "list_sessions", "stop_session"}
 M = TypeVar("M", bound=BaseModel)
 _ids = itertools.count(1)
@@ -133,3 +133,24 @@ async def test_mcp_errors(api: Api, tenant: Tenant) -> None:
     problem = answer.get("error")
     assert isinstance(problem, dict) and "unknown tool" in problem["message"]
     error(await tenant.client.get("/v1/mcp"), 405, "method_not_allowed")
+
+
+async def test_shell_keeps_its_state_between_calls(tenant: Tenant) -> None:
+    first = await call(tenant, schemas.ShellResult, "shell", command="cd /tmp && x=41 && echo set")
+    assert (first.output, first.exit_code, first.interrupted) == ("set\n", 0, False)
+    sid = first.session_id
+    again = await call(tenant, schemas.ShellResult, "shell", session_id=sid,
+                       command="echo $((x+1)) $(basename $PWD); false")
+    assert (again.output, again.exit_code, again.pty_id) == ("42 tmp\n", 1, first.pty_id)
+    slow = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="sleep 30",
+                      timeout_ms=300)
+    assert slow.interrupted and slow.exit_code == 130
+    still = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo $x")
+    assert still.output == "41\n"
+    big = await call(tenant, schemas.ShellResult, "shell", session_id=sid,
+                     command="seq 1 10000", max_output_bytes=100)
+    assert big.output_truncated and big.output.startswith("1\n2\n") and len(big.output) <= 100
+    gone = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="exit 4")
+    assert gone.exit_code is None
+    fresh = await call(tenant, schemas.ShellResult, "shell", session_id=sid, command="echo ${x:-unset}")
+    assert fresh.output == "unset\n" and fresh.pty_id != first.pty_id

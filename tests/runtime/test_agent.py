@@ -407,6 +407,7 @@ async def test_the_python_agent_is_the_fallback(tmp_root: Path,
                                              "echo; echo \"$1\"", "sh", "ünï 😀"])
             assert status == ExitStatus(0, None)
             assert out.decode() == "/usr/bin/python3 -I -S /.chaser/agent.pyc \nünï 😀\n"
+            await check_tty_spawn(box)
         finally:
             await box.close()
         out_r, out_w = os.pipe()
@@ -419,3 +420,87 @@ async def test_the_python_agent_is_the_fallback(tmp_root: Path,
         assert await once.wait() == ExitStatus(0, None)
     finally:
         await rt.close()
+
+
+# -- terminals ---------------------------------------------------------------------------------
+
+async def read_terminal(master: int, until: bytes, timeout: float = 10.0) -> bytes:
+    """What the terminal printed, up to `until` (its master side, read off the loop)."""
+    data = b""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while until not in data:
+        assert loop.time() < deadline, data
+        try:
+            chunk = await asyncio.to_thread(os.read, master, 4096)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def check_tty_spawn(box: AgentSandbox) -> None:
+    proc = await box.spawn_tty(ProcessSpec(
+        ["/bin/sh", "-c", "tty; stty size; ps -o tty=,pid= -p $$; read line; echo got-$line; "
+         "exit 3"], ENV, "/"), cols=132, rows=43)
+    try:
+        assert proc.master >= 0
+        os.write(proc.master, b"typed\n")
+        out = await read_terminal(proc.master, b"got-typed")
+        text = out.decode().replace("\r\n", "\n")
+        # A terminal of the sandbox's own devpts, its size as asked, the command's
+        # controlling terminal (ps shows it), its input and echo through the line discipline.
+        lines = text.split("\n")
+        assert {"/dev/pts/0", "43 132", "typed", "got-typed"} <= set(lines), text
+        assert any(line.split() and line.split()[0] == "pts/0" for line in lines), text
+        assert await asyncio.wait_for(proc.wait(), 10) == ExitStatus(3, None)
+    finally:
+        os.close(proc.master)
+
+
+async def test_a_tty_spawn_runs_on_a_terminal_of_the_sandbox(sandbox: AgentSandbox) -> None:
+    await check_tty_spawn(sandbox)
+
+
+async def test_tty_spawns_the_agent_cannot_take_are_refused(sandbox: AgentSandbox) -> None:
+    spec = {"argv": ["/bin/true"], "env": ENV, "cwd": "/", "tty": True}
+    for bad in ({"cols": 0, "rows": 24}, {"cols": 80, "rows": 70000}, {"cols": 80},
+                {"cols": "80", "rows": 24}):
+        with pytest.raises(SandboxFailed):
+            await sandbox._spawn({**spec, **bad}, [], tty=True)
+    r, w = os.pipe()
+    with pytest.raises(SandboxFailed):  # a tty spawn carries no descriptors
+        await sandbox._spawn({**spec, "cols": 80, "rows": 24}, [w], tty=True)
+    os.close(r)
+    assert sandbox.alive and sandbox.failure is None
+    assert (await run(sandbox, ["/bin/echo", "alive"]))[1] == b"alive\n"
+
+
+@pytest.mark.parametrize("fake", ["a pipe", "no fd", "two fds", "host tty"])
+async def test_a_started_terminal_must_come_with_its_master_only(fake: str) -> None:
+    """The sandbox is untrusted: an agent answering a tty spawn with anything but one
+    terminal master (a pipe, a host terminal's other side, extra fds) ends the sandbox,
+    and the server never uses what it sent."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    keeper = await asyncio.create_subprocess_exec("sleep", "60", start_new_session=True)
+    box = AgentSandbox("fake_" + secrets.token_hex(4), keeper, ours, None)
+    theirs.send(b'{"op": "ready", "pid": 1}')
+    await box.ready()
+    spawn = asyncio.ensure_future(box.spawn_tty(ProcessSpec(["/bin/sh"], ENV, "/"), 80, 24))
+    packet = await asyncio.to_thread(theirs.recv, 65536)
+    assert json.loads(packet)["tty"] is True
+    r, w = os.pipe()
+    master, slave = os.openpty()
+    fds = {"a pipe": [r], "no fd": [], "two fds": [master, r], "host tty": [slave]}[fake]
+    started = json.dumps({"op": "started", "id": json.loads(packet)["id"], "pid": 2}).encode()
+    await asyncio.to_thread(socket.send_fds, theirs, [started], fds)
+    with pytest.raises(SandboxFailed):
+        await asyncio.wait_for(spawn, 10)
+    assert box.failure is not None and "terminal" in box.failure
+    assert not box.alive
+    for fd in (r, w, master, slave):
+        os.close(fd)
+    theirs.close()
+    await box.close()

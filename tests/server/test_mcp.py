@@ -351,3 +351,17 @@ def test_bad_input(tenant: Tenant) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == -32700
     r = c.post("/v1/mcp", content=b"[]")
     assert 400 <= r.status_code < 500
+
+
+def test_shell_tool_keeps_state_in_a_real_sandbox(tenant: Tenant) -> None:
+    c = tenant.client
+    first = ok(c, "shell", {"workspace": "shellws", "command": "mkdir -p d && cd d && export A=1"})
+    assert first["exit_code"] == 0 and first["output"] == ""
+    sid = first["session_id"]
+    second = ok(c, "shell", {"session_id": sid, "command": "pwd; echo $A; tty"})
+    assert second["output"] == "/workspace/d\n1\n/dev/pts/0\n" and second["exit_code"] == 0
+    assert second["pty_id"] == first["pty_id"]
+    multi = ok(c, "shell", {"session_id": sid, "command": "for i in a b\ndo echo $i\ndone"})
+    assert multi["output"] == "a\nb\n"
+    rows = c.get(f"/v1/sessions/{sid}/commands").json()["commands"]
+    assert any(r["id"] == first["pty_id"] and r["kind"] == "pty" for r in rows)

@@ -70,6 +70,29 @@ class TerminalArgs(RunArgs):
                                               "with read_output.")
 
 
+class ShellArgs(Target):
+    """`shell`: a command line in the session's persistent shell."""
+
+    command: str = Field(min_length=1, max_length=64 * 1024, description=(
+        "A command line for bash (several lines are fine). The shell keeps its state between "
+        "calls: cd, variables, functions and background jobs persist."))
+    timeout_ms: int = Field(default=300_000, ge=1, le=MAX_TIMEOUT_MS, description=(
+        "Past this the command is interrupted (Ctrl-C, exit code 130); the shell stays."))
+    max_output_bytes: int = Field(default=DEFAULT_TOOL_OUTPUT_BYTES, ge=0,
+                                  le=MAX_TOOL_OUTPUT_BYTES, description="How much output to return.")
+
+
+class ShellResult(BaseModel):
+    """`shell`: what one command line printed and how it ended."""
+
+    session_id: str
+    pty_id: str
+    exit_code: int | None
+    output: str
+    output_truncated: bool
+    interrupted: bool
+
+
 class StartArgs(RunArgs):
     """`start_command`: start a background command."""
 

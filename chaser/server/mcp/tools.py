@@ -124,6 +124,24 @@ async def terminal(c: ToolContext, a: s.TerminalArgs) -> ToolOutput:
     return ToolOutput([text], result)
 
 
+async def shell(c: ToolContext, a: s.ShellArgs) -> ToolOutput:
+    sid = await _session_id(c, a)
+    run = await c.core.terminals.run_in_shell(c.tenant, sid, a.command, a.timeout_ms / 1000,
+                                              a.max_output_bytes)
+    result = s.ShellResult(session_id=run.session_id, pty_id=run.pty_id, exit_code=run.exit_code,
+                           output=run.output, output_truncated=run.output_truncated,
+                           interrupted=run.interrupted)
+    text = run.output if not run.output or run.output.endswith("\n") else run.output + "\n"
+    if run.output_truncated:
+        text += f"[output truncated to {a.max_output_bytes} bytes of {run.output_size}]\n"
+    if run.interrupted:
+        text += f"[interrupted after {a.timeout_ms} ms (Ctrl-C)]\n"
+    text += (f"exit code: {run.exit_code}" if run.exit_code is not None else
+             "the shell exited (the next call starts a new one)")
+    text += f"\nsession_id: {run.session_id} (pass it again to keep this shell's state)"
+    return ToolOutput([text], result)
+
+
 async def start_command(c: ToolContext, a: s.StartArgs) -> ToolOutput:
     sid = await _session_id(c, a, a.image)
     req = SessionExecRequest(command=a.command, cwd=a.cwd, env=a.env, shell=a.shell, background=True)
@@ -266,6 +284,14 @@ TOOLS: dict[str, ToolSpec] = {t.name: t for t in (
         "A non-zero exit code is a normal result. Long output is truncated; page through it "
         "with read_output. For servers and other long-running processes use start_command."),
         s.TerminalArgs, s.TerminalResult, terminal, {**_DESTRUCTIVE, "open_world_hint": True}),
+    ToolSpec("shell", "Run in a persistent shell", (
+        "Run a command line in the session's persistent bash shell and wait for it to finish: "
+        "unlike terminal, state carries over between calls (cd, exported and plain "
+        "variables, functions, aliases), as in a terminal you keep open. Returns the output "
+        "(no prompt, no echo of the command) and the exit code. Runs in session_id, or in "
+        "workspace's session, or in a new private session whose session_id comes back. A "
+        "command past timeout_ms is interrupted with Ctrl-C; the shell stays."),
+        s.ShellArgs, s.ShellResult, shell, {**_DESTRUCTIVE, "open_world_hint": True}),
     ToolSpec("start_command", "Start a background command", (
         "Start a long-running command (a dev server, a watcher, an interactive program) in the "
         "background and return at once with its command_id and pid. Runs in session_id, or in "
