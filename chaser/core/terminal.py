@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from chaser.core.commands import OnEnd, RunningCommand, CommandState, _Pump
+from chaser.core.commands import CommandState, OnEnd, RunningCommand, _Pump, _StdinFlow
 from chaser.core.output import STDOUT, OutputLog
 from chaser.core.shells import AgentMarkers
 from chaser.errors import Conflict, OverLimit
@@ -32,7 +32,6 @@ from chaser.runtime.base import TerminalProcess
 
 PAUSE_LAG = 1024 * 1024
 RESUME_LAG = 256 * 1024
-MAX_INPUT_BUFFER = 1024 * 1024  # input queued for a terminal that is not reading it
 MAX_EVENTS = 4096  # agent-mode events kept for clients that reattach
 MAX_CLIENTS = 32  # attached to one terminal at once, viewers included
 COALESCE_BYTES = 256 * 1024  # read from a terminal in one wake-up, at most
@@ -141,8 +140,8 @@ class TerminalCommand(RunningCommand):
         self._pump = _TerminalPump(master, self)
         self._pumps = [self._pump]
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.connect_write_pipe(
-            asyncio.Protocol, os.fdopen(os.dup(master), "wb", 0))
+        transport, self._stdin_flow = await loop.connect_write_pipe(
+            _StdinFlow, os.fdopen(os.dup(master), "wb", 0))
         self._stdin = transport
         if self.abandoned:
             self.abandon()
@@ -204,7 +203,7 @@ class TerminalCommand(RunningCommand):
     async def type(self, data: bytes) -> None:
         """Input for the terminal, waiting while too much is queued (a program that is
         not reading holds its client back, and nobody else)."""
-        await self.stdin_room(MAX_INPUT_BUFFER)
+        await self.stdin_room()
         if not self.running:
             raise Conflict(f"terminal {self.state.id} has ended", "command_finished")
         if self.markers is not None and (event := self.markers.typed(data)) is not None:

@@ -37,7 +37,6 @@ MAX_TICKETS_PER_TENANT = 100
 AGENT_COLS, AGENT_ROWS = 200, 50  # wide: tools programs read wrap less
 MAX_LINE = 4000  # a canonical terminal takes 4095 bytes a line
 MAX_ATTACHED_PER_TENANT = 256  # WebSocket clients of one tenant's terminals at once
-INPUT_QUEUE = 1024 * 1024  # exec mode: stdin queued before the client is held back
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class Attachment:
         if self.terminal is not None:
             await self.terminal.type(data)
         else:
-            await cmd.stdin_room(INPUT_QUEUE)
+            await cmd.stdin_room()
             cmd.write_stdin(data)
 
     def resize(self, cols: object, rows: object) -> None:

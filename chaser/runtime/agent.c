@@ -1300,6 +1300,8 @@ static int agent(void)
 	}
 }
 
+#include "agent_files.c" /* `agent files ...`: the files API's operations */
+
 /* ---- one-shot sandboxes: `agent exec` ----------------------------------------------- */
 
 /* What oneshot.py's ONESHOT_WRAPPER does, with no shell of the image's needed to run it:
@@ -1343,6 +1345,8 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "exec"))
 		return oneshot();
+	if (argc >= 2 && !strcmp(argv[1], "files"))
+		return files_main(argc - 2, argv + 2);
 	/* The sweep kills every process it can see that is not below a shepherd: anywhere
 	 * but as PID 1 of a fresh PID namespace, that would be the host's processes. */
 	if (getpid() != 1) {
