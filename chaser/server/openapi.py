@@ -37,6 +37,61 @@ HEALTH_SCHEMA: dict[str, Any] = {
                    "limits": {"type": "object", "description": "what this host enforces"},
                    "sandboxes": {"type": "integer", "minimum": 0}},
 }
+JSON_RPC_ERROR: dict[str, Any] = {
+    "type": "object", "required": ["jsonrpc", "error"],
+    "description": "A JSON-RPC 2.0 error: MCP's own shape, not this API's Error",
+    "properties": {"jsonrpc": {"const": "2.0"}, "id": {},
+                   "error": {"type": "object", "required": ["code", "message"], "properties": {
+                       "code": {"type": "integer"}, "message": {"type": "string"},
+                       "data": {}}}},
+}
+
+
+def _sse_event(name: str, data: dict[str, Any], id_: dict[str, Any] | None,
+               id_required: bool = True) -> dict[str, Any]:
+    """One Server-Sent Event as OpenAPI 3.2 reads it: its name, id and JSON data."""
+    props: dict[str, Any] = {"event": {"const": name}, "data": {
+        "type": "string", "contentMediaType": "application/json", "contentSchema": data}}
+    if id_ is not None:
+        props["id"] = id_
+    required = ["event", "data", *(["id"] if id_ is not None and id_required else [])]
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# Every stream's events, by component name: (event name, data schema, id schema).
+SSE_EVENTS: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None, bool]] = {
+    "OutputSseEvent": ("output", _ref("OutputEvent"),
+                       {"type": "string", "pattern": "^[0-9]+$",
+                        "description": "The offset just past the chunk (resume with from=)"},
+                       True),
+    "ExitSseEvent": ("exit", _ref("ExitEvent"), {"const": "exit"}, True),
+    # A job's events carry an id where a stream can resume from them (output mostly).
+    **{f"Job{n.capitalize()}SseEvent": (n, {"type": "object"}, {
+        "type": "string", "pattern": "^[0-9]+:[0-9]+:[0-9]+$",
+        "description": "ATTEMPT:STEP:OFFSET (resume with from= or Last-Event-ID)"}, False)
+       for n in ("attempt", "step", "output", "exit")},
+    **{f"Pull{n.capitalize()}SseEvent": (n, {"type": "object"}, None, False)
+       for n in ("resolving", "resolved", "progress", "unpacking", "done", "error")},
+}
+STREAMS = {  # path -> (the events it sends, what the description says)
+    "/v1/sessions/{session_id}/commands/{command_id}/stream": (
+        ["OutputSseEvent", "ExitSseEvent"],
+        "Server-Sent Events: `output` (id: the offset just past the chunk; data: "
+        "OutputEvent), then `exit` (id: exit; data: ExitEvent); a `: ping` comment every "
+        "15 s while idle; 204 for a reconnect after the exit event was delivered"),
+    "/v1/jobs/{job_id}/stream": (
+        ["JobAttemptSseEvent", "JobStepSseEvent", "JobOutputSseEvent", "JobExitSseEvent"],
+        "Server-Sent Events: `attempt`, `step`, `output` (ids ATTEMPT:STEP:OFFSET), then "
+        "`exit`; a `: ping` comment every 15 s while idle"),
+    "/v1/images/pull": (
+        [f"Pull{n.capitalize()}SseEvent" for n in
+         ("resolving", "resolved", "progress", "unpacking", "done", "error")],
+        "With `Accept: text/event-stream`: the pull's progress as Server-Sent Events"),
+}
 WHY = {400: "Bad input (invalid_json, invalid_path, ...)", 401: "No key, or a wrong one",
        403: "Not allowed for this key (or for the sandbox's user)",
        404: "Unknown, or another tenant's", 405: "Method not allowed (see Allow)",
@@ -97,8 +152,13 @@ def build(app: FastAPI) -> dict[str, Any]:
     for model in (OutputEvent, ExitEvent, BackgroundStarted):
         components[model.__name__] = model.model_json_schema(
             ref_template="#/components/schemas/{model}")
+    components["JsonRpcError"] = JSON_RPC_ERROR
+    for name, (event, data, id_, id_required) in SSE_EVENTS.items():
+        components[name] = _sse_event(event, data, id_, id_required)
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
+            for param in op.get("parameters", []):
+                param["schema"] = _without_null(param.get("schema", {}))
             responses = op.setdefault("responses", {})
             for status in statuses(path, method):
                 responses[str(status)] = _error(status)
@@ -106,8 +166,26 @@ def build(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without FastAPI's `null` choice for an optional one: a query
+    string or a header has no null (leaving the parameter out is how to say it), and
+    a client that sent the text `null` would be sending that string."""
+    choices = schema.get("anyOf")
+    if not choices or {"type": "null"} not in choices:
+        return schema
+    rest = [c for c in choices if c != {"type": "null"}]
+    outer = {k: v for k, v in schema.items() if k != "anyOf"}
+    if len(rest) == 1:
+        return {**rest[0], **outer}
+    return {**outer, "anyOf": rest}
+
+
 def _specifics(paths: dict[str, Any]) -> None:
     """What the routes' signatures cannot say."""
+    submit = paths.get("/v1/jobs", {}).get("post")
+    if submit is not None:  # a known idempotency_key answers the first job, 200
+        submit["responses"]["200"] = {**submit["responses"]["201"],
+                                      "description": "The job of this idempotency_key"}
     exec_op = paths.get("/v1/sessions/{session_id}/exec", {}).get("post")
     if exec_op is not None:
         exec_op["responses"]["201"] = {
@@ -118,15 +196,40 @@ def _specifics(paths: dict[str, Any]) -> None:
     if health is not None:
         health["responses"]["200"]["content"] = {"application/json": {"schema": {
             "$ref": "#/components/schemas/Health"}}}
-    stream = paths.get("/v1/sessions/{session_id}/commands/{command_id}/stream", {}).get("get")
-    if stream is not None:
-        stream["responses"]["200"] = {
-            "description": "Server-Sent Events: `event: output` (id: the offset just past "
-                           "the chunk; data: OutputEvent), then `event: exit` (id: exit; "
-                           "data: ExitEvent); `: ping` comments every 15 s while idle",
-            "content": {"text/event-stream": {"schema": {"anyOf": [
-                {"$ref": "#/components/schemas/OutputEvent"},
-                {"$ref": "#/components/schemas/ExitEvent"}]}}}}
+    for path, (events, description) in STREAMS.items():
+        op = paths.get(path, {}).get("get") or paths.get(path, {}).get("post")
+        if op is None:
+            continue
+        ok = op["responses"].setdefault("200", {"description": description})
+        ok["description"] = description
+        # Before OpenAPI 3.2, a text/event-stream's `schema` describes each event.
+        ok.setdefault("content", {})["text/event-stream"] = {
+            "schema": {"oneOf": [_ref(e) for e in events]}}
+        if path.endswith("/commands/{command_id}/stream"):
+            op["responses"]["204"] = {"description": "The exit event was already delivered "
+                                                     "(the SSE spec's stop)"}
+    _mcp(paths.get("/v1/mcp", {}).get("post"))
+    imp = paths.get("/v1/images/import", {}).get("post")
+    if imp is not None:
+        imp["requestBody"] = {"required": True, "content": {"application/x-tar": {
+            "schema": {"type": "string", "format": "binary"}}},
+            "description": "A `docker save` tarball or an OCI archive, streamed"}
+
+
+def _mcp(op: dict[str, Any] | None) -> None:
+    """/v1/mcp speaks JSON-RPC: its protocol errors are JSON-RPC's, not the Error shape
+    (401 and the limits in front of it are this API's)."""
+    if op is None:
+        return
+    op["requestBody"]["content"]["application/json"]["schema"] = {
+        "type": "object", "required": ["jsonrpc", "method"],
+        "description": "A JSON-RPC 2.0 request or notification (MCP, streamable HTTP)",
+        "properties": {"jsonrpc": {"const": "2.0"}, "method": {"type": "string"},
+                       "id": {"type": ["string", "integer"]}, "params": {"type": "object"}}}
+    for status in ("400", "404", "406", "415"):
+        op["responses"][status] = {
+            "description": "A JSON-RPC error (MCP's transport)",
+            "content": {"application/json": {"schema": _ref("JsonRpcError")}}}
 
 
 def install(app: FastAPI) -> None:
