@@ -41,8 +41,9 @@ async def test_bad_paths_and_modes(tenant: Tenant, session_id: str) -> None:
     error(await c.put(url, params={"path": "f", "mode": "rwx"}, content=b"x"), 422,
           "invalid_request")
     error(await c.get(url), 422, "invalid_request")  # path is required
-    error(await c.delete(url, params={"path": "/workspace", "recursive": "true"}), 403,
-          "protected_path")
+    for protected in ("/workspace", "//", "//workspace/", "/./workspace/.", "///"):
+        error(await c.delete(url, params={"path": protected, "recursive": "true"}), 403,
+              "protected_path")
 
 
 async def test_archives_and_workspaces(tenant: Tenant, other: Tenant) -> None:
@@ -62,6 +63,13 @@ async def test_archives_and_workspaces(tenant: Tenant, other: Tenant) -> None:
         assert back.getnames() == ["src", "src/app.py"]
     error(await c.put("/v1/workspaces/proj/archive", params={"path": "."}, content=b"junk" * 200),
           400, "bad_archive")
+    dotted = io.BytesIO()  # `.` components are no directory levels: this link leads out
+    with tarfile.open(fileobj=dotted, mode="w") as tar:
+        link = tarfile.TarInfo("a/./././l2")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../../../etc"
+        tar.addfile(link)
+    error(await c.put("/v1/workspaces/proj/archive", params={"path": "."},
+                      content=dotted.getvalue()), 400, "bad_archive")
     error(await other.client.get("/v1/workspaces/proj/files", params={"path": "src/app.py"}),
           404, "not_found")
     error(await c.get("/v1/workspaces/.x/files", params={"path": "a"}), 400, "invalid_workspace")

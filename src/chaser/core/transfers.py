@@ -10,6 +10,7 @@ business, enforced by the kernel.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import posixpath
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from chaser.core.fileop import FileOp
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.errors import (
+    BadGateway,
     BadRequest,
     Conflict,
     Forbidden,
@@ -37,7 +39,7 @@ MAX_PATH = 4000
 NAME_MAX = 255  # nor a longer name in it
 MAX_OPS_PER_SESSION = 16  # file operations at once in one sandbox
 MAX_LIST_ENTRIES = 10_000
-MAX_LIST_BYTES = 16 * 1024 * 1024
+MAX_LIST_BYTES = 4 * 1024 * 1024  # 10,000 entries of names up to ~400 bytes
 _TYPES: dict[str, FileType] = {"f": "file", "d": "directory", "l": "symlink"}
 
 
@@ -153,12 +155,12 @@ class FileTransfers:
         cm = self._op(tenant, target, "read", check_path(path), str(start), str(end))
         op = await cm.__aenter__()
         try:
-            size, first, length = (int(x) for x in (await op.header()).split())
+            size, first, length = _numbers(await op.header(), 3)
+            if length and first + length > size:  # (an empty range is the route's 416)
+                raise _nonsense()
         except BaseException as e:
             await op.abort()
             await cm.__aexit__(type(e), e, e.__traceback__)
-            if isinstance(e, ValueError):
-                raise BadRequest("the file operation answered nonsense") from None
             raise
         close = _closer(op, cm)
         return Download(size, first, length, _closing(op.chunks(), close), close)
@@ -187,13 +189,13 @@ class FileTransfers:
                             stdin=True, create=True, size_hint=size_hint) as op:
             try:
                 await op.feed(body)
-                size = await op.header()
+                (size,) = _numbers(await op.header(), 1)
                 await op.finish()
             except BaseException:
                 if op.killed:
                     await self._discard(tenant, target, path, op.process.pid)
                 raise
-        return FileWritten(path=shown(path), size=int(size))
+        return FileWritten(path=shown(path), size=size)
 
     async def _discard(self, tenant: str, target: Target, path: str, pid: int | None) -> None:
         """Remove what a killed upload left under its temporary name (it removes it
@@ -211,9 +213,9 @@ class FileTransfers:
         path = check_path(path)
         async with self._op(tenant, target, "unpack", path, stdin=True, create=True) as op:
             await op.feed(body)
-            files, written = (await op.header()).split()
+            files, written = _numbers(await op.header(), 2)
             await op.finish()
-        return ArchiveWritten(path=shown(path), files=int(files), bytes=int(written))
+        return ArchiveWritten(path=shown(path), files=files, bytes=written)
 
     async def mkdir(self, tenant: str, target: Target, path: str, mode: str | None = None) -> None:
         """Make a directory and its parents (an existing directory is fine)."""
@@ -225,7 +227,8 @@ class FileTransfers:
     async def delete(self, tenant: str, target: Target, path: str, recursive: bool) -> None:
         """Remove a file, a link or an empty directory; with `recursive`, a whole tree."""
         path = check_path(path)
-        if shown(path) in ("/", "/workspace"):
+        if "/" + "/".join(p for p in shown(path).split("/") if p not in ("", ".")) in (
+                "/", "/workspace"):
             # A well-formed path this server will not act on: 403, as for any refusal.
             raise Forbidden(f"refusing to delete {shown(path)}; delete what is in it",
                             "protected_path")
@@ -237,19 +240,8 @@ class FileTransfers:
         path = check_path(path)
         async with self._op(tenant, target, "list", path) as op:
             data, more = await op.read_all(MAX_LIST_BYTES)
-        fields = data.split(b"\0")
-        entries = []
-        base = shown(path)
-        for i in range(0, len(fields) - 2, 3):
-            entry = _entry(fields[i], fields[i + 1], fields[i + 2], base)
-            if entry is not None:
-                entries.append(entry)
-        if len(entries) == 1 and entries[0].type != "directory" and posixpath.basename(
-                base) == entries[0].name:
-            entries[0].path = base  # a file listed itself
-        entries.sort(key=lambda e: e.name)
-        return FileList(path=base, entries=entries[:MAX_LIST_ENTRIES],
-                        truncated=more or len(entries) > MAX_LIST_ENTRIES)
+        # Parsed and sorted off the event loop: a listing is up to MAX_LIST_BYTES.
+        return await asyncio.to_thread(_listing, data, more, shown(path))
 
 
 def _check_fits_memory(live: LiveSession, size: int) -> None:
@@ -261,6 +253,37 @@ def _check_fits_memory(live: LiveSession, size: int) -> None:
         raise StorageFull(f"{size} bytes do not fit in session {live.id}: without a workspace "
                           f"its files are memory, bounded by its {limit_mb} MiB limit (use a "
                           "workspace, or a larger memory_mb)", "no_space")
+
+
+def _listing(data: bytes, more: bool, base: str) -> FileList:
+    """The operation's listing records as entries (blocking: a thread's work)."""
+    fields = data.split(b"\0")
+    entries = []
+    for i in range(0, len(fields) - 2, 3):
+        entry = _entry(fields[i], fields[i + 1], fields[i + 2], base)
+        if entry is not None:
+            entries.append(entry)
+    if len(entries) == 1 and entries[0].type != "directory" and posixpath.basename(
+            base) == entries[0].name:
+        entries[0].path = base  # a file listed itself
+    entries.sort(key=lambda e: e.name)
+    return FileList(path=base, entries=entries[:MAX_LIST_ENTRIES],
+                    truncated=more or len(entries) > MAX_LIST_ENTRIES)
+
+
+def _numbers(line: str, count: int) -> tuple[int, ...]:
+    """The `count` whole numbers of an operation's answer line. The line comes from
+    the sandbox: anything else is an error of the sandbox's, never a traceback."""
+    parts = line.split()
+    if len(parts) != count or not all(p.isascii() and p.isdigit() and len(p) <= 19
+                                      for p in parts):
+        raise _nonsense()
+    return tuple(int(p) for p in parts)
+
+
+def _nonsense() -> BadGateway:
+    return BadGateway("the sandbox's file operation answered nonsense (was it tampered "
+                      "with from inside?)", "file_error")
 
 
 def _entry(head: bytes, name: bytes, target: bytes, base: str) -> FileEntry | None:

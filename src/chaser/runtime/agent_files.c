@@ -610,9 +610,17 @@ static int link_stays(const char *rel, const char *target)
 	const char *c;
 	if (*target == '/' || !*target)
 		return 0;
-	for (c = rel; (c = strchr(c, '/')) != NULL; c++)
-		if (c[1] && c[1] != '/')
+	/* The link's directory depth: its directory components, `.` and empty ones not
+	 * counted (`a/./././l` is one level down, as the kernel resolves it). */
+	for (c = rel; *c;) {
+		size_t len = strcspn(c, "/");
+		const char *next = c + len;
+		while (*next == '/')
+			next++;
+		if (*next && len && !(len == 1 && c[0] == '.'))
 			depth++;
+		c = next;
+	}
 	for (c = target; *c;) {
 		size_t len = strcspn(c, "/");
 		if (len == 2 && c[0] == '.' && c[1] == '.') {
@@ -874,6 +882,9 @@ static int files_unpack(char *path)
 static int files_main(int argc, char **argv)
 {
 	const char *op = argc > 0 ? argv[0] : "";
+	/* Not traceable by the sandbox's other processes (they share its uid): what it
+	 * answers the server is its own, not a tenant's injection. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	umask(022);
 	signal(SIGPIPE, SIG_DFL);
 	if (!strcmp(op, "read") && argc == 4)
