@@ -2,6 +2,7 @@
 # Install Chaser on a Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
 # Usage: scripts/install.sh [--dev] [--systemd]   (as root)
 #   --dev      adds the test dependencies
+#   CHASER_SKIP_CONSOLE=1 in the environment skips building the web console (npm)
 #   --systemd  installs deploy/chaser.service (to $SYSTEMD_UNIT_DIR, default
 #              /etc/systemd/system) and enables it when systemd is running
 set -euo pipefail
@@ -27,12 +28,20 @@ if ! command -v gcc >/dev/null; then
 elif libc_a=$(gcc -print-file-name=libc.a) && [ ! -f "$libc_a" ]; then
   need+=(libc6-dev)
 fi
+# The web console (console/) is bundled from npm packages at install time.
+if [ -z "${CHASER_SKIP_CONSOLE:-}" ]; then
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
+fi
 case " $* " in
   *" --dev "*)  # the image tests: a real registry on loopback, and a libc-free busybox
     command -v docker-registry >/dev/null || need+=(docker-registry)
     [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
     command -v less >/dev/null || need+=(less)  # the terminal tests' full-screen program
     command -v tmux >/dev/null || need+=(tmux)  # `chaser shell` under a real terminal
+    # The console's browser tests drive the distribution's Chromium (never a downloaded one).
+    command -v chromium >/dev/null || need+=(chromium)
+    command -v chromedriver >/dev/null || need+=(chromium-driver)
     ;;
 esac
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -69,6 +78,20 @@ fi
 rm -f "$log"
 .venv/bin/python -c 'import chaser.server.app' # fails loudly if the install is broken
 echo "chaser: installed in $(pwd)/.venv"
+
+# The console's bundle goes to console/dist (gitignored), which the server serves at
+# /console; `npm ci` installs exactly what console/package-lock.json pins.
+if [ -z "${CHASER_SKIP_CONSOLE:-}" ]; then
+  log=$(mktemp)
+  if ! (cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "chaser: building the web console failed (CHASER_SKIP_CONSOLE=1 skips it; the API works without it)" >&2
+    exit 1
+  fi
+  grep '^chaser console:' "$log" || true
+  rm -f "$log"
+fi
 
 if [ -n "$systemd" ]; then
   unit_dir=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}

@@ -21,7 +21,7 @@ from chaser.core.quotas import host_memory_mb, kernel_pid_max
 from chaser.runtime.bwrap import BwrapRuntime
 from chaser.runtime.cgroups import ResourceLimits
 from chaser.runtime.uids import allocate as allocate_uids
-from chaser.server import errors
+from chaser.server import console, errors
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
@@ -73,6 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
                    jobs, schedules):
         app.include_router(module.router)
     app.include_router(mcp.router)
+    console.install(app, settings)
     return app
 
 
