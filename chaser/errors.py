@@ -8,6 +8,7 @@
     ├── Conflict              code: conflict, session_stopped, command_finished, image_in_use
     ├── PayloadTooLarge       code: payload_too_large, image_too_large
     ├── Unprocessable         code: image_rejected (an image's content is refused)
+    ├── RangeNotSatisfiable   code: range_not_satisfiable
     ├── OverLimit             code: tenant_limit, too_many_commands, pids_limit
     ├── StorageFull           code: storage_full
     ├── BadGateway            code: image_pull_failed (a registry failed or lied)
@@ -70,6 +71,12 @@ class BadGateway(ServiceError):
     """A server this one depends on (a registry) failed or answered nonsense."""
 
     code = "bad_gateway"
+
+
+class RangeNotSatisfiable(ServiceError):
+    """A byte range past the end of a file."""
+
+    code = "range_not_satisfiable"
 
 
 class OverLimit(ServiceError):

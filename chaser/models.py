@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -13,6 +15,7 @@ DEFAULT_FOREGROUND_TIMEOUT_MS = 300_000
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 MAX_STDIN_BYTES = 2 * 1024 * 1024
+_B64_MAX = (MAX_STDIN_BYTES + 2) // 3 * 4  # base64 of MAX_STDIN_BYTES
 WORKSPACE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -21,10 +24,21 @@ SessionStatus = Literal["running", "stopped"]
 Shell = Literal["sh", "bash"]
 
 
-class _Strict(BaseModel):
-    """Requests reject unknown fields so typos never pass silently."""
+def _check_b64(value: str | None) -> str | None:
+    """Standard base64 (with padding), or a clear error."""
+    if value is not None:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not valid base64") from None
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+class _Strict(BaseModel):
+    """Requests reject unknown fields so typos never pass silently, and take JSON types
+    as they are: `"background": 0` or `"timeout_ms": "5"` are 422, never coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _utf8(value: str) -> str:
@@ -91,6 +105,8 @@ class CommandRequest(_Strict):
     env: EnvVars | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS)
     stdin: Text | None = Field(default=None, max_length=MAX_STDIN_BYTES)
+    stdin_b64: str | None = Field(default=None, max_length=_B64_MAX,
+                                  description="stdin as base64: any bytes (instead of stdin)")
     shell: Shell = "sh"
     max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=0, le=MAX_OUTPUT_BYTES)
 
@@ -104,6 +120,23 @@ class CommandRequest(_Strict):
         if len(v.encode()) > MAX_COMMAND_BYTES:
             raise ValueError(f"command is longer than {MAX_COMMAND_BYTES} bytes")
         return v
+
+    @field_validator("stdin_b64")
+    @classmethod
+    def _stdin_b64(cls, v: str | None) -> str | None:
+        return _check_b64(v)
+
+    @model_validator(mode="after")
+    def _one_stdin(self) -> Self:
+        if self.stdin is not None and self.stdin_b64 is not None:
+            raise ValueError("give either stdin or stdin_b64, not both")
+        return self
+
+    def stdin_bytes(self) -> bytes | None:
+        """The command's stdin as bytes, from whichever field holds it."""
+        if self.stdin_b64 is not None:
+            return base64.b64decode(self.stdin_b64)
+        return None if self.stdin is None else self.stdin.encode()
 
 
 
@@ -226,8 +259,29 @@ class BackgroundStarted(BaseModel):
 
 
 class StdinRequest(_Strict):
+    """`POST .../stdin` as JSON: text (`input`) or any bytes (`data_b64`); `eof` closes.
+    (A raw `application/octet-stream` body streams bytes of any length instead.)"""
+
     input: Text | None = Field(default=None, max_length=MAX_STDIN_BYTES)
+    data_b64: str | None = Field(default=None, max_length=_B64_MAX)
     eof: bool = False
+
+    @field_validator("data_b64")
+    @classmethod
+    def _data_b64(cls, v: str | None) -> str | None:
+        return _check_b64(v)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Self:
+        if self.input is not None and self.data_b64 is not None:
+            raise ValueError("give either input or data_b64, not both")
+        return self
+
+    def data(self) -> bytes:
+        """The bytes to write."""
+        if self.data_b64 is not None:
+            return base64.b64decode(self.data_b64)
+        return (self.input or "").encode()
 
 
 class StdinResult(BaseModel):

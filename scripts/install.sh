@@ -58,11 +58,11 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-extra=""
+extra="[server]"  # `pip install chaser` alone is the SDK and the CLI
 systemd=""
 for arg in "$@"; do
   case "$arg" in
-    --dev) extra="[dev]" ;;
+    --dev) extra="[server,dev]" ;;
     --systemd) systemd=1 ;;
     *) echo "chaser: unknown option $arg (see the usage at the top of $0)" >&2; exit 2 ;;
   esac

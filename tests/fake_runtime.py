@@ -19,6 +19,9 @@ What it keeps of the real runtime's contract (`chaser.runtime.base`):
 - a missing cwd fails as the agent (session spawn: 400 `invalid_cwd`) or bwrap (one-shot
   run: `setup_failed` with bwrap's words on stderr) makes it fail;
 - only the `default` image exists; the runtime owns the `ProcessIO` fds it is given.
+- the files API's operations (`/.chaser/agent files ...`) run the static agent built
+  from this checkout; their absolute paths outside the three mounts are sent to a
+  directory of the sandbox's own that does not exist, never to the host's.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ from collections import Counter
 from pathlib import Path
 
 from chaser.errors import BadRequest, Conflict, SandboxFailed
-from chaser.runtime import disks
+from chaser.runtime import agent_build, disks
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 
 MOUNTS = {"/workspace": "files", "/home/user": "home", "/tmp": "tmp"}
 FAKE_UID_BASE = 2_000_000_000  # reported only: nothing is ever chowned
 DEFAULT_DISK_MB = 10240
+AGENT_FILES = ["/.chaser/agent", "files"]
 
 
 class FakeProcess:
@@ -101,10 +105,23 @@ class FakeSandbox:
         self._owned = owned  # a private temp dir, removed at close (a workspace's is kept)
         self._groups: set[int] = set()
         self._closed = asyncio.Event()
+        self.agent: Path | None = None  # the static agent, for file operations
 
     @property
     def alive(self) -> bool:
         return not self._closed.is_set()
+
+    def _file_op(self, argv: list[str]) -> list[str]:
+        """A files API operation: the built agent, its path confined to the sandbox."""
+        if self.agent is None or len(argv) < 4:
+            raise SandboxFailed("no static agent to run file operations", "spawn_failed")
+        path = argv[3]
+        if path.startswith("/"):
+            mapped = self.host_path(path)
+            if mapped == Path(posixpath.normpath(path)):  # outside the mounts
+                mapped = self.root / "not-in-this-fake" / path.lstrip("/")
+            path = str(mapped)
+        return [str(self.agent), *argv[1:3], path, *argv[4:]]
 
     def host_path(self, path: str) -> Path:
         """Where a sandbox path lives on the host (its own dirs for the mounted ones)."""
@@ -128,9 +145,10 @@ class FakeSandbox:
             if not cwd.is_dir():  # as the agent answers: 400 invalid_cwd
                 raise BadRequest("cwd does not exist in the sandbox or is not a directory",
                                  "invalid_cwd")
+            argv = self._file_op(spec.argv) if spec.argv[:2] == AGENT_FILES else spec.argv
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *spec.argv, stdin=io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL,
+                    *argv, stdin=io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL,
                     stdout=io.stdout, stderr=io.stderr, env=self._env(spec.env), cwd=cwd,
                     start_new_session=True, umask=0o022,
                     preexec_fn=_take_terminal if tty else None)
@@ -143,10 +161,15 @@ class FakeSandbox:
         self._groups.add(proc.pid)
         return FakeProcess(proc)
 
-    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> FakeProcess:
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int,
+                        echo: bool = True) -> FakeProcess:
         """Start `spec` on a new host terminal (a host pty: the fake isolates nothing)."""
         master, slave = os.openpty()
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        if not echo:
+            attrs = termios.tcgetattr(slave)
+            attrs[3] &= ~termios.ECHO
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
         try:
             proc = await self.spawn(spec, ProcessIO(stdout=os.dup(slave), stderr=os.dup(slave),
                                                     stdin=os.dup(slave)), tty=True)
@@ -183,6 +206,7 @@ class FakeRuntime:
         self.sandboxes: dict[str, FakeSandbox] = {}  # live ones, for tests to reach
         self._quota_mb: dict[Path, int] = {}
         self._users: Counter[Path] = Counter()  # live sandboxes on each workspace dir
+        self._agent: Path | None = None
 
     def describe(self) -> dict[str, object]:
         return {"runtime": "fake", "cgroup": "none", "memory": False, "pids": False,
@@ -229,6 +253,9 @@ class FakeRuntime:
         for sub in MOUNTS.values():
             (root / sub).mkdir(parents=True, exist_ok=True)
         sandbox = FakeSandbox(spec.name, root, owned)
+        if self._agent is None:
+            self._agent = await asyncio.to_thread(agent_build.build_agent, self.root / ".agent")
+        sandbox.agent = self._agent
         self.sandboxes[spec.name] = sandbox
         asyncio.get_running_loop().create_task(self._forget(sandbox, spec.workspace_dir))
         return sandbox

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import BinaryIO
 
 from chaser.client import ChaserError, CommandHandle, ExitEvent, OutputEvent, output_bytes
+
+STDIN_CHUNK = 256 * 1024
 
 
 def write_event(event: OutputEvent, out: BinaryIO, err: BinaryIO) -> None:
@@ -79,17 +81,17 @@ def forward_stdin(handle: CommandHandle) -> threading.Thread | None:
     return thread
 
 
+def _read_chunks(fd: int) -> Iterator[bytes]:
+    """Local stdin in bounded chunks, read only as fast as the request sends them."""
+    while chunk := os.read(fd, STDIN_CHUNK):
+        yield chunk
+
+
 def _pump_stdin(handle: CommandHandle, fd: int) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    """Local stdin, byte for byte, as one streamed request: the server takes it at the
+    command's pace, so a pipe of any size holds bounded memory on both ends."""
     try:
-        while True:
-            chunk = os.read(fd, 64 * 1024)
-            text = decoder.decode(chunk, final=not chunk)
-            if text:
-                handle.send_stdin(text)
-            if not chunk:
-                break
-        handle.close_stdin()
+        handle.stream_stdin(_read_chunks(fd), eof=True)
     except Exception:  # noqa: BLE001 - the command ended or the CLI is exiting
         return
 

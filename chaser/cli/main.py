@@ -13,7 +13,8 @@ from chaser.client import ChaserError, Client, __version__
 
 from ._app import AppContext, ChaserGroup, fail, print_json, print_table
 from .attach import attach
-from .commands import commands
+from .commands import commands, wait
+from .cp import cp
 from .keys import keys
 from .run import exec_command, shell
 from .sessions import sessions
@@ -83,7 +84,8 @@ def server(host: str, port: int, data_dir: Path | None, sets: tuple[str, ...],
     try:
         from chaser.server.run import serve
     except ImportError as e:
-        fail(f"the server is not available in this installation ({e})")
+        fail(f"the server is not installed here ({e}); install it with "
+             "pip install 'chaser[server]' (scripts/install.sh does)")
     serve(host=host, port=port, data_dir=data_dir, sets=sets,
           registry_mirrors=list(mirrors) or None, insecure_registries=list(insecure) or None,
           registry_auth_file=registry_auth)
@@ -171,6 +173,8 @@ cli.add_command(workspaces)
 cli.add_command(images)
 cli.add_command(jobs)
 cli.add_command(schedules)
+cli.add_command(cp)
+cli.add_command(wait)
 
 
 def main() -> None:

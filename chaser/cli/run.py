@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from chaser.client import ChaserError, Client, ConflictError, SessionHandle
-from chaser.models import Shell
+from chaser.models import MAX_STDIN_BYTES, Shell
 
 from ._app import (
     EXIT_INTERRUPTED,
@@ -75,6 +75,15 @@ def with_target_options(f: F) -> F:
     for option in reversed(target_options):
         f = option(f)
     return f
+
+
+def _read_stdin() -> bytes:
+    """Local stdin, exactly (bytes), up to what one request carries."""
+    data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+    if len(data) > MAX_STDIN_BYTES:
+        raise click.UsageError(f"-i sends at most {MAX_STDIN_BYTES} bytes of stdin; pipe "
+                               "more into `chaser shell -c`, which streams it")
+    return data
 
 
 def _shell(use_bash: bool) -> Shell | None:
@@ -219,7 +228,7 @@ def exec_command(
     _one_target(workspace, session_id, ephemeral)
     text = " ".join(command)
     env_vars = parse_env(env)
-    stdin = sys.stdin.read() if read_stdin else None
+    stdin = _read_stdin() if read_stdin else None
     shell_name = _shell(use_bash)
     client = app.client()
     if background:

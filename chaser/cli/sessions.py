@@ -71,14 +71,18 @@ def create(
 
 @sessions.command("list", epilog="""\b
 Examples:
-  chaser sessions list
-  chaser sessions list --status running --json | jq -r '.[].id'""")
+  chaser sessions ls                   # the running ones (as docker ps)
+  chaser sessions ls --all             # stopped ones too
+  chaser sessions list --status stopped --json | jq -r '.[].id'""")
 @click.option("--status", type=click.Choice(["running", "stopped"]),
-              help="Only sessions in this state.")
+              help="Only sessions in this state (default: running).")
+@click.option("--all", "-a", "all_", is_flag=True, help="Stopped sessions too.")
 @json_option
 @pass_app
-def list_(app: AppContext, status: str | None, as_json: bool) -> None:
-    """List sessions, newest first."""
+def list_(app: AppContext, status: str | None, all_: bool, as_json: bool) -> None:
+    """List sessions, newest first: the running ones unless --all or --status."""
+    if status is None and not all_:
+        status = "running"
     items = [s.last_info for s in app.client().sessions.list(status=status)]
     if status is not None:
         items = [s for s in items if s.status == status]
@@ -119,3 +123,6 @@ def delete(app: AppContext, session_ids: tuple[str, ...], as_json: bool) -> None
     else:
         for s in stopped:
             click.echo(s.id)
+
+
+sessions.add_command(list_, "ls")  # docker's and kubectl's habit

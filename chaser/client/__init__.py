@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from chaser.file_models import ArchiveWritten, FileEntry, FileWritten
 from chaser.models import (
     ApiKey,
     BackgroundStarted,
@@ -30,6 +31,7 @@ from chaser.models import (
 from chaser.jobs.models import Job, JobLogs, PipelineStep, RetryPolicy, Schedule
 
 from ._async_client import AsyncClient, AsyncCommands, AsyncImages, AsyncKeys, AsyncSessions
+from ._async_files import AsyncFiles
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
 from ._client import Client, Commands, Images, Keys, Sessions
 from ._config import DEFAULT_API_URL, Config, default_config_path, resolve_config
@@ -48,6 +50,7 @@ from ._errors import (
     TimeoutError,
     ValidationError,
 )
+from ._files import Files
 from ._handles import CommandHandle, SessionHandle
 from ._async_jobs import AsyncJobs, AsyncSchedules
 from ._jobs import JobEvent, Jobs, Schedules
@@ -70,6 +73,11 @@ __version__ = VERSION
 
 __all__ = [
     "APIError",
+    "ArchiveWritten",
+    "AsyncFiles",
+    "FileEntry",
+    "FileWritten",
+    "Files",
     "ApiKey",
     "AsyncClient",
     "AsyncCommandHandle",

@@ -7,6 +7,7 @@ send a `Call`, so no request shape is written twice.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -55,6 +56,9 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     # Seconds to wait for the answer; None means the client's default timeout.
     read_timeout: float | None = None
+    # A raw body instead of JSON (bytes, or an iterable of bytes streamed as it is read).
+    content: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _seg(value: str) -> str:
@@ -63,7 +67,10 @@ def _seg(value: str) -> str:
 
 
 def _body(**fields: Any) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
+    body = {k: v for k, v in fields.items() if v is not None}
+    if isinstance(body.get("stdin"), bytes):  # bytes travel as base64: any byte survives
+        body["stdin_b64"] = base64.b64encode(body.pop("stdin")).decode()
+    return body
 
 
 def _exec_wait(timeout_ms: int | None) -> float:
@@ -92,7 +99,7 @@ def exec_(
     cwd: str | None,
     env: dict[str, str] | None,
     timeout_ms: int | None,
-    stdin: str | None,
+    stdin: str | bytes | None,
     shell: Shell | None,
     max_output_bytes: int | None,
 ) -> Call[ExecResult]:
@@ -113,7 +120,7 @@ def session_exec(
     cwd: str | None,
     env: dict[str, str] | None,
     timeout_ms: int | None,
-    stdin: str | None,
+    stdin: str | bytes | None,
     shell: Shell | None,
     max_output_bytes: int | None,
 ) -> Call[Any]:
@@ -173,11 +180,28 @@ def command_get(
 
 
 def command_stdin(
-    session_id: str, command_id: str, *, input: str | None, eof: bool,
+    session_id: str, command_id: str, *, input: str | bytes | None, eof: bool,
 ) -> Call[StdinResult]:
-    body = _body(input=input, eof=True if eof else None)
+    if isinstance(input, bytes):
+        body = _body(data_b64=base64.b64encode(input).decode(), eof=True if eof else None)
+    else:
+        body = _body(input=input, eof=True if eof else None)
     return Call("POST", f"{command_path(session_id, command_id)}/stdin",
                 StdinResult.model_validate, json=body)
+
+
+def command_stdin_stream(session_id: str, command_id: str, content: Any,
+                         eof: bool) -> Call[StdinResult]:
+    """A raw stdin body of any length (`content`: bytes or an iterable of them), which
+    the server takes at the command's pace."""
+    return Call("POST", f"{command_path(session_id, command_id)}/stdin",
+                StdinResult.model_validate, params=_body(eof="true" if eof else None),
+                content=content, headers={"Content-Type": "application/octet-stream"})
+
+
+def command_by_id(command_id: str) -> Call[Command]:
+    return Call("GET", f"/v1/commands/{_seg(command_id)}", Command.model_validate,
+                params={"limit": 0})
 
 
 def command_kill(session_id: str, command_id: str, signal: str | int) -> Call[Command]:

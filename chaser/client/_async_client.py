@@ -30,6 +30,7 @@ from chaser.models import (
 from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
+from ._async_files import AsyncFiles
 from ._async_handles import AsyncCommandHandle, AsyncSessionHandle
 from ._async_jobs import AsyncJobs, AsyncSchedules
 from ._pty import AsyncPty
@@ -135,7 +136,7 @@ class AsyncClient:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         timeout_ms: int | None = None,
-        stdin: str | None = None,
+        stdin: str | bytes | None = None,
         *,
         shell: Shell | None = None,
         max_output_bytes: int | None = None,
@@ -225,6 +226,11 @@ class AsyncCommands:
         """A handle on a command without fetching it first."""
         return AsyncCommandHandle(self._client, session_id, command_id)
 
+    async def by_id(self, command_id: str) -> AsyncCommandHandle:
+        """A command by its id alone (`GET /v1/commands/{id}`), in whatever session."""
+        info = await self._client._call(_api.command_by_id(command_id))
+        return AsyncCommandHandle(self._client, info.session_id, command_id, info=info)
+
 
 class AsyncKeys:
     """`client.keys`: manage API keys (admin keys only)."""
@@ -267,6 +273,10 @@ class AsyncWorkspaces:
     async def delete(self, name: str, *, force: bool = False) -> Workspace:
         """Delete a workspace and its files; `force` stops a session running on it."""
         return await self._client._call(_api.workspace_delete(name, force))
+
+    def files(self, name: str) -> AsyncFiles:
+        """The workspace's files, whether or not a session runs on it."""
+        return AsyncFiles(self._client, f"/v1/workspaces/{_api._seg(name)}")
 
 
 _PULL_TIMEOUT = httpx.Timeout(10.0, read=_api.IMAGE_PULL_WAIT_S)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal, overload
 from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, StdinResult
 
 from . import _api
+from ._async_files import AsyncFiles
+from ._chunks import AsyncStdinSource, achunked
 from ._pty_protocol import PtyMode
 from ._stream import DEFAULT_STREAM_RETRIES, AsyncCommandStream
 
@@ -93,10 +95,19 @@ class AsyncCommandHandle:
             interval_ms=interval_ms, retries=retries, timeout=timeout,
         )
 
-    async def send_stdin(self, text: str, *, eof: bool = False) -> StdinResult:
-        """Write `text` to the command's stdin (and close it when `eof`)."""
+    async def send_stdin(self, data: str | bytes, *, eof: bool = False) -> StdinResult:
+        """Write `data` (text, or any bytes) to the command's stdin (and close it when
+        `eof`); up to 2 MiB a call: `stream_stdin` takes any length."""
         return await self._client._call(
-            _api.command_stdin(self.session_id, self.id, input=text, eof=eof)
+            _api.command_stdin(self.session_id, self.id, input=data, eof=eof)
+        )
+
+    async def stream_stdin(self, source: AsyncStdinSource, *, eof: bool = True) -> StdinResult:
+        """Stream `source` (bytes, an iterable of bytes, an async iterable or a binary
+        file) to the command's stdin in one request, at the pace the command reads it
+        (memory stays bounded on both ends); then close stdin unless `eof=False`."""
+        return await self._client._call(
+            _api.command_stdin_stream(self.session_id, self.id, achunked(source), eof)
         )
 
     async def close_stdin(self) -> StdinResult:
@@ -156,6 +167,11 @@ class AsyncSessionHandle:
         return self._info.workspace
 
     @property
+    def files(self) -> AsyncFiles:
+        """The session's files: read, write, list, upload_dir, download_dir, ..."""
+        return AsyncFiles(self._client, _api.session_path(self.id))
+
+    @property
     def image(self) -> str:
         return self._info.image
 
@@ -180,7 +196,7 @@ class AsyncSessionHandle:
     async def exec(
         self, command: str, *, background: Literal[False] = False, cwd: str | None = None,
         env: dict[str, str] | None = None, timeout_ms: int | None = None,
-        stdin: str | None = None, shell: Shell | None = None,
+        stdin: str | bytes | None = None, shell: Shell | None = None,
         max_output_bytes: int | None = None,
     ) -> ExecResult: ...
 
@@ -188,14 +204,14 @@ class AsyncSessionHandle:
     async def exec(
         self, command: str, *, background: Literal[True], cwd: str | None = None,
         env: dict[str, str] | None = None, timeout_ms: int | None = None,
-        stdin: str | None = None, shell: Shell | None = None,
+        stdin: str | bytes | None = None, shell: Shell | None = None,
         max_output_bytes: int | None = None,
     ) -> AsyncCommandHandle: ...
 
     async def exec(
         self, command: str, *, background: bool = False, cwd: str | None = None,
         env: dict[str, str] | None = None, timeout_ms: int | None = None,
-        stdin: str | None = None, shell: Shell | None = None,
+        stdin: str | bytes | None = None, shell: Shell | None = None,
         max_output_bytes: int | None = None,
     ) -> ExecResult | AsyncCommandHandle:
         """Run `command` in this session.

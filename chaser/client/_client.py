@@ -29,6 +29,7 @@ from chaser.models import (
 from . import _api
 from ._config import Config, resolve_config
 from ._errors import ChaserError, StreamError
+from ._files import Files
 from ._handles import CommandHandle, SessionHandle
 from ._jobs import Jobs, Schedules
 from ._pty import Pty
@@ -134,7 +135,7 @@ class Client:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         timeout_ms: int | None = None,
-        stdin: str | None = None,
+        stdin: str | bytes | None = None,
         *,
         shell: Shell | None = None,
         max_output_bytes: int | None = None,
@@ -223,6 +224,11 @@ class Commands:
         """A handle on a command without fetching it first."""
         return CommandHandle(self._client, session_id, command_id)
 
+    def by_id(self, command_id: str) -> CommandHandle:
+        """A command by its id alone (`GET /v1/commands/{id}`), in whatever session."""
+        info = self._client._call(_api.command_by_id(command_id))
+        return CommandHandle(self._client, info.session_id, command_id, info=info)
+
 
 class Keys:
     """`client.keys`: manage API keys (admin keys only)."""
@@ -265,6 +271,11 @@ class Workspaces:
     def delete(self, name: str, *, force: bool = False) -> Workspace:
         """Delete a workspace and its files; `force` stops a session running on it."""
         return self._client._call(_api.workspace_delete(name, force))
+
+    def files(self, name: str) -> Files:
+        """The workspace's files, whether or not a session runs on it (the server
+        starts one when needed)."""
+        return Files(self._client, f"/v1/workspaces/{_api._seg(name)}")
 
 
 _PULL_TIMEOUT = httpx.Timeout(10.0, read=_api.IMAGE_PULL_WAIT_S)

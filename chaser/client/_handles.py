@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal, overload
 from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, StdinResult
 
 from . import _api
+from ._chunks import StdinSource, chunked
+from ._files import Files
 from ._pty_protocol import PtyMode
 from ._stream import DEFAULT_STREAM_RETRIES, CommandStream
 
@@ -90,10 +92,19 @@ class CommandHandle:
             interval_ms=interval_ms, retries=retries, timeout=timeout,
         )
 
-    def send_stdin(self, text: str, *, eof: bool = False) -> StdinResult:
-        """Write `text` to the command's stdin (and close it when `eof`)."""
+    def send_stdin(self, data: str | bytes, *, eof: bool = False) -> StdinResult:
+        """Write `data` (text, or any bytes) to the command's stdin (and close it when
+        `eof`); up to 2 MiB a call: `stream_stdin` takes any length."""
         return self._client._call(
-            _api.command_stdin(self.session_id, self.id, input=text, eof=eof)
+            _api.command_stdin(self.session_id, self.id, input=data, eof=eof)
+        )
+
+    def stream_stdin(self, source: StdinSource, *, eof: bool = True) -> StdinResult:
+        """Stream `source` (bytes, an iterable of bytes or a binary
+        file) to the command's stdin in one request, at the pace the command reads it
+        (memory stays bounded on both ends); then close stdin unless `eof=False`."""
+        return self._client._call(
+            _api.command_stdin_stream(self.session_id, self.id, chunked(source), eof)
         )
 
     def close_stdin(self) -> StdinResult:
@@ -150,6 +161,11 @@ class SessionHandle:
         return self._info.workspace
 
     @property
+    def files(self) -> Files:
+        """The session's files: read, write, list, upload_dir, download_dir, ..."""
+        return Files(self._client, _api.session_path(self.id))
+
+    @property
     def image(self) -> str:
         return self._info.image
 
@@ -174,7 +190,7 @@ class SessionHandle:
     def exec(
         self, command: str, *, background: Literal[False] = False, cwd: str | None = None,
         env: dict[str, str] | None = None, timeout_ms: int | None = None,
-        stdin: str | None = None, shell: Shell | None = None,
+        stdin: str | bytes | None = None, shell: Shell | None = None,
         max_output_bytes: int | None = None,
     ) -> ExecResult: ...
 
@@ -182,14 +198,14 @@ class SessionHandle:
     def exec(
         self, command: str, *, background: Literal[True], cwd: str | None = None,
         env: dict[str, str] | None = None, timeout_ms: int | None = None,
-        stdin: str | None = None, shell: Shell | None = None,
+        stdin: str | bytes | None = None, shell: Shell | None = None,
         max_output_bytes: int | None = None,
     ) -> CommandHandle: ...
 
     def exec(
         self, command: str, *, background: bool = False, cwd: str | None = None,
         env: dict[str, str] | None = None, timeout_ms: int | None = None,
-        stdin: str | None = None, shell: Shell | None = None,
+        stdin: str | bytes | None = None, shell: Shell | None = None,
         max_output_bytes: int | None = None,
     ) -> ExecResult | CommandHandle:
         """Run `command` in this session.

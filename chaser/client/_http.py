@@ -56,6 +56,10 @@ def request_kwargs(call: Call[Any], default_timeout: float | None) -> dict[str, 
     kwargs: dict[str, Any] = {"params": call.params or None}
     if call.json is not None:
         kwargs["json"] = call.json
+    if call.content is not None:
+        kwargs["content"] = call.content
+    if call.headers:
+        kwargs["headers"] = call.headers
     t = request_timeout(call, default_timeout)
     if t is not None:
         kwargs["timeout"] = t
@@ -80,6 +84,9 @@ def parse_response(call: Call[T], response: httpx.Response, config: Config) -> T
 def api_error(response: httpx.Response, config: Config) -> APIError:
     """The typed error for a failed answer, with a hint when no key was configured."""
     err = error_from_response(response)
+    if response.status_code == 404 and config.api_url.endswith("/v1"):
+        err.message += (f" (hint: the API URL {config.api_url!r} ends in /v1; give the "
+                        "server's root, as http://127.0.0.1:8080: the SDK adds /v1 itself)")
     if isinstance(err, AuthenticationError) and not config.api_key:
         err.message = (
             f"no API key configured: set {ENV_KEY}, pass --api-key / api_key=, or put "

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1024 * 1024  # bigger pipes: fewer wake-ups for chatty commands
 DRAIN_GRACE_S = 0.25  # after exit, how long output held open by orphans may still arrive
 MAX_STDIN_BUFFER = 16 * 1024 * 1024
+STDIN_HIGH_WATER = 1024 * 1024  # a streamed stdin waits for the command past this
 READ_BYTES = 256 * 1024  # per wake-up of a pipe, as asyncio's pipe transports read
 
 Launcher = Callable[[ProcessIO], Awaitable[Process]]
@@ -69,6 +70,31 @@ class _Pump:
             self.fd = -1
         if not self.done.done():
             self.done.set_result(None)
+
+
+class _StdinFlow(asyncio.Protocol):
+    """Flow control of a command's stdin pipe: `writable()` waits while the transport's
+    buffer is over its high-water mark, and returns at once when the pipe is gone."""
+
+    def __init__(self) -> None:
+        self._ready = asyncio.Event()
+        self._ready.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.set_write_buffer_limits(high=STDIN_HIGH_WATER)
+
+    def pause_writing(self) -> None:
+        self._ready.clear()
+
+    def resume_writing(self) -> None:
+        self._ready.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ready.set()
+
+    async def writable(self) -> None:
+        await self._ready.wait()
 
 
 def _pipes(n: int) -> list[tuple[int, int]]:
@@ -121,6 +147,7 @@ class RunningCommand:
         self.started_mono = time.monotonic()
         self.ended_mono: float | None = None
         self._stdin: asyncio.WriteTransport | None = None
+        self._stdin_flow = _StdinFlow()
         self._pumps: list[_Pump] = []
         self._timed_out = False
         self._end_reason: str | None = None
@@ -133,7 +160,7 @@ class RunningCommand:
     def running(self) -> bool:
         return not self.finished.is_set()
 
-    async def start(self, launch: Launcher, *, stdin_pipe: bool, stdin_text: str | None,
+    async def start(self, launch: Launcher, *, stdin_pipe: bool, stdin_text: bytes | None,
                     timeout_ms: int | None) -> None:
         """Start the process with fresh pipes; raises what the runtime raises."""
         loop = asyncio.get_running_loop()
@@ -157,10 +184,11 @@ class RunningCommand:
         self._pumps = [_Pump(out_r, self.output, STDOUT), _Pump(err_r, self.output, STDERR)]
         if in_w is not None:
             os.set_blocking(in_w, False)
-            transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
+            transport, self._stdin_flow = await loop.connect_write_pipe(
+                _StdinFlow, os.fdopen(in_w, "wb", 0))
             self._stdin = transport
             if stdin_text is not None:
-                self.write_stdin(stdin_text.encode(), eof=True)
+                self.write_stdin(stdin_text, eof=True)
         if timeout_ms is not None:
             self._timer = loop.call_later(timeout_ms / 1000, self._on_timeout)
 
@@ -243,12 +271,28 @@ class RunningCommand:
             self._stdin.close()  # flushes what is queued, then closes
         return len(data)
 
-    async def stdin_room(self, limit: int) -> None:
-        """Wait while more than `limit` bytes of input are queued (or until the command
-        ends): whoever writes is held back at the pace the command reads, and nobody else."""
-        while self.running and self._stdin is not None and not self._stdin.is_closing() \
-                and self._stdin.get_write_buffer_size() > limit:
-            await asyncio.sleep(0.01)
+    async def stdin_room(self) -> None:
+        """Wait while the command's stdin is over its high-water mark (or until the
+        command ends): whoever writes is held back at the pace the command reads."""
+        if self.running and self._stdin is not None and not self._stdin.is_closing():
+            await self._stdin_flow.writable()
+
+    async def feed_stdin(self, chunks: AsyncIterator[bytes], eof: bool) -> int:
+        """Write `chunks` to stdin as the command reads them: at most STDIN_HIGH_WATER
+        bytes wait in the server, and `chunks` is read no faster (a streamed request
+        body then waits in the client's socket). The count written; 409 once the
+        command's stdin is closed (the command ended, or closed it)."""
+        n = 0
+        async for chunk in chunks:
+            if not self.running or self._stdin is None or self._stdin.is_closing():
+                raise Conflict(f"stdin of command {self.state.id} is closed after {n} bytes",
+                               "command_finished")
+            self._stdin.write(chunk)
+            n += len(chunk)
+            await self._stdin_flow.writable()
+        if eof:
+            self.write_stdin(b"", eof=True)
+        return n
 
     def _close_stdin(self) -> None:
         if self._stdin is not None and not self._stdin.is_closing():

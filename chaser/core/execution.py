@@ -128,7 +128,7 @@ class Executor:
         spec = self.process_spec(req, live.env, cwd)
         timeout = req.timeout_ms if req.background else (req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
         await cmd.start(lambda io: live.sandbox.spawn(spec, io), stdin_pipe=req.background,
-                        stdin_text=req.stdin, timeout_ms=timeout)
+                        stdin_text=req.stdin_bytes(), timeout_ms=timeout)
         return cmd
 
     @staticmethod
@@ -256,7 +256,7 @@ class Executor:
                     if cmd.abandoned:  # its request left while it waited: start nothing
                         return
                     await cmd.start(lambda io: self.runtime.run_once(spec, pspec, io),
-                                    stdin_pipe=False, stdin_text=req.stdin,
+                                    stdin_pipe=False, stdin_text=req.stdin_bytes(),
                                     timeout_ms=req.timeout_ms or DEFAULT_FOREGROUND_TIMEOUT_MS)
                 await cmd.run()
             finally:
@@ -325,6 +325,16 @@ class Executor:
             out.append(_command(cmd.state.row() if cmd else row))
         return out
 
+    async def session_of(self, tenant: str, command_id: str) -> str:
+        """The session of a tenant's command, by the command's id alone."""
+        for live in self.sessions.live.values():
+            if live.tenant == tenant and command_id in live.commands:
+                return live.id
+        session_id = await self.store.command_session(tenant, command_id)
+        if session_id is None:
+            raise NotFound(f"command {command_id} not found")
+        return session_id
+
     async def get_command(self, tenant: str, session_id: str, command_id: str,
                           offset: int = 0, limit: int = 1024 * 1024) -> Command:
         row, cmd = await self._find(tenant, session_id, command_id)
@@ -388,8 +398,15 @@ class Executor:
 
     async def stdin(self, tenant: str, session_id: str, command_id: str, req: StdinRequest) -> StdinResult:
         cmd = await self._running(tenant, session_id, command_id)
-        n = cmd.write_stdin((req.input or "").encode(), eof=req.eof)
+        n = cmd.write_stdin(req.data(), eof=req.eof)
         return StdinResult(bytes=n)
+
+    async def stdin_stream(self, tenant: str, session_id: str, command_id: str,
+                           chunks: AsyncIterator[bytes], eof: bool) -> StdinResult:
+        """Stream bytes of any length to the command's stdin, as fast as it reads them
+        (the request body is read no faster), then close it when `eof`."""
+        cmd = await self._running(tenant, session_id, command_id)
+        return StdinResult(bytes=await cmd.feed_stdin(chunks, eof))
 
     async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
         signum = parse_signal(sig)

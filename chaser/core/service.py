@@ -20,6 +20,7 @@ from chaser.core.output import OutputLog
 from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.terminals import TerminalService
 from chaser.core.sessions import SessionService
+from chaser.core.transfers import FileTransfers
 from chaser.core.telemetry import LiveCollector, Telemetry
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
@@ -52,6 +53,7 @@ class Chaser:
         self.sessions.images = Images(images)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
         self.files = FileService(self.executor)
+        self.transfers = FileTransfers(self.sessions, store)
         self.terminals = TerminalService(settings, self.sessions, self.executor)
         self.janitor = LogJanitor(settings, store, self._running_command_ids)
         self.telemetry = Telemetry()

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from chaser.core.commands import OnEnd, RunningCommand, CommandState, _Pump
+from chaser.core.commands import CommandState, OnEnd, RunningCommand, _Pump, _StdinFlow
 from chaser.core.output import STDOUT, OutputLog
 from chaser.core.shells import AgentMarkers
 from chaser.errors import Conflict, OverLimit
@@ -32,14 +32,15 @@ from chaser.runtime.base import TerminalProcess
 
 PAUSE_LAG = 1024 * 1024
 RESUME_LAG = 256 * 1024
-MAX_INPUT_BUFFER = 1024 * 1024  # input queued for a terminal that is not reading it
 MAX_EVENTS = 4096  # agent-mode events kept for clients that reattach
 MAX_CLIENTS = 32  # attached to one terminal at once, viewers included
+COALESCE_BYTES = 256 * 1024  # read from a terminal in one wake-up, at most
 INLINE_READ = 64 * 1024  # log reads this small stay on the event loop (page cache)
 FOLLOW_READ = 256 * 1024
 KEEPALIVE_S = 15.0
 
 INTERRUPT_GRACE_S = 5.0  # how long an interrupted command has to give the prompt back
+SECOND_INTERRUPT_S = 1.0  # when ^C is sent again
 
 Frame = bytes | dict[str, object]
 
@@ -71,15 +72,26 @@ class _TerminalPump(_Pump):
         super().__init__(fd, term.output, STDOUT)
 
     def _read(self) -> None:
-        try:
-            data = os.read(self.fd, 64 * 1024)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: every copy of the terminal's other side is closed
-            data = b""
-        if data:
-            self.term.received(data)
-        else:
+        # A terminal hands out at most a few KiB a read: take what is there in one go,
+        # so a fast program's output becomes a few large appends and frames rather than
+        # one per read (a keystroke's echo is still one small read, sent at once).
+        chunks: list[bytes] = []
+        size, ended = 0, False
+        while size < COALESCE_BYTES:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # EIO: every copy of the terminal's other side is closed
+                data = b""
+            if not data:
+                ended = True
+                break
+            chunks.append(data)
+            size += len(data)
+        if chunks:
+            self.term.received(b"".join(chunks))
+        if ended:
             self.close()
 
     def pause(self) -> None:
@@ -113,7 +125,7 @@ class TerminalCommand(RunningCommand):
         self._grace: asyncio.TimerHandle | None = None
 
     async def start_tty(self, launch: Callable[[], Awaitable[TerminalProcess]], *,
-                        cols: int, rows: int, echo: bool) -> None:
+                        cols: int, rows: int) -> None:
         """Start the process on its terminal and pump the terminal's master side."""
         try:
             process = await launch()
@@ -124,16 +136,12 @@ class TerminalCommand(RunningCommand):
         self.state.pid = process.pid
         self.cols, self.rows = cols, rows
         master = process.master
-        if not echo:  # agent mode: the transcript holds output, not a copy of the input
-            attrs = termios.tcgetattr(master)
-            attrs[3] &= ~termios.ECHO
-            termios.tcsetattr(master, termios.TCSANOW, attrs)
         os.set_blocking(master, False)
         self._pump = _TerminalPump(master, self)
         self._pumps = [self._pump]
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.connect_write_pipe(
-            asyncio.Protocol, os.fdopen(os.dup(master), "wb", 0))
+        transport, self._stdin_flow = await loop.connect_write_pipe(
+            _StdinFlow, os.fdopen(os.dup(master), "wb", 0))
         self._stdin = transport
         if self.abandoned:
             self.abandon()
@@ -195,7 +203,7 @@ class TerminalCommand(RunningCommand):
     async def type(self, data: bytes) -> None:
         """Input for the terminal, waiting while too much is queued (a program that is
         not reading holds its client back, and nobody else)."""
-        await self.stdin_room(MAX_INPUT_BUFFER)
+        await self.stdin_room()
         if not self.running:
             raise Conflict(f"terminal {self.state.id} has ended", "command_finished")
         if self.markers is not None and (event := self.markers.typed(data)) is not None:
@@ -216,14 +224,18 @@ class TerminalCommand(RunningCommand):
             self.kill(signal.SIGKILL, reason=reason)
 
     async def run_line(self, line: str, timeout_s: float) -> LineRun:
-        """Type one command line into an agent-mode shell and wait for its end; past
-        `timeout_s` it is interrupted (^C) as a user would."""
+        """Type one command line into an agent-mode shell and wait for its end. Past
+        `timeout_s` it is interrupted as a user would: ^C, and ^C again a moment later
+        (one that lands between a fork and its exec interrupts nothing); a shell still
+        not back at its prompt `INTERRUPT_GRACE_S` after the first is ended."""
         seq0 = self._event_seq
         await self.type(line.encode() + b"\n")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        steps = [timeout_s, SECOND_INTERRUPT_S, INTERRUPT_GRACE_S - SECOND_INTERRUPT_S,
+                 INTERRUPT_GRACE_S]  # wait, ^C, wait, ^C, wait, end, wait
+        deadline = loop.time() + steps.pop(0)
         start: int | None = None
-        interrupted = False
+        interrupts = 0
         while True:
             version = self._version
             for seq, off, ev in list(self.events):
@@ -232,21 +244,17 @@ class TerminalCommand(RunningCommand):
                 if ev["type"] == "command_start" and start is None:
                     start = off
                 elif ev["type"] == "command_end" and start is not None:
-                    return LineRun(start, off, int(str(ev["exit_code"])), interrupted)
+                    return LineRun(start, off, int(str(ev["exit_code"])), interrupts > 0)
             if not self.running:
-                return LineRun(start or self.output.size, self.output.size, None, interrupted)
-            left = deadline - loop.time()
-            if left <= 0:
-                if interrupted:  # ^C did not bring the prompt back: end the shell
-                    self.end("timeout")
-                    deadline = loop.time() + INTERRUPT_GRACE_S
-                    left = INTERRUPT_GRACE_S
-                else:
-                    interrupted = True
+                return LineRun(start or self.output.size, self.output.size, None, interrupts > 0)
+            if loop.time() >= deadline:
+                if interrupts < 2:
+                    interrupts += 1
                     self.write_stdin(b"\x03")
-                    deadline = loop.time() + INTERRUPT_GRACE_S
-                    continue
-            await self._changed_since(version, left)
+                else:  # ^C did not bring the prompt back: end the shell
+                    self.end("timeout")
+                deadline = loop.time() + (steps.pop(0) if steps else INTERRUPT_GRACE_S)
+            await self._changed_since(version, max(deadline - loop.time(), 0.0))
 
     # -- clients ----------------------------------------------------------------------
 

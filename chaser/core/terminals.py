@@ -37,7 +37,6 @@ MAX_TICKETS_PER_TENANT = 100
 AGENT_COLS, AGENT_ROWS = 200, 50  # wide: tools programs read wrap less
 MAX_LINE = 4000  # a canonical terminal takes 4095 bytes a line
 MAX_ATTACHED_PER_TENANT = 256  # WebSocket clients of one tenant's terminals at once
-INPUT_QUEUE = 1024 * 1024  # exec mode: stdin queued before the client is held back
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class Attachment:
         if self.terminal is not None:
             await self.terminal.type(data)
         else:
-            await cmd.stdin_room(INPUT_QUEUE)
+            await cmd.stdin_room()
             cmd.write_stdin(data)
 
     def resize(self, cols: object, rows: object) -> None:
@@ -251,8 +250,10 @@ class TerminalService:
                                markers, self.settings.pty_grace_s)
         await self.executor.prepare_log(term, "it was not started")
         spec = ProcessSpec(argv=argv, env=env, cwd=cwd)
-        await term.start_tty(lambda: live.sandbox.spawn_tty(spec, cols, rows), cols=cols,
-                             rows=rows, echo=req.mode != "agent")
+        # Agent mode: echo off, so the transcript holds output, not a copy of the input.
+        await term.start_tty(lambda: live.sandbox.spawn_tty(spec, cols, rows,
+                                                            echo=req.mode != "agent"),
+                             cols=cols, rows=rows)
         return term
 
     async def _exec(self, live: LiveSession, req: TerminalOpen) -> Attachment:

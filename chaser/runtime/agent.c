@@ -11,7 +11,7 @@
  *
  * Protocol: one JSON object per SOCK_SEQPACKET packet on fd 0 (the server's channel).
  *   server -> agent: {"op":"spawn","id","argv","env","cwd","stdin"} + 2 or 3 fds
- *                    {"op":"spawn",...,"tty":true,"cols","rows"} + no fds
+ *                    {"op":"spawn",...,"tty":true,"cols","rows","echo"} + no fds
  *                    {"op":"kill","pid","signal"}
  *   agent -> server: {"op":"ready","pid"}
  *                    {"op":"started","id","pid"} or {"op":"failed","id","error","reason"}
@@ -191,15 +191,23 @@ static void send_fd_msg(int fd, const char *fmt, ...)
 
 /* A new terminal on the sandbox's own devpts: its master in *master, its other side
  * (the command's stdin, stdout and stderr) in fds[0..2]. 0, or an errno. */
-static int open_terminal(long long cols, long long rows, int *master, int fds[4])
+static int open_terminal(long long cols, long long rows, int echo, int *master, int fds[4])
 {
 	struct winsize ws = {(unsigned short)rows, (unsigned short)cols, 0, 0};
+	struct termios tio;
 	int unlock = 0, err, slave = -1;
 	*master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (*master < 0)
 		return errno;
 	if (ioctl(*master, TIOCSPTLCK, &unlock) == 0 && ioctl(*master, TIOCSWINSZ, &ws) == 0)
 		slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	/* Before the command runs: a shell saves the terminal's state as it starts and
+	 * puts it back after a job a signal ended. */
+	if (slave >= 0 && !echo && (tcgetattr(slave, &tio) < 0 ||
+				    (tio.c_lflag &= ~(tcflag_t)ECHO, tcsetattr(slave, TCSANOW, &tio)) < 0)) {
+		close(slave);
+		slave = -1;
+	}
 	if (slave < 0) {
 		err = errno;
 		close(*master);
@@ -256,6 +264,7 @@ struct msg {
 	int cwd_flags;
 	int want_stdin;
 	int tty; /* run on a new terminal of the sandbox's own /dev/pts */
+	int no_echo; /* that terminal starts with echo off ("echo": false) */
 	long long cols, rows;
 	int has_cols, has_rows;
 	const char *bad; /* a field we cannot use: why, for the "failed" answer */
@@ -586,6 +595,13 @@ static int msg_member(struct parser *ps, char *key, int keylen, void *ctx)
 		return integer(ps, &m->cols, &m->has_cols);
 	if (KEY("rows"))
 		return integer(ps, &m->rows, &m->has_rows);
+	if (KEY("echo")) {
+		m->no_echo = word(ps, "false");
+		if (m->no_echo || word(ps, "true") || word(ps, "null"))
+			return 0;
+		m->bad = "echo is not a boolean";
+		return skip(ps, 1);
+	}
 	if (KEY("tty")) {
 		m->tty = word(ps, "true");
 		if (m->tty || word(ps, "false") || word(ps, "null"))
@@ -1032,7 +1048,7 @@ static void spawn(struct msg *m, int *fds, int nfds)
 	m->argv[m->argc] = NULL;
 	m->env[m->envc] = NULL;
 	if (m->tty) {
-		if ((err = open_terminal(m->cols, m->rows, &master, fds)) != 0) {
+		if ((err = open_terminal(m->cols, m->rows, !m->no_echo, &master, fds)) != 0) {
 			snprintf(text, sizeof text, "cannot open a terminal in the sandbox: %s",
 				 strerror(err));
 			fail(m->id, text, "spawn_failed");
@@ -1284,6 +1300,8 @@ static int agent(void)
 	}
 }
 
+#include "agent_files.c" /* `agent files ...`: the files API's operations */
+
 /* ---- one-shot sandboxes: `agent exec` ----------------------------------------------- */
 
 /* What oneshot.py's ONESHOT_WRAPPER does, with no shell of the image's needed to run it:
@@ -1327,6 +1345,8 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "exec"))
 		return oneshot();
+	if (argc >= 2 && !strcmp(argv[1], "files"))
+		return files_main(argc - 2, argv + 2);
 	/* The sweep kills every process it can see that is not below a shepherd: anywhere
 	 * but as PID 1 of a fresh PID namespace, that would be the host's processes. */
 	if (getpid() != 1) {

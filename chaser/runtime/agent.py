@@ -23,7 +23,7 @@ kills a shepherd loses its processes: anything orphaned to the agent is killed a
 
 Messages are JSON objects, one per packet:
   server -> agent: {"op": "spawn", "id", "argv", "env", "cwd", "stdin": bool} + fds
-                   {"op": "spawn", ..., "tty": true, "cols", "rows"} (no fds)
+                   {"op": "spawn", ..., "tty": true, "cols", "rows", "echo"} (no fds)
                    {"op": "kill", "pid", "signal"}
   agent -> server: {"op": "ready"}
                    {"op": "started", "id", "pid"} or {"op": "failed", "id", "error", "reason"}
@@ -336,7 +336,8 @@ class Agent:
             return self.fail(msg, "cannot start the command: a malformed request (a tty "
                              "spawn carries no file descriptors)", "spawn_failed")
         try:
-            master, slave = open_terminal(int(msg["cols"]), int(msg["rows"]))
+            master, slave = open_terminal(int(msg["cols"]), int(msg["rows"]),
+                                          msg.get("echo") is not False)
         except (OSError, KeyError, ValueError, OverflowError) as e:
             return self.fail(msg, "cannot open a terminal in the sandbox: %s" % e,
                              "spawn_failed")
@@ -473,8 +474,9 @@ class Agent:
             self.kill(msg["pid"], msg["signal"])
 
 
-def open_terminal(cols: int, rows: int) -> tuple[int, int]:
-    """A new terminal of this sandbox's devpts, `cols` x `rows`: (master, slave)."""
+def open_terminal(cols: int, rows: int, echo: bool) -> tuple[int, int]:
+    """A new terminal of this sandbox's devpts, `cols` x `rows`: (master, slave), echo
+    off before the command runs unless `echo` (a shell saves the state as it starts)."""
     import fcntl
     import struct
     import termios
@@ -483,6 +485,10 @@ def open_terminal(cols: int, rows: int) -> tuple[int, int]:
         raise ValueError("a terminal's size is 1-65535 columns and rows")
     master, slave = os.openpty()
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    if not echo:
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
     return master, slave
 
 

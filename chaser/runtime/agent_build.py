@@ -27,6 +27,8 @@ from pathlib import Path
 log = logging.getLogger("chaser.runtime")
 
 SOURCE = Path(__file__).with_name("agent.c")
+# Sources agent.c includes: part of what a build is named by.
+INCLUDED = (Path(__file__).with_name("agent_files.c"),)
 LAUNCH_SOURCE = Path(__file__).with_name("launch.c")
 # No -Werror here: a newer compiler's new warning must not silently cost a server its
 # static agent (the test suite builds with -Werror, where a warning is a finding).
@@ -72,6 +74,8 @@ def _build(out_dir: Path, source: Path, prefix: str, what: str,
     and renamed into place, so a crash or a concurrent start never leaves a partial
     binary under the final name."""
     code = source.read_bytes()
+    if source.name == SOURCE.name:
+        code += b"".join(b"\0" + path.read_bytes() for path in INCLUDED)
     digest = hashlib.sha256(code + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:16]
     target = out_dir / f"{prefix}{digest}"
     if not target.is_file():
@@ -95,7 +99,9 @@ def _compile(cc: str, source: Path, target: Path, what: str, runs: Callable[[Pat
     """Compile `source` to `target` atomically; False (with a warning) on failure."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        proc = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(source)], env=BUILD_ENV,
+        # -I: what agent.c includes is found beside the package's copy too
+        proc = subprocess.run([cc, *CFLAGS, "-I", str(SOURCE.parent), "-o", str(tmp),
+                               str(source)], env=BUILD_ENV,
                               cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=BUILD_TIMEOUT_S)
         if proc.returncode != 0:

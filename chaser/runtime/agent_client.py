@@ -151,11 +151,13 @@ class AgentSandbox:
         return await self._spawn({"argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
                                   "stdin": io.stdin is not None}, fds)
 
-    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> AgentProcess:
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int,
+                        echo: bool = True) -> AgentProcess:
         """Ask the agent to fork `spec` on a new terminal of the sandbox's own devpts;
         the process's `master` is the terminal's other side (the caller owns it)."""
         return await self._spawn({"argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
-                                  "tty": True, "cols": cols, "rows": rows}, [], tty=True)
+                                  "tty": True, "cols": cols, "rows": rows, "echo": echo},
+                                 [], tty=True)
 
     async def _spawn(self, fields: dict[str, Any], fds: list[int], tty: bool = False) -> AgentProcess:
         req = self._last_id = next(self._ids)

@@ -102,8 +102,10 @@ class Sandbox(Protocol):
 
     async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> Process: ...
 
-    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int) -> TerminalProcess:
-        """Start `spec` on a new `cols` x `rows` terminal made inside the sandbox."""
+    async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int,
+                        echo: bool = True) -> TerminalProcess:
+        """Start `spec` on a new `cols` x `rows` terminal made inside the sandbox (its
+        echo off from the start unless `echo`)."""
 
     async def close(self) -> None:
         """Kill everything in the sandbox and release what it held."""

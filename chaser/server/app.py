@@ -21,12 +21,14 @@ from chaser.core.quotas import host_memory_mb, kernel_pid_max
 from chaser.runtime.bwrap import BwrapRuntime
 from chaser.runtime.cgroups import ResourceLimits
 from chaser.runtime.uids import allocate as allocate_uids
-from chaser.server import console, errors
+from chaser.server import bodies, console, errors, openapi
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
 from chaser.server.routes import (
+    command_ids,
     commands,
+    files,
     health,
     images,
     jobs,
@@ -68,11 +70,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
-                       streamed=("/v1/images/import",))
+                       streamed=("/v1/images/import",), streamed_also=bodies.streamed)
     for module in (health, metrics, sessions, commands, pty, keys, usage, workspaces, images,
                    jobs, schedules):
         app.include_router(module.router)
+    for router in (*files.routers, command_ids.router):
+        app.include_router(router)
     app.include_router(mcp.router)
+    openapi.install(app)
     console.install(app, settings)
     return app
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chaser import errors
 from chaser.server.disconnect import ClientGone
 from chaser.server.limits import BodyTooLarge
+from chaser.server.openapi import api_routes
 
 log = logging.getLogger("chaser.server")
 
@@ -26,13 +27,14 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.Unprocessable: 422,
     errors.BadGateway: 502,
     errors.OverLimit: 429,
+    errors.RangeNotSatisfiable: 416,
     errors.StorageFull: 507,
     errors.Unavailable: 503,
 }
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-              415: "unsupported_media_type", 422: "invalid_request", 429: "over_limit", 502: "bad_gateway",
+              415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_request", 429: "over_limit", 502: "bad_gateway",
               503: "no_capacity", 507: "storage_full"}
 
 
@@ -65,6 +67,17 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str, list[dic
     return "invalid_request", summary or "invalid request", details
 
 
+def _allowed(request: Request) -> str:
+    """The methods some route of the app takes at this request's path."""
+    exact: set[str] = set()
+    templated: set[str] = set()
+    for route in api_routes(request.app.routes):
+        if route.path_regex.match(request.url.path):
+            # a literal path (/v1/images/import) is that resource, not a {name} one
+            (templated if "{" in route.path else exact).update(route.methods or ())
+    return ", ".join(sorted(exact or templated))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
 
@@ -80,12 +93,15 @@ def install(app: FastAPI) -> None:
                               **({"details": details} if details else {}))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps body-read failures in a 400
             return error_response(413, "payload_too_large", "request body is too large")
         code = HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, code, message)
+        response = error_response(exc.status_code, code, message)
+        if exc.status_code == 405:  # says what is allowed: every route of that path's methods
+            response.headers["Allow"] = _allowed(request)
+        return response
 
     @app.exception_handler(ClientGone)
     async def client_gone(_: Request, exc: ClientGone) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,14 +15,20 @@ class BodyTooLarge(Exception):
 class BodyLimitMiddleware:
     """Checks Content-Length up front and counts streamed bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[str, ...] = (),
+                 streamed_also: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # Routes that stream their body to disk and enforce their own limit (uploads).
         self.streamed = streamed
+        self.streamed_also = streamed_also
+
+    def _streamed(self, scope: Scope) -> bool:
+        return scope.get("path") in self.streamed or bool(
+            self.streamed_also and self.streamed_also(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.streamed:
+        if scope["type"] != "http" or self._streamed(scope):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

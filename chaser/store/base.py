@@ -96,6 +96,9 @@ class Store(JobStore, Protocol):
 
     async def list_commands(self, tenant: str, session_id: str, limit: int = 1000) -> list[Row]: ...
 
+    async def command_session(self, tenant: str, command_id: str) -> str | None:
+        """The session a tenant's command ran in (commands are addressable by id alone)."""
+
     async def forget_ended_before(self, cutoff: str) -> list[str]:
         """Delete sessions that ended before `cutoff`, with their commands; return their ids."""
 

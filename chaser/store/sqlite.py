@@ -320,6 +320,12 @@ class SQLiteStore(SQLiteJobs):
             (command_id, session_id, tenant)).fetchone())
         return _row(row)
 
+    async def command_session(self, tenant: str, command_id: str) -> str | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT session_id FROM commands WHERE id = ? AND tenant = ?",
+            (command_id, tenant)).fetchone())
+        return None if row is None else str(row[0])
+
     async def list_commands(self, tenant: str, session_id: str, limit: int = 1000) -> list[Row]:
         # Rows made into dicts on the store's thread: a thousand of them on the event loop
         # would hold up every other request.

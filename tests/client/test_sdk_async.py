@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -87,3 +88,19 @@ async def test_errors_and_isolation(server: ServerProcess, new_tenant) -> None: 
     async with AsyncClient(f"http://127.0.0.1:{free_port()}", "k", retries=0) as down:
         with pytest.raises(chaser.ConnectionError):
             await down.exec("true")
+
+
+async def test_stdin_bytes_and_streams(sdk: AsyncClient) -> None:
+    s = await sdk.sessions.create()
+    cmd = await s.exec("sha256sum", background=True)
+    await cmd.send_stdin(b"\xff\x00")
+
+    async def blocks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"\x07" * (1 << 20)
+    assert (await cmd.stream_stdin(blocks())).bytes == 4 << 20
+    digest = hashlib.sha256(b"\xff\x00" + b"\x07" * (4 << 20)).hexdigest()
+    assert str((await cmd.wait(timeout=60)).output).split()[0] == digest
+    r = await s.exec("od -An -tx1", stdin=b"\x01\xfe")
+    assert r.output.split() == ["01", "fe"]
+    await s.delete()

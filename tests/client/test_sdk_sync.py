@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections.abc import Iterator
 
@@ -238,3 +240,16 @@ def test_keys_admin(server: ServerProcess) -> None:
             admin.keys.revoke(key.id)
             with pytest.raises(chaser.AuthenticationError):
                 user.sessions.list()
+
+
+def test_stdin_bytes_and_streams(sdk: Client) -> None:
+    s = sdk.sessions.create()
+    cmd = s.exec("sha256sum", background=True)
+    cmd.send_stdin(b"\xff\x00")
+    blocks = [os.urandom(1 << 20) for _ in range(8)]
+    assert cmd.stream_stdin(iter(blocks)).bytes == 8 << 20
+    digest = hashlib.sha256(b"\xff\x00" + b"".join(blocks)).hexdigest()
+    assert str(cmd.wait(timeout=60).output).split()[0] == digest
+    r = s.exec("od -An -tx1", stdin=b"\x01\xfe")
+    assert r.output.split() == ["01", "fe"]
+    s.delete()

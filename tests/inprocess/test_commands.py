@@ -180,3 +180,49 @@ async def test_kill_forms_and_errors(tenant: Tenant, session_id: str) -> None:
     error(await tenant.client.post(f"{base}/{cid}/kill"), 409, "command_finished")
     error(await tenant.client.post(f"{base}/cmd_nope/kill"), 404, "not_found")
 
+
+
+async def test_stdin_takes_bytes(tenant: Tenant, session_id: str) -> None:
+    cid = await start(tenant, session_id, "od -An -tx1")
+    url = f"/v1/sessions/{session_id}/commands/{cid}/stdin"
+    r = await tenant.client.post(url, json={"data_b64": base64.b64encode(b"x\xff").decode()})
+    assert r.json() == {"ok": True, "bytes": 2}
+    r = await tenant.client.post(url, content=b"\x00y", params={"eof": "true"},
+                                 headers={"Content-Type": "application/octet-stream"})
+    assert r.json() == {"ok": True, "bytes": 2}
+    done = await finished(tenant, session_id, cid)
+    assert str(done["output"]).split() == ["78", "ff", "00", "79"]
+    error(await tenant.client.post(url, content=b"late",
+                                   headers={"Content-Type": "application/octet-stream"}),
+          409, "command_finished")
+    error(await tenant.client.post(url, json={"data_b64": "%%%"}), 422, "invalid_request")
+    error(await tenant.client.post(url, json={"data_b64": "eA==", "input": "x"}), 422,
+          "invalid_request")
+    error(await tenant.client.post(url, content=b"{nope"), 400, "invalid_json")
+    r = await tenant.client.post(f"/v1/sessions/{session_id}/exec", json={
+        "command": "od -An -tx1", "stdin_b64": base64.b64encode(b"\xfe\x00").decode()})
+    assert r.json()["output"].split() == ["fe", "00"]
+    error(await tenant.client.post(f"/v1/sessions/{session_id}/exec", json={
+        "command": "cat", "stdin_b64": "eA==", "stdin": "x"}), 422, "invalid_request")
+
+
+async def test_a_command_by_id_alone(tenant: Tenant, other: Tenant, session_id: str) -> None:
+    cid = await start(tenant, session_id, "echo found")
+    await finished(tenant, session_id, cid)
+    r = await tenant.client.get(f"/v1/commands/{cid}")
+    assert r.status_code == 200 and r.json()["session_id"] == session_id
+    assert r.json()["output"] == "found\n"
+    error(await other.client.get(f"/v1/commands/{cid}"), 404, "not_found")
+    error(await tenant.client.get("/v1/commands/cmd_nope"), 404, "not_found")
+
+
+async def test_a_reconnect_after_the_exit_event_is_204(tenant: Tenant, session_id: str) -> None:
+    cid = await start(tenant, session_id, "echo bye")
+    await finished(tenant, session_id, cid)
+    url = f"/v1/sessions/{session_id}/commands/{cid}/stream"
+    events = parse_sse((await tenant.client.get(url)).text)
+    assert events[-1].event == "exit" and events[-1].id == "exit"
+    again = await tenant.client.get(url, headers={"Last-Event-ID": "exit"})
+    assert again.status_code == 204 and again.content == b""
+    replay = await tenant.client.get(url, headers={"Last-Event-ID": "0"})
+    assert parse_sse(replay.text)[-1].event == "exit"

@@ -185,6 +185,7 @@ async def test_shell_takes_any_text_as_one_command(tenant: Tenant) -> None:
 async def test_a_shell_command_that_ignores_ctrl_c_ends_the_shell(
         tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(terminal, "INTERRUPT_GRACE_S", 0.5)
+    monkeypatch.setattr(terminal, "SECOND_INTERRUPT_S", 0.2)
     t0 = time.monotonic()
     stuck = await call(tenant, schemas.ShellResult, "shell",
                        command="trap '' INT; sleep 60", timeout_ms=300)

@@ -504,3 +504,16 @@ async def test_a_started_terminal_must_come_with_its_master_only(fake: str) -> N
         os.close(fd)
     theirs.close()
     await box.close()
+
+
+async def test_a_tty_spawn_can_start_with_echo_off(sandbox: AgentSandbox) -> None:
+    proc = await sandbox.spawn_tty(ProcessSpec(
+        ["/bin/sh", "-c", "stty -a | grep -o -- '-echo ' ; read line; echo got-$line"],
+        ENV, "/"), cols=80, rows=24, echo=False)
+    try:
+        os.write(proc.master, b"secret\n")
+        out = (await read_terminal(proc.master, b"got-secret")).decode()
+        assert "-echo" in out and "secret\r\n" not in out.replace("got-secret", ""), out
+        assert await asyncio.wait_for(proc.wait(), 10) == ExitStatus(0, None)
+    finally:
+        os.close(proc.master)

@@ -141,6 +141,25 @@ def test_agent_mode_runs_five_commands_as_an_agent_would(server: ServerProcess, 
     assert "read name" not in everything
 
 
+def test_agent_mode_echo_stays_off_after_reads_and_interrupts(server: ServerProcess,
+                                                               tenant: Tenant,
+                                                               session_id: str) -> None:
+    t = agent(server, tenant, session_id)
+    for i in range(3):
+        t.send("read -r line; echo got-$line\n")
+        t.until_event("command_start")
+        t.send(f"typed-{i}\n")
+        t.until_event("command_end")
+        t.send("sleep 30\n")
+        t.until_event("command_start")
+        time.sleep(0.3)
+        t.send(b"\x03")
+        t.until_event("command_end")
+        out, code, _ = run(t, "stty -a | tr ' ;' '\\n\\n' | grep -x -e echo -e -echo")
+        assert (out, code) == ("-echo\r\n", 0), (i, out)
+    assert "typed-" not in text_of(t.frames).replace("got-typed-", "")
+
+
 def test_agent_mode_survives_prompt_changes_and_exec_bash(server: ServerProcess, tenant: Tenant,
                                                           session_id: str) -> None:
     t = agent(server, tenant, session_id)

@@ -67,7 +67,8 @@ def test_document_curl_streams_and_ends_with_exit(server: ServerProcess, tenant:
          "-H", f"Authorization: Bearer {tenant.key}"],
         capture_output=True, text=True, timeout=20)
     text = out.stdout
-    assert "event: output" in text and text.rstrip().split("\n\n")[-1].startswith("event: exit")
+    last = text.rstrip().split("\n\n")[-1].splitlines()
+    assert "event: output" in text and "event: exit" in last and "id: exit" in last
     datas = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
     outputs = [d for d in datas if "stream" in d]
     assert "".join(d["data"] for d in outputs if d["stream"] == "stdout") == "line 1\nline 2\nline 3\n"

@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
+from chaser.server.bodies import OCTET, is_raw, json_body, raw_body
 from chaser.server.deps import Caller, Core
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/commands", tags=["commands"])
 
 KEEPALIVE_S = 15
+EXIT_ID = "exit"  # the exit event's id: a reconnect after it is told 204, nothing more
+STDIN_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": StdinRequest.model_json_schema()},
+    OCTET: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 @router.get("", response_model=CommandList)
@@ -31,16 +36,22 @@ async def get_command(session_id: str, command_id: str, core: Core, caller: Call
 
 
 @router.get("/{command_id}/stream", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}},
+                       204: {"description": "The exit event was delivered already"}})
 async def stream_command(session_id: str, command_id: str, core: Core, caller: Caller,
                          from_: Annotated[int, Query(alias="from", ge=0)] = 0,
                          interval_ms: Annotated[int, Query(ge=0, le=60_000)] = 0,
-                         last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+                         last_event_id: Annotated[str | None, Header()] = None) -> Response:
     """Output as Server-Sent Events from `from` (or Last-Event-ID), then `exit`.
 
     Output is pushed as soon as it is read; `interval_ms` is accepted as the bound on
-    coalescing, which is never longer than one read.
+    coalescing, which is never longer than one read. The `exit` event's id is `exit`: a
+    client reconnecting after it (as EventSource does) gets 204, the SSE way to stop.
     """
+    if last_event_id and last_event_id.strip() == EXIT_ID:
+        done = await core.executor.get_command(caller.tenant, session_id, command_id, 0, 0)
+        if done.status != "running":
+            return Response(status_code=204)
     if last_event_id and last_event_id.strip().isdigit() and len(last_event_id.strip()) <= 20:
         from_ = int(last_event_id.strip())
     events = await core.executor.events(caller.tenant, session_id, command_id, from_)
@@ -48,7 +59,7 @@ async def stream_command(session_id: str, command_id: str, core: Core, caller: C
     async def sse() -> AsyncIterator[ServerSentEvent]:
         async for ev in events:
             if isinstance(ev, ExitEvent):
-                yield ServerSentEvent(event="exit", data=ev.model_dump_json())
+                yield ServerSentEvent(event="exit", id=EXIT_ID, data=ev.model_dump_json())
                 return
             yield ServerSentEvent(event="output", id=str(ev.end),
                                   data=ev.model_dump_json(exclude_none=True))
@@ -57,10 +68,16 @@ async def stream_command(session_id: str, command_id: str, core: Core, caller: C
                                                                   "X-Accel-Buffering": "no"})
 
 
-@router.post("/{command_id}/stdin", response_model=StdinResult)
-async def send_stdin(session_id: str, command_id: str, req: StdinRequest, core: Core,
-                     caller: Caller) -> StdinResult:
-    """Write to the command's stdin; `eof: true` closes it."""
+@router.post("/{command_id}/stdin", response_model=StdinResult, openapi_extra=STDIN_BODY)
+async def send_stdin(session_id: str, command_id: str, core: Core, caller: Caller,
+                     request: Request, eof: bool = False) -> StdinResult:
+    """Write to the command's stdin: JSON `{"input"}` (text) or `{"data_b64"}` (bytes),
+    `"eof": true` to close; or a raw `application/octet-stream` body of any length,
+    streamed at the command's pace, closed afterwards with `?eof=true`."""
+    if is_raw(request):
+        return await core.executor.stdin_stream(caller.tenant, session_id, command_id,
+                                                raw_body(request), eof)
+    req = await json_body(request, StdinRequest)
     return await core.executor.stdin(caller.tenant, session_id, command_id, req)
 
 

@@ -1,0 +1,214 @@
+"""One file operation of the files API: `/.chaser/agent files OP ...` run in a sandbox.
+
+The static agent is in every sandbox whatever its image holds (no shell, coreutils or
+tar needed), and runs the operation as the sandbox's own unprivileged user in its
+namespaces: a path means what it means to the session's commands, and nothing of the
+host is reachable that they could not reach. The bytes cross pipes this module owns
+(never the agent's channel and never a command's output log), read and written with
+the event loop's flow control, so a transfer of any size holds a bounded buffer.
+
+What the operation writes is untrusted (it runs in the tenant's sandbox): headers are
+read bounded, its error line is read bounded and only its code is interpreted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import AsyncIterator
+
+from chaser.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    StorageFull,
+    Unavailable,
+)
+from chaser.runtime.base import Process, ProcessIO, ProcessSpec, Sandbox
+
+AGENT = "/.chaser/agent"  # bound into every sandbox that runs the static agent
+F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1024 * 1024
+READ_BYTES = 256 * 1024
+STREAM_LIMIT = 1024 * 1024  # what a reader buffers before the pipe waits for the client
+MAX_ERROR_BYTES = 2048
+TERM_GRACE_S = 2.0
+UPLOAD_IDLE_S = 120.0  # an upload silent this long holds a slot for nothing: dropped
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+_ERRORS: dict[str, type[ServiceError]] = {
+    "not_found": NotFound, "permission_denied": Forbidden, "no_space": StorageFull,
+    "is_directory": Conflict, "not_directory": Conflict, "not_regular": Conflict,
+    "not_empty": Conflict, "invalid_path": BadRequest, "bad_archive": BadRequest,
+}
+
+
+def _pipe() -> tuple[int, int]:
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+    except OSError as e:
+        raise Unavailable(f"cannot start a file operation: {e.strerror}", retry_after=1) from None
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
+    return r, w
+
+
+class FileOp:
+    """A running `agent files` operation: its stdout as a stream, its stdin as a sink."""
+
+    def __init__(self, process: Process, stdout: asyncio.StreamReader,
+                 out_transport: asyncio.BaseTransport, stdin: asyncio.StreamWriter | None,
+                 stderr: int) -> None:
+        self.process = process
+        self.killed = False  # ended by a signal (memory limit, a stopped session)
+        self.stdout = stdout
+        self._out = out_transport
+        self.stdin = stdin
+        self._stderr = stderr
+
+    @classmethod
+    async def start(cls, sandbox: Sandbox, op: str, *args: str, stdin: bool = False) -> FileOp:
+        """Start `agent files OP ARGS...` in `sandbox`, in /workspace (where relative
+        paths point)."""
+        loop = asyncio.get_running_loop()
+        out_r, out_w = _pipe()
+        err_r, err_w = _pipe()
+        in_r, in_w = _pipe() if stdin else (None, None)
+        try:
+            process = await sandbox.spawn(
+                ProcessSpec([AGENT, "files", op, *args], dict(ENV), "/workspace"),
+                ProcessIO(stdout=out_w, stderr=err_w, stdin=in_r))
+        except BaseException:
+            for fd in (out_r, err_r, in_w):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        out_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                                     os.fdopen(out_r, "rb", 0))
+        writer = None
+        if in_w is not None:
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), os.fdopen(in_w, "wb", 0))
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+            transport.set_write_buffer_limits(high=STREAM_LIMIT)
+        os.set_blocking(err_r, False)
+        return cls(process, reader, out_transport, writer, err_r)
+
+    async def header(self, max_bytes: int = 128) -> str:
+        """The first line of stdout, or the operation's error when there is none."""
+        try:
+            line = await self.stdout.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            await self.finish()
+            raise BadRequest("the file operation ended without an answer") from None
+        except asyncio.LimitOverrunError:
+            await self.abort()
+            raise BadRequest("the file operation answered nonsense") from None
+        if len(line) > max_bytes:
+            await self.abort()
+            raise BadRequest("the file operation answered nonsense")
+        return line.decode("ascii", "replace").strip()
+
+    async def chunks(self, first: bytes = b"") -> AsyncIterator[bytes]:
+        """The rest of stdout as it comes (the caller's pace is the pipe's), then the
+        operation's end; a failure after the start just ends the stream short."""
+        try:
+            if first:
+                yield first
+            while data := await self.stdout.read(READ_BYTES):
+                yield data
+            await self.finish()
+        finally:
+            await self.abort()
+
+    async def read_all(self, max_bytes: int) -> tuple[bytes, bool]:
+        """All of stdout up to `max_bytes`, and whether there was more (the operation is
+        then ended: a directory of a million entries is not read to its end)."""
+        data = bytearray()
+        while chunk := await self.stdout.read(READ_BYTES):
+            data += chunk
+            if len(data) > max_bytes:
+                await self.abort()
+                return bytes(data[:max_bytes]), True
+        await self.finish()
+        return bytes(data), False
+
+    async def feed(self, body: AsyncIterator[bytes]) -> None:
+        """Pump `body` into stdin with the pipe's backpressure, then close it. A body
+        that fails (a client gone mid-upload) aborts the operation: stdin is never
+        closed first, so it never mistakes a cut-off upload for a complete one."""
+        assert self.stdin is not None
+        chunks = aiter(body)
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(chunks), UPLOAD_IDLE_S)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise BadRequest(f"the upload sent nothing for {UPLOAD_IDLE_S:.0f} s and "
+                                     "was dropped", "upload_cut_off") from None
+                if self.stdin.is_closing():
+                    break
+                self.stdin.write(chunk)
+                await self.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it ended early: its error says why
+        except BaseException:
+            await self.abort()
+            raise
+        self.stdin.close()
+
+    async def finish(self) -> None:
+        """Wait for the end; raise the operation's own error when it failed."""
+        status = await self.process.wait()
+        err = self._take_stderr()
+        if status.code == 0:
+            return
+        if status.signal is not None:
+            self.killed = True
+            raise StorageFull("the file operation was killed: a sandbox without a workspace "
+                              "disk keeps /workspace and /tmp in memory, and its memory limit "
+                              "was reached (or the session was stopped)", "no_space")
+        code, _, message = err.removeprefix("chaser-files: ").partition(": ")
+        if err.startswith("chaser-files: ") and code in _ERRORS:
+            raise _ERRORS[code](message[:500] or code, code)
+        if "no " in err and AGENT in err:
+            raise Unavailable("file operations need the static agent, which this server "
+                              "could not build (install gcc and libc6-dev)", "no_static_agent")
+        raise BadRequest(f"the file operation failed ({err[:300] or status})", "file_error")
+
+    async def abort(self) -> None:
+        """End the operation (SIGTERM: an upload removes its temporary file; SIGKILL
+        when it does not go), then close the pipes."""
+        if self._stderr >= 0:
+            self.process.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), TERM_GRACE_S)
+            except TimeoutError:
+                self.killed = True  # no chance to clean up after itself
+                self.process.signal(signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.process.wait(), TERM_GRACE_S)
+        self._take_stderr()
+
+    def _take_stderr(self) -> str:
+        """Its error line (bounded), and the pipes closed."""
+        if self._stderr < 0:
+            return ""
+        try:
+            data = os.read(self._stderr, MAX_ERROR_BYTES)
+        except OSError:
+            data = b""
+        os.close(self._stderr)
+        self._stderr = -1
+        if self.stdin is not None:
+            self.stdin.close()
+        self._out.close()
+        return data.decode("utf-8", "replace").strip().splitlines()[0] if data.strip() else ""

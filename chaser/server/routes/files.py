@@ -1,0 +1,161 @@
+"""The files API: `/v1/sessions/{id}/files...` and `/v1/workspaces/{name}/files...`.
+
+The same routes twice, over a session or a workspace. Bodies stream both ways: a
+download is sent as the sandbox produces it, an upload is fed to the sandbox as it
+arrives, and neither is held whole in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from chaser.core.transfers import Download, Target
+from chaser.errors import RangeNotSatisfiable
+from chaser.file_models import ArchiveWritten, FileList, FileWritten
+from chaser.server.bodies import OCTET, raw_body
+from chaser.server.deps import Caller, Core
+
+PathQuery = Annotated[str, Query(description="Absolute in the sandbox, or relative to "
+                                             "/workspace", max_length=8192)]
+ModeQuery = Annotated[str | None, Query(description="Octal permission bits, e.g. 644",
+                                        pattern="^[0-7]{3,4}$")]
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _range(header: str | None) -> tuple[int, int] | None:
+    """(start, end) of a single `bytes=` range (start < 0: a suffix; end -1: open); None
+    for no range or one this server serves whole (several ranges, as RFC 9110 allows)."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or not (m[1] or m[2]):
+        return None
+    if not m[1]:
+        return (-int(m[2]), -1) if int(m[2]) > 0 else None
+    start, end = int(m[1]), int(m[2]) if m[2] else -1
+    if end != -1 and end < start:
+        return None
+    return start, end
+
+
+class _Streamed(StreamingResponse):
+    """A download whose operation is ended however the response ends, even when the
+    client left before its first byte was read (the stream then never starts)."""
+
+    def __init__(self, got: Download, **kwargs: Any) -> None:
+        super().__init__(got.chunks, **kwargs)
+        self._close = got.close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
+
+
+def _size_hint(request: Request) -> int:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
+def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
+    """The files routes on `router`, each acting on the target `target_of` names."""
+    TargetDep = Annotated[Target, Depends(target_of)]
+
+    def bind(fn: Callable[..., Any]) -> Callable[..., Any]:
+        # Annotations are strings here (PEP 563): FastAPI resolves them in the module's
+        # globals, where this closure's dependency is not.
+        fn.__annotations__["target"] = TargetDep
+        return fn
+
+    @router.get("/files", response_class=StreamingResponse,
+                responses={200: {"content": {OCTET: {}}}, 206: {"content": {OCTET: {}}}})
+    @bind
+    async def read_file(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
+                        request: Request) -> Response:
+        """A file's raw bytes; a single `Range: bytes=...` is answered 206."""
+        asked = _range(request.headers.get("range"))
+        start, end = asked or (0, -1)
+        got = await core.transfers.read(caller.tenant, target, path, start, end)
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length)}
+        if asked is None:
+            return _Streamed(got, media_type=OCTET, headers=headers)
+        if got.length == 0 and (asked[0] >= 0 and asked[0] >= got.size):
+            await got.close()
+            raise RangeNotSatisfiable(f"the file has {got.size} bytes; range {asked} is past "
+                                      "its end")
+        headers["Content-Range"] = f"bytes {got.start}-{got.start + got.length - 1}/{got.size}"
+        return _Streamed(got, status_code=206, media_type=OCTET, headers=headers)
+
+    @router.put("/files", response_model=FileWritten,
+                openapi_extra={"requestBody": {"content": {OCTET: {"schema": {
+                    "type": "string", "format": "binary"}}}, "required": True}})
+    @bind
+    async def write_file(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
+                         request: Request, mode: ModeQuery = None) -> FileWritten:
+        """Write the raw body to `path` (parents made); replaced only once complete."""
+        return await core.transfers.write(caller.tenant, target, path, raw_body(request), mode,
+                                          _size_hint(request))
+
+    @router.delete("/files", status_code=204, response_class=Response)
+    @bind
+    async def delete_file(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
+                          recursive: bool = False) -> Response:
+        """Remove a file, link or empty directory; `recursive=true` removes a tree."""
+        await core.transfers.delete(caller.tenant, target, path, recursive)
+        return Response(status_code=204)
+
+    @router.get("/files/list", response_model=FileList)
+    @bind
+    async def list_files(path: PathQuery, target: TargetDep, core: Core,
+                         caller: Caller) -> FileList:
+        """A directory's entries: name, type, size, mode, mtime."""
+        return await core.transfers.list(caller.tenant, target, path)
+
+    @router.post("/files/mkdir", status_code=204, response_class=Response)
+    @bind
+    async def make_dir(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
+                       mode: ModeQuery = None) -> Response:
+        """Make a directory and its parents (an existing one is fine)."""
+        await core.transfers.mkdir(caller.tenant, target, path, mode)
+        return Response(status_code=204)
+
+    @router.get("/archive", response_class=StreamingResponse,
+                responses={200: {"content": {"application/x-tar": {}}}})
+    @bind
+    async def get_archive(path: PathQuery, target: TargetDep, core: Core,
+                          caller: Caller) -> Response:
+        """A tar stream of `path` (entries named from its last component), as
+        `docker cp` and Docker's archive API make it."""
+        got = await core.transfers.archive(caller.tenant, target, path)
+        return _Streamed(got, media_type="application/x-tar")
+
+    @router.put("/archive", response_model=ArchiveWritten,
+                openapi_extra={"requestBody": {"content": {"application/x-tar": {"schema": {
+                    "type": "string", "format": "binary"}}}, "required": True}})
+    @bind
+    async def put_archive(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
+                          request: Request) -> ArchiveWritten:
+        """Extract an (uncompressed) tar stream below the directory `path`."""
+        return await core.transfers.extract(caller.tenant, target, path, raw_body(request))
+
+
+def _session(session_id: str) -> Target:
+    return Target(session_id=session_id)
+
+
+def _workspace(name: str) -> Target:
+    return Target(workspace=name)
+
+
+session_router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["files"])
+workspace_router = APIRouter(prefix="/v1/workspaces/{name}", tags=["files"])
+_routes(session_router, _session)
+_routes(workspace_router, _workspace)
+routers: tuple[Any, ...] = (session_router, workspace_router)

@@ -1,0 +1,67 @@
+"""The files API's routes over the fake runtime: shapes, ranges, errors and tenancy (what
+the sandbox makes of a path is tested end to end, tests/server/test_files.py)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+from tests.inprocess.harness import Tenant, error
+
+
+async def test_write_read_list_delete(tenant: Tenant, other: Tenant, session_id: str) -> None:
+    c, url = tenant.client, f"/v1/sessions/{session_id}/files"
+    r = await c.put(url, params={"path": "a/b.bin", "mode": "640"}, content=b"x\xffy")
+    assert r.status_code == 200 and r.json() == {"path": "/workspace/a/b.bin", "size": 3}
+    got = await c.get(url, params={"path": "/workspace/a/b.bin"})
+    assert got.content == b"x\xffy" and got.headers["content-length"] == "3"
+    part = await c.get(url, params={"path": "a/b.bin"}, headers={"Range": "bytes=-2"})
+    assert part.status_code == 206 and part.content == b"\xffy"
+    assert part.headers["content-range"] == "bytes 1-2/3"
+    error(await c.get(url, params={"path": "a/b.bin"}, headers={"Range": "bytes=5-"}),
+          416, "range_not_satisfiable")
+    assert (await c.post(url + "/mkdir", params={"path": "a/c"})).status_code == 204
+    entries = (await c.get(url + "/list", params={"path": "a"})).json()["entries"]
+    assert [(e["name"], e["type"], e["mode"]) for e in entries] == [
+        ("b.bin", "file", 0o640), ("c", "directory", 0o755)]
+    error(await c.get(url, params={"path": "a"}), 409, "is_directory")
+    error(await c.get(url, params={"path": "nope"}), 404, "not_found")
+    error(await c.delete(url, params={"path": "a"}), 409, "not_empty")
+    assert (await c.delete(url, params={"path": "a", "recursive": "true"})).status_code == 204
+    error(await c.get(url + "/list", params={"path": "a"}), 404, "not_found")
+    error(await other.client.get(url, params={"path": "x"}), 404, "not_found")
+    error(await c.get("/v1/sessions/ses_nope/files", params={"path": "x"}), 404, "not_found")
+
+
+async def test_bad_paths_and_modes(tenant: Tenant, session_id: str) -> None:
+    c, url = tenant.client, f"/v1/sessions/{session_id}/files"
+    for path in ("../x", "a/../b", "a\0b", "y" * 5000):
+        error(await c.get(url, params={"path": path}), 400, "invalid_path")
+        error(await c.put(url, params={"path": path}, content=b"x"), 400, "invalid_path")
+    error(await c.put(url, params={"path": "f", "mode": "rwx"}, content=b"x"), 422,
+          "invalid_request")
+    error(await c.get(url), 422, "invalid_request")  # path is required
+    error(await c.delete(url, params={"path": "/workspace", "recursive": "true"}), 400,
+          "invalid_path")
+
+
+async def test_archives_and_workspaces(tenant: Tenant, other: Tenant) -> None:
+    c = tenant.client
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("src/app.py")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"print\n"))
+    error(await c.get("/v1/workspaces/proj/files/list", params={"path": "."}), 404, "not_found")
+    r = await c.put("/v1/workspaces/proj/archive", params={"path": "."}, content=buf.getvalue())
+    assert r.status_code == 200 and r.json() == {"path": "/workspace", "files": 1, "bytes": 6}
+    got = await c.get("/v1/workspaces/proj/files", params={"path": "src/app.py"})
+    assert got.content == b"print\n"
+    out = await c.get("/v1/workspaces/proj/archive", params={"path": "src"})
+    with tarfile.open(fileobj=io.BytesIO(out.content)) as back:
+        assert back.getnames() == ["src", "src/app.py"]
+    error(await c.put("/v1/workspaces/proj/archive", params={"path": "."}, content=b"junk" * 200),
+          400, "bad_archive")
+    error(await other.client.get("/v1/workspaces/proj/files", params={"path": "src/app.py"}),
+          404, "not_found")
+    error(await c.get("/v1/workspaces/.x/files", params={"path": "a"}), 400, "invalid_workspace")
