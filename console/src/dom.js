@@ -31,6 +31,12 @@ export function append(el, children) {
   return el;
 }
 
+// replaceChildren without the "null" text nodes it makes of absent children.
+export function replace(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
 export const enc = encodeURIComponent;
 
 export function age(iso) {

@@ -1,7 +1,7 @@
 // Jobs (submit, list, one job's steps and logs live, cancel, retry) and schedules
 // (create, pause, resume, delete).
 import { get, post, api } from '../api.js';
-import { h, enc, age, status, syncRows, table, field } from '../dom.js';
+import { h, replace, enc, age, status, syncRows, table, field } from '../dom.js';
 import { flash } from '../main.js';
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
@@ -78,7 +78,7 @@ export function jobView(main, [id], ctx) {
       ['End reason', job.end_reason || '-'], ['Workspace', job.workspace || '-'], ['Created', age(job.created_at)]]
       .flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     if (!last || last.status !== job.status) {
-      actions.replaceChildren(
+      replace(actions, 
         FINISHED.has(job.status) ? null : h('button', { type: 'button', class: 'danger', onclick: () => post(`${base}/cancel`).then(() => flash('Cancel requested', 'ok'), flash) }, 'Cancel'), ' ',
         FINISHED.has(job.status) ? h('button', { type: 'button', onclick: () => post(`${base}/retry`).then(() => { last = null; flash('Queued again', 'ok'); }, flash) }, 'Retry') : null);
     }

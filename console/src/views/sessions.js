@@ -1,7 +1,7 @@
 // Sessions: the live list, the form that starts one, and one session's page (its
 // commands, a form to start one, links to its terminal and files).
 import { get, post, api } from '../api.js';
-import { h, enc, age, status, syncRows, table, field } from '../dom.js';
+import { h, replace, enc, age, status, syncRows, table, field } from '../dom.js';
 import { flash } from '../main.js';
 
 function limits(l) {
@@ -14,17 +14,14 @@ function limits(l) {
   return parts.join(', ');
 }
 
+// Sessions carry no resource counters of their own (GET /v1/usage has the tenant's):
+// what a list can show of a session's use is when it last did something.
 function usage(s) {
-  const u = s.usage || {};
-  const parts = [];
-  if (u.memory_bytes != null) parts.push(`mem ${(u.memory_bytes / 1048576).toFixed(0)} MiB`);
-  if (u.pids != null) parts.push(`${u.pids} procs`);
-  if (s.running_commands != null) parts.push(`${s.running_commands} running`);
-  return parts.join(', ') || '';
+  return s.last_activity_at ? `active ${age(s.last_activity_at)} ago` : '';
 }
 
 export function sessionsView(main, _params, ctx) {
-  const { el, tbody } = table(['Session', 'Status', 'Workspace', 'Image', 'Age', 'Limits', 'Usage', ''], 'Sessions');
+  const { el, tbody } = table(['Session', 'Status', 'Workspace', 'Image', 'Age', 'Limits', 'Activity', ''], 'Sessions');
   const count = h('p', { class: 'muted', 'aria-live': 'polite' });
   main.append(h('h1', {}, 'Sessions'), newSessionForm(), count, el);
   ctx.every(2000, async () => {
@@ -87,11 +84,11 @@ export function sessionView(main, [id], ctx) {
   ctx.every(2000, async () => {
     const [s, { commands }] = await Promise.all([get(base, { signal: ctx.signal }), get(`${base}/commands`, { signal: ctx.signal })]);
     info.replaceChildren(...[['Status', status(s.status)], ['Workspace', s.workspace || 'none'], ['Image', s.image],
-      ['Age', age(s.created_at)], ['Limits', limits(s.limits)], ['Usage', usage(s) || '-'],
+      ['Age', age(s.created_at)], ['Limits', limits(s.limits)], ['Activity', usage(s) || '-'], ['Idle timeout', `${s.idle_timeout_s} s`],
       ['Ended', s.end_reason || '-']].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     if (shownStatus !== s.status) {
       shownStatus = s.status;
-      actions.replaceChildren(
+      replace(actions, 
         s.status === 'running' ? h('a', { class: 'button', href: `#/sessions/${enc(id)}/terminal` }, 'Open terminal') : null, ' ',
         h('a', { class: 'button', href: `#/files/sessions/${enc(id)}` }, 'Files'), ' ',
         s.status === 'running' ? h('button', { type: 'button', class: 'danger', onclick: async () => {
