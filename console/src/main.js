@@ -4,7 +4,6 @@ import { auth, get, ApiError } from './api.js';
 import { h } from './dom.js';
 import { sessionsView, sessionView } from './views/sessions.js';
 import { commandView } from './views/commands.js';
-import { terminalView } from './views/terminal.js';
 import { workspacesView, imagesView, usageView } from './views/resources.js';
 import { filesView } from './views/files.js';
 import { jobsView, jobView, schedulesView } from './views/jobs.js';
@@ -13,7 +12,8 @@ import { adminView } from './views/admin.js';
 const ROUTES = [
   [/^sessions$/, sessionsView],
   [/^sessions\/([^/]+)$/, sessionView],
-  [/^sessions\/([^/]+)\/terminal$/, terminalView],
+  // xterm.js is most of the bundle: loaded only when a terminal is opened.
+  [/^sessions\/([^/]+)\/terminal$/, (...args) => import('./views/terminal.js').then((m) => m.terminalView(...args))],
   [/^sessions\/([^/]+)\/commands\/([^/]+)$/, commandView],
   [/^files\/(sessions|workspaces)\/([^/]+)$/, filesView],
   [/^workspaces$/, workspacesView],

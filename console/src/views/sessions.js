@@ -24,6 +24,7 @@ export function sessionsView(main, _params, ctx) {
   const { el, tbody } = table(['Session', 'Status', 'Workspace', 'Image', 'Age', 'Limits', 'Activity', ''], 'Sessions');
   const count = h('p', { class: 'muted', 'aria-live': 'polite' });
   main.append(h('h1', {}, 'Sessions'), newSessionForm(), count, el);
+  let marked = false;
   ctx.every(2000, async () => {
     const { sessions } = await get('/v1/sessions', { signal: ctx.signal });
     count.textContent = `${sessions.filter((s) => s.status === 'running').length} running, ${sessions.length} in all`;
@@ -37,6 +38,8 @@ export function sessionsView(main, _params, ctx) {
       h('td', {}, usage(s)),
       h('td', {}, s.status === 'running'
         ? h('a', { href: `#/sessions/${enc(s.id)}/terminal`, 'aria-label': `Terminal on ${s.id}` }, 'Terminal') : '')));
+    // bench/console.py reads this: the list is on the screen, in the browser's timeline.
+    if (!marked) { marked = true; performance.mark('chaser:sessions-listed'); }
   });
 }
 
