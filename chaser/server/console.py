@@ -7,8 +7,10 @@ caller's key in the browser's session storage; nothing here reads or holds keys.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import re
+import secrets
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -22,15 +24,16 @@ ASSET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 SOURCE_DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
 
 # Scripts and styles from the server itself only; no inline scripts, no eval, no
-# plugins, no framing. xterm.js's DOM renderer sizes its rows through <style> elements
-# it makes at run time, hence 'unsafe-inline' for styles alone (see docs/console.md).
-# 'self' covers ws:/wss: to the same host in CSP level 3 browsers; naming them keeps
-# older ones working, and the terminal route checks Origin itself.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; "
+# plugins, no framing. xterm.js's renderer sizes its rows and colours through <style>
+# elements it makes at run time: the page gives them the nonce of its response (below),
+# so no 'unsafe-inline' is needed. 'self' covers ws:/wss: to the same host (CSP level
+# 3), and the terminal route checks Origin itself.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'{nonce}; "
+       "img-src 'self' data:; font-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'")
+NONCE_SLOT = "__CSP_NONCE__"
+
 HEADERS = [
-    (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -63,6 +66,8 @@ class ConsoleHeaders:
             if message["type"] == "http.response.start":
                 names = {k for k, _ in HEADERS}
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                if not any(k.lower() == b"content-security-policy" for k, _ in kept):
+                    kept.append((b"content-security-policy", CSP.format(nonce="").encode()))
                 message = {**message, "headers": [*kept, *HEADERS]}
             await send(message)
 
@@ -87,7 +92,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def console_index() -> Response:
         if not index.is_file():
             return HTMLResponse(NOT_BUILT.format(where=_escape(str(dist))), status_code=503)
-        return FileResponse(index, media_type="text/html; charset=utf-8")
+        # A fresh nonce per page load, for the <style> elements xterm.js makes.
+        nonce = secrets.token_urlsafe(18)
+        page = (await asyncio.to_thread(index.read_text)).replace(NONCE_SLOT, nonce)
+        return HTMLResponse(page, headers={
+            "content-security-policy": CSP.format(nonce=f" 'nonce-{nonce}'")})
 
     @router.get("/console/assets/{name}")
     async def console_asset(name: str) -> Response:

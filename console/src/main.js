@@ -25,6 +25,8 @@ const ROUTES = [
   [/^admin$/, adminView],
 ];
 
+const PARAM = /^[A-Za-z0-9_-][A-Za-z0-9._:@-]{0,199}$/;
+
 const NAV = [['sessions', 'Sessions'], ['workspaces', 'Workspaces'], ['images', 'Images'],
   ['jobs', 'Jobs'], ['schedules', 'Schedules'], ['usage', 'Usage']];
 
@@ -69,7 +71,10 @@ function route() {
   const path = location.hash.replace(/^#\/?/, '') || 'sessions';
   for (const [re, view] of ROUTES) {
     const m = re.exec(path);
-    if (m) return [view, m.slice(1).map(decodeURIComponent), path];
+    if (!m) continue;
+    // Ids and names from a link: never a path of their own (they go into API paths).
+    const params = m.slice(1).map((p) => { try { return decodeURIComponent(p); } catch { return ''; } });
+    if (params.every((p) => PARAM.test(p))) return [view, params, path];
   }
   return [sessionsView, [], 'sessions'];
 }

@@ -7,7 +7,7 @@ import json
 import secrets
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Dialog, Page
 
 from tests.conftest import ServerProcess
 from tests.console.conftest import lines_equal, login, shot, terminal_text, wait_for
@@ -65,6 +65,18 @@ def test_terminal_commands_files_jobs_and_schedules(page: Page, server: ServerPr
     page.keyboard.type("clear; stty size\n")
     wait_for(lambda: lines_equal(terminal_text(page), f"{rows2} {cols2}"), "the new size")
     page.set_viewport_size({"width": 1366, "height": 800})
+    # Links a program prints (OSC 8) never run script: only http(s) ones are offered.
+    dialogs: list[str] = []
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
+    page.evaluate("() => window.chaserTerminal.options.linkHandler.activate(null, 'javascript:window.pwned=1')")
+    page.evaluate("() => window.chaserTerminal.options.linkHandler.activate(null, 'https://example.com/')")
+    assert len(dialogs) == 1 and "https://example.com/" in dialogs[0]
+    assert page.evaluate("() => window.pwned === undefined")
     # A reload reattaches to the same shell, its screen replayed.
     page.keyboard.type("export MARK=kept-$((40+2))\n")
     page.reload()
@@ -190,6 +202,9 @@ def test_strings_from_sandboxes_stay_text(page: Page, server: ServerProcess,
         page.wait_for_selector(f"main :text('{evil}')")
         assert page.evaluate("() => window.pwned === undefined")
         assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
+    # A link whose ids decode to paths is not followed into the API.
+    page.goto(f"{server.url}/console/#/files/workspaces/..%2F..%2Fkeys")
+    page.wait_for_selector("main h1:has-text('Sessions')")
     assert getattr(page, "page_errors") == []
 
 

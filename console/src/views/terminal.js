@@ -9,11 +9,32 @@ import { flash } from '../main.js';
 
 const encoder = new TextEncoder();
 
+// xterm.js styles its rows through <style> elements it creates; the page's CSP admits
+// only those carrying this response's nonce, which the server puts in a meta tag.
+const nonce = document.querySelector('meta[name="csp-nonce"]')?.content;
+if (nonce && !nonce.startsWith('__')) {
+  const create = Document.prototype.createElement;
+  Document.prototype.createElement = function createElement(tag, options) {
+    const el = create.call(this, tag, options);
+    if (String(tag).toLowerCase() === 'style') el.nonce = nonce;
+    return el;
+  };
+}
+
+// Links a program prints (OSC 8) open only as http(s), after a confirmation, in a
+// window that cannot reach back to this page.
+const linkHandler = {
+  activate(_event, uri) {
+    if (!/^https?:\/\//i.test(uri)) return;
+    if (confirm(`Open ${uri} in a new window?`)) window.open(uri, '_blank', 'noopener,noreferrer');
+  },
+};
+
 export function terminalView(main, [sid], ctx) {
   const box = h('div', { class: 'terminal', id: 'terminal' });
   const state = h('p', { id: 'term-state', class: 'muted', 'aria-live': 'polite' }, 'Connecting...');
   const term = new Terminal({
-    cursorBlink: true, fontSize: 14, scrollback: 5000, convertEol: false,
+    cursorBlink: true, fontSize: 14, scrollback: 5000, convertEol: false, linkHandler,
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
     theme: { background: '#111418', foreground: '#e6e6e6' },
   });
