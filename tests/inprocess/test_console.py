@@ -9,6 +9,8 @@ from tests.inprocess.harness import Api, error, serving
 
 
 def _bundle(root: Path) -> Path:
+    root.mkdir(parents=True)
+    root.chmod(0o711)  # the data dir below it must be enterable, whatever the umask
     dist = root / "dist"
     (dist / "assets").mkdir(parents=True)
     (dist / "index.html").write_text(
@@ -67,6 +69,8 @@ async def test_assets_are_plain_names_in_the_bundle(inproc_root: Path) -> None:
 
 async def test_an_unbuilt_console_says_how_to_build_it(inproc_root: Path) -> None:
     root = inproc_root / "console-missing"
+    root.mkdir()
+    root.chmod(0o711)
     async with serving(root / "srv", console_dir=root / "nowhere") as api:
         r = await api.client().get("/console/")
         assert r.status_code == 503
