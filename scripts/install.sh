@@ -82,6 +82,12 @@ echo "chaser: installed in $(pwd)/.venv"
 # The console's bundle goes to console/dist (gitignored), which the server serves at
 # /console; `npm ci` installs exactly what console/package-lock.json pins.
 if [ -z "${CHASER_SKIP_CONSOLE:-}" ]; then
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$node_major" -lt 18 ]; then  # esbuild's floor (Debian 12 and Ubuntu 24.04 ship 18)
+    echo "chaser: the web console's build needs Node.js 18 or newer (found $(node --version 2>&1));" \
+      "install a newer nodejs, or set CHASER_SKIP_CONSOLE=1 for the API alone" >&2
+    exit 1
+  fi
   log=$(mktemp)
   if ! (cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >"$log" 2>&1; then
     cat "$log" >&2

@@ -7,7 +7,7 @@ import json
 import secrets
 from pathlib import Path
 
-from playwright.sync_api import Dialog, Page
+from playwright.sync_api import BrowserContext, Dialog, Page
 
 from tests.conftest import ServerProcess
 from tests.console.conftest import lines_equal, login, shot, terminal_text, wait_for
@@ -233,3 +233,18 @@ def test_admin_keys_health_and_metrics(page: Page, server: ServerProcess) -> Non
         wait_for(lambda: c.get("/v1/usage").status_code == 401, "the key revoked")
     assert json.loads(page.inner_text("main pre"))["status"] == "ok"
     _no_key_leaked(page, server.admin_key)
+
+
+def test_without_javascript_a_clear_message(browser: BrowserContext, server: ServerProcess) -> None:
+    page = browser.new_page()
+    try:
+        # Scripting off for this tab, as the browser's own setting does.
+        browser.new_cdp_session(page).send("Emulation.setScriptExecutionDisabled", {"value": True})
+        page.goto(server.url + "/console")
+        alert = page.locator(".noscript[role=alert]")
+        assert alert.is_visible()
+        assert "needs JavaScript" in alert.inner_text()
+        assert page.locator("#key").count() == 0
+        shot(page, "00-no-javascript")
+    finally:
+        page.close()
