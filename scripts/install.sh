@@ -78,6 +78,12 @@ fi
 rm -f "$log"
 .venv/bin/python -c 'import chaser.server.app' # fails loudly if the install is broken
 echo "chaser: installed in $(pwd)/.venv"
+# `chaser` on PATH (a link into the virtualenv; CHASER_BIN_DIR= skips it).
+bin_dir=${CHASER_BIN_DIR-/usr/local/bin}
+if [ -n "$bin_dir" ] && [ -d "$bin_dir" ]; then
+  ln -sfn "$(pwd)/.venv/bin/chaser" "$bin_dir/chaser"
+  echo "chaser: $bin_dir/chaser -> $(pwd)/.venv/bin/chaser"
+fi
 
 # The console's bundle goes to console/dist (gitignored), which the server serves at
 # /console; `npm ci` installs exactly what console/package-lock.json pins.

@@ -62,18 +62,19 @@ def _quiet_kill(handle: CommandHandle, sig: str) -> None:
         handle.kill(sig)
 
 
-def forward_stdin(handle: CommandHandle) -> threading.Thread | None:
-    """Copy local stdin to the command in the background when stdin is not a terminal.
+def forward_stdin(handle: CommandHandle, from_tty: bool = False) -> threading.Thread | None:
+    """Copy local stdin to the command in the background when stdin is not a terminal
+    (or, `from_tty`, even when it is: read to its end, Ctrl-D).
 
-    On a terminal the command's stdin is closed at once (there is no PTY here), so a
-    program that reads stdin sees end of file instead of waiting forever.
+    Otherwise on a terminal the command's stdin is closed at once (there is no PTY
+    here), so a program that reads stdin sees end of file instead of waiting forever.
     """
     try:
         fd = sys.stdin.fileno()
         is_tty = os.isatty(fd)
     except (AttributeError, OSError, ValueError):
         fd, is_tty = -1, True
-    if is_tty:
+    if fd < 0 or (is_tty and not from_tty):
         _quiet_close(handle)
         return None
     thread = threading.Thread(target=_pump_stdin, args=(handle, fd), daemon=True)

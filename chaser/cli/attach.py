@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import click
 
-from chaser.client import Client, NotFoundError
+from chaser.client import Client
 
 from ._app import AppContext, fail, pass_app
 from .terminal import Target, run_terminal
 
 
 def find_pty_session(client: Client, pty_id: str) -> str:
-    """The running session that has terminal `pty_id` among its commands."""
-    for session in client.sessions.list(status="running"):
-        for command in session.list_commands():
-            if command.id != pty_id:
-                continue
-            if command.status != "running":
-                fail(f"terminal {pty_id} has ended ({command.status}, exit code "
-                     f"{command.exit_code}); its transcript: chaser commands logs "
-                     f"--session {session.id} {pty_id}")
-            return session.id
-    raise NotFoundError(f"no running session of this key has terminal {pty_id}",
-                        status_code=404, code="not_found")
+    """The session of terminal `pty_id` (`GET /v1/commands/{id}`), while it runs."""
+    command = client.commands.by_id(pty_id)
+    if command.status != "running":
+        fail(f"terminal {pty_id} has ended ({command.status}, exit code "
+             f"{command.exit_code}); its transcript: chaser commands logs {pty_id}")
+    return command.session_id
 
 
 @click.command(epilog="""\b
 Examples:
-  chaser attach cmd_123                  # find its session among the running ones
+  chaser attach cmd_123                  # its session is found by the id
   chaser attach cmd_123 -s ses_456
   chaser attach --view cmd_123           # watch read-only (another client types)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -134,8 +135,18 @@ def shell(
                                       cwd, _shell(use_bash)))
     if agent:
         raise click.UsageError("--agent is for interactive shells (without -c)")
-    env_vars = parse_env(env)
-    client = app.client()
+    _run_in_target(app.client(), command=command, workspace=workspace, session_id=session_id,
+                   ephemeral=ephemeral, image=image, cwd=cwd, env=parse_env(env),
+                   timeout=timeout, shell_name=_shell(use_bash), stdin_from_tty=False)
+
+
+def _run_in_target(
+    client: Client, *, command: str, workspace: str | None, session_id: str | None,
+    ephemeral: bool, image: str | None, cwd: str | None, env: dict[str, str] | None,
+    timeout: float | None, shell_name: Shell | None, stdin_from_tty: bool,
+) -> NoReturn:
+    """`shell -c` and `exec`: start the command in its target session, forward stdin,
+    follow its output live, exit with its code (an ephemeral session is deleted)."""
     with spinner("Starting sandbox…"):
         if session_id is not None:
             session = client.sessions.get(session_id)
@@ -144,8 +155,8 @@ def shell(
         else:
             session = workspace_session(client, workspace or DEFAULT_WORKSPACE, image)
     try:
-        code = _run_and_follow(session, command, cwd, env_vars, _timeout_ms(timeout),
-                               _shell(use_bash))
+        code = _run_and_follow(session, command, cwd, env, _timeout_ms(timeout), shell_name,
+                               stdin_from_tty)
     finally:
         if ephemeral:
             with contextlib.suppress(ChaserError):
@@ -184,11 +195,11 @@ def _interactive(
 
 def _run_and_follow(
     session: SessionHandle, command: str, cwd: str | None, env: dict[str, str] | None,
-    timeout_ms: int | None, shell_name: Shell | None,
+    timeout_ms: int | None, shell_name: Shell | None, stdin_from_tty: bool = False,
 ) -> int:
     handle = session.exec(command, background=True, cwd=cwd, env=env,
                           timeout_ms=timeout_ms, shell=shell_name)
-    forward_stdin(handle)
+    forward_stdin(handle, from_tty=stdin_from_tty)
     try:
         exit_event = follow(handle, forward_interrupt=True)
     except KeyboardInterrupt:
@@ -200,22 +211,25 @@ def _run_and_follow(
 
 @click.command("exec", epilog="""\b
 Examples:
-  chaser exec "python3 -c 'print(42)'"          # ephemeral sandbox
+  chaser exec "python3 -c 'print(42)'"          # the "default" workspace's session
+  chaser exec --ephemeral "uname -a"            # a throw-away sandbox
   chaser exec -w my-project "npm test"
   chaser exec -w my-project --json "ls /workspace" | jq .output
-  echo data | chaser exec -i "wc -c"
+  tar -cz . | chaser exec -w build "tar xz && make"
   chaser exec -s $SESSION --background "npm run dev"   # prints the command id
 
-This is POST /v1/exec: without --workspace or --session the command runs in a fresh
-ephemeral sandbox. The output is printed when the command ends and the exit code is
-the command's own (128+N if killed by signal N, 124 on timeout), also with --json.""")
+`chaser exec CMD` and `chaser shell -c CMD` agree: the same default target (the session
+of the workspace named "default"), piped stdin forwarded as bytes (streamed, any
+length), stdout to stdout and stderr to stderr as the command writes them, and the exit
+code of the command (128+N if killed by signal N, 124 on --timeout). --json instead
+prints the API's result object once the command ends (stdout and stderr interleaved in
+`output`, as the server keeps them; piped stdin up to 2 MiB).""")
 @click.argument("command", nargs=-1, required=True)
 @with_target_options
 @click.option("-i", "--stdin", "read_stdin", is_flag=True,
-              help="Send local stdin (read to the end) to the command.")
+              help="Send local stdin even when it is a terminal (read to the end: Ctrl-D).")
 @click.option("--background", is_flag=True,
-              help="Start in the background and print the command id (needs a session "
-                   "or workspace).")
+              help="Start in the background and print the command id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def exec_command(
@@ -224,29 +238,33 @@ def exec_command(
     env: tuple[str, ...], timeout: float | None, use_bash: bool, read_stdin: bool,
     background: bool, as_json: bool,
 ) -> None:
-    """Run one command and print its output (POST /v1/exec)."""
+    """Run one command in a sandbox, as `chaser shell -c` does."""
     _one_target(workspace, session_id, ephemeral)
     text = " ".join(command)
     env_vars = parse_env(env)
-    stdin = _read_stdin() if read_stdin else None
     shell_name = _shell(use_bash)
     client = app.client()
     if background:
-        if session_id is None and workspace is None:
-            raise click.UsageError("--background needs --session or --workspace")
+        if ephemeral:
+            raise click.UsageError("--background needs a session that outlives the command "
+                                   "(--session or --workspace), not --ephemeral")
         session = client.sessions.get(session_id) if session_id is not None \
             else workspace_session(client, workspace or DEFAULT_WORKSPACE, image)
-        handle = session.exec(text, background=True, cwd=cwd, env=env_vars, stdin=stdin,
-                              timeout_ms=_timeout_ms(timeout),
-                              shell=shell_name)
+        handle = session.exec(text, background=True, cwd=cwd, env=env_vars,
+                              stdin=_read_stdin() if read_stdin else None,
+                              timeout_ms=_timeout_ms(timeout), shell=shell_name)
         if as_json:
             print_json({"command_id": handle.id, "session_id": session.id, "pid": handle.pid})
         else:
             click.echo(handle.id)
             if sys.stderr.isatty():
-                click.echo(f"follow it with: chaser commands logs -f --session {session.id} "
-                           f"{handle.id}", err=True)
+                click.echo(f"follow it with: chaser commands logs -f {handle.id}", err=True)
         return
+    if not as_json:
+        _run_in_target(client, command=text, workspace=workspace, session_id=session_id,
+                       ephemeral=ephemeral, image=image, cwd=cwd, env=env_vars,
+                       timeout=timeout, shell_name=shell_name, stdin_from_tty=read_stdin)
+    stdin = _read_stdin() if read_stdin or not _stdin_is_tty() else None
     with spinner("Running…"):
         if session_id is not None:
             result = client.sessions.get(session_id).exec(
@@ -254,14 +272,16 @@ def exec_command(
                 shell=shell_name)
         else:
             result = client.exec(
-                text, workspace=workspace, ephemeral=True if ephemeral else None,
+                text, workspace=None if ephemeral else workspace or DEFAULT_WORKSPACE,
+                ephemeral=True if ephemeral else None,
                 image=image, cwd=cwd, env=env_vars, timeout_ms=_timeout_ms(timeout),
                 stdin=stdin, shell=shell_name)
-    if as_json:
-        print_json(result)
-    else:
-        sys.stdout.write(result.output)
-        sys.stdout.flush()
-        if result.output_truncated:
-            click.echo(f"[output truncated: {result.output_size} bytes in all]", err=True)
+    print_json(result)
     raise SystemExit(exit_code_for(result.status, result.exit_code, result.signal))
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return os.isatty(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):
+        return True

@@ -12,7 +12,7 @@ import time
 import httpx
 
 from tests.conftest import ServerProcess, free_port
-from tests.types import Tenant
+from tests.types import NewTenant, Tenant
 
 
 def cli_env(url: str, key: str | None) -> dict[str, str]:
@@ -130,6 +130,21 @@ def test_exec_foreground(server: ServerProcess, tenant: Tenant) -> None:
     assert r.stdout.strip() == "5"
     r = chaser_cli(server.url, tenant.key, "exec", "--timeout", "0.5", "sleep 10")
     assert r.returncode == 124
+
+
+def test_exec_and_shell_c_agree(server: ServerProcess, new_tenant: NewTenant) -> None:
+    tenant = new_tenant("agree")  # its own "default" workspace
+    for first, second in ((["exec"], ["shell", "-c"]), (["shell", "-c"], ["exec"])):
+        r = chaser_cli(server.url, tenant.key, *first, "echo $$ > /workspace/who")
+        assert r.returncode == 0, r.stderr
+        r = chaser_cli(server.url, tenant.key, *second, "cat /workspace/who")
+        assert r.returncode == 0 and r.stdout.strip().isdigit(), (r.stdout, r.stderr)
+    for cmd in (["exec"], ["shell", "-c"]):
+        r = chaser_cli(server.url, tenant.key, *cmd, "tr a-z A-Z; echo oops >&2; exit 3",
+                       input="piped\n")
+        assert (r.returncode, r.stdout, r.stderr) == (3, "PIPED\n", "oops\n"), cmd
+    rows = tenant.client.get("/v1/sessions").json()["sessions"]
+    assert {s["workspace"] for s in rows if s["status"] == "running"} == {"default"}
 
 
 def test_bad_key_is_one_line(server: ServerProcess) -> None:

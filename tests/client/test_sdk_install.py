@@ -27,3 +27,24 @@ def test_the_server_extra_is_declared() -> None:
     for name in ("fastapi", "uvicorn", "mcp"):
         assert name not in base and name in server
     assert "chaser[server]" in meta["optional-dependencies"]["dev"]
+
+
+def test_the_install_script_puts_chaser_on_path(tmp_path: object) -> None:
+    """scripts/install.sh links `chaser` into a directory on PATH (/usr/local/bin unless
+    CHASER_BIN_DIR says otherwise); the link is made as the script makes it, into a
+    directory of the test's own so no other checkout's link is touched."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    script = (root / "scripts" / "install.sh").read_text()
+    block = script[script.index("# `chaser` on PATH"):script.index("fi\n", script.index(
+        "# `chaser` on PATH")) + 3]
+    bin_dir = Path(str(tmp_path)) / "bin"
+    bin_dir.mkdir()
+    subprocess.run(["bash", "-c", f"set -euo pipefail; cd {root}; {block}"], check=True,
+                   env={**os.environ, "CHASER_BIN_DIR": str(bin_dir)}, capture_output=True)
+    link = bin_dir / "chaser"
+    assert os.path.realpath(link) == os.path.realpath(root / ".venv" / "bin" / "chaser")
+    out = subprocess.run([str(link), "--help"], capture_output=True, text=True, check=True)
+    assert "Usage" in out.stdout
