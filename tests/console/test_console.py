@@ -65,6 +65,12 @@ def test_terminal_commands_files_jobs_and_schedules(page: Page, server: ServerPr
     page.keyboard.type("clear; stty size\n")
     wait_for(lambda: lines_equal(terminal_text(page), f"{rows2} {cols2}"), "the new size")
     page.set_viewport_size({"width": 1366, "height": 800})
+    # Keyboard users leave the terminal with Esc then Tab (Tab alone is completion).
+    page.keyboard.press("Escape")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => !document.activeElement.closest('#terminal')")
+    page.locator("#terminal").click()
+    page.keyboard.press("Control+C")
     # Links a program prints (OSC 8) never run script: only http(s) ones are offered.
     dialogs: list[str] = []
 
