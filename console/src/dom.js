@@ -74,6 +74,7 @@ export function syncRows(tbody, items, key, render) {
     fresh.dataset.sig = sig;
     return fresh;
   });
+  if (!tbody.firstChild) { tbody.append(...rows); return; }  // the first fill, in one go
   const same = rows.length === tbody.children.length && rows.every((r, i) => r === tbody.children[i]);
   if (!same) {
     rows.forEach((r, i) => { if (tbody.children[i] !== r) tbody.insertBefore(r, tbody.children[i] || null); });

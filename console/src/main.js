@@ -151,10 +151,15 @@ auth.onUnauthorized = () => {
 };
 
 window.addEventListener('hashchange', render);
-window.addEventListener('DOMContentLoaded', async () => {
+window.addEventListener('DOMContentLoaded', () => {
   render();
   if (!auth.key) return;
-  await detectAdmin();
-  const nav = document.querySelector('header nav ul');
-  if (isAdmin && nav) nav.append(h('li', {}, h('a', { href: '#/admin' }, 'Admin')));
+  // Whether to offer the Admin screen can wait until the first screen is drawn.
+  requestIdleCallback(async () => {
+    await detectAdmin();
+    const nav = document.querySelector('header nav ul');
+    if (isAdmin && nav && !nav.querySelector('a[href="#/admin"]')) {
+      nav.append(h('li', {}, h('a', { href: '#/admin', 'aria-current': location.hash === '#/admin' ? 'page' : null }, 'Admin')));
+    }
+  }, { timeout: 1000 });
 });
