@@ -65,8 +65,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         finally:
             held.release()
 
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, with
+    # inline scripts, on the console's origin, where they could read the key a console
+    # tab keeps (docs/console.md). The schema stays at /openapi.json.
     app = FastAPI(title="Chaser", version=__version__, lifespan=lifespan,
-                  description="Run commands in real Linux sandboxes over HTTP.")
+                  description="Run commands in real Linux sandboxes over HTTP.",
+                  docs_url=None, redoc_url=None)
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,

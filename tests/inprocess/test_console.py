@@ -84,3 +84,11 @@ async def test_the_default_console_dir_is_the_source_tree(api: Api) -> None:
     r = await api.client().get("/console/")
     built = (Path(__file__).resolve().parents[2] / "console" / "dist" / "index.html").exists()
     assert r.status_code == (200 if built else 503)
+
+
+async def test_no_third_party_pages_share_the_consoles_origin(api: Api) -> None:
+    # Swagger UI and ReDoc come from a CDN: on this origin they could read a console
+    # tab's key. The schema itself stays.
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        error(await api.client().get(path), 404, "not_found")
+    assert (await api.client().get("/openapi.json")).json()["info"]["title"] == "Chaser"
