@@ -124,8 +124,14 @@ export function terminalView(main, [sid], ctx) {
         connect(1);
         return;
       }
+      if (!greeted && attempt >= 4) {
+        // Refused before any hello, again and again (an Origin the server does not
+        // allow, a stopped session): stop asking for tickets.
+        state.textContent = 'The server refused the terminal. Reload the page to try again.';
+        return;
+      }
       state.textContent = 'Disconnected; reconnecting...';
-      setTimeout(() => connect(attempt + 1), Math.min(5000, 500 * (attempt + 1)));
+      setTimeout(() => connect(greeted ? 0 : attempt + 1), Math.min(5000, 500 * (attempt + 1)));
     };
   };
   connect(0);
