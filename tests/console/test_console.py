@@ -10,6 +10,7 @@ from pathlib import Path
 from playwright.sync_api import BrowserContext, Dialog, Page
 
 from tests.conftest import ServerProcess
+from tests.proxy import Proxy
 from tests.console.conftest import lines_equal, login, shot, terminal_text, wait_for
 from tests.types import NewTenant, Tenant
 
@@ -254,3 +255,38 @@ def test_without_javascript_a_clear_message(browser: BrowserContext, server: Ser
         shot(page, "00-no-javascript")
     finally:
         page.close()
+
+
+def test_streams_and_terminals_resume_after_a_dropped_connection(
+        page: Page, server: ServerProcess, tenant: Tenant) -> None:
+    proxy = Proxy(server.port)  # the browser reaches the server through a cuttable link
+    try:
+        sid = tenant.client.post("/v1/sessions", json={}).json()["id"]
+        cmd = tenant.client.post(f"/v1/sessions/{sid}/exec", json={
+            "command": "for i in $(seq 1 30); do echo line-$i; sleep 0.1; done",
+            "background": True}).json()["command_id"]
+        page.goto(proxy.url + "/console")
+        page.fill("#key", tenant.key)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#logout")
+        page.goto(f"{proxy.url}/console/#/sessions/{sid}/commands/{cmd}")
+        page.wait_for_selector("#output:has-text('line-5')")
+        proxy.cut()
+        page.wait_for_selector("#stream-state:has-text('Finished: exited, exit code 0')")
+        # Resumed from the last offset: every line once, in order.
+        assert page.inner_text("#output").split() == [f"line-{i}" for i in range(1, 31)]
+
+        page.goto(f"{proxy.url}/console/#/sessions/{sid}/terminal")
+        page.wait_for_selector("#term-state:has-text('Terminal cmd_')")
+        page.locator("#terminal").click()
+        page.keyboard.type("echo before-$((1+1))\n")
+        wait_for(lambda: lines_equal(terminal_text(page), "before-2"), "output before the cut")
+        proxy.cut()
+        page.wait_for_selector("#term-state:has-text('Reattached')")
+        page.keyboard.type("echo after-$((1+2))\n")
+        wait_for(lambda: lines_equal(terminal_text(page), "after-3"), "the same shell after the cut")
+        # The reconnect resumed at the offset reached: nothing shown twice.
+        lines = terminal_text(page).splitlines()
+        assert [line.strip() for line in lines].count("before-2") == 1
+    finally:
+        proxy.close()

@@ -69,6 +69,7 @@ export function terminalView(main, [sid], ctx) {
   const storeKey = `chaser.pty.${sid}`;
   let ws = null;
   let ended = false;
+  let offset = null;  // the log offset the screen has reached: a reconnect resumes there
   const send = (data) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(data); };
   term.onData((d) => send(encoder.encode(d)));
   term.onBinary((d) => send(Uint8Array.from(d, (c) => c.charCodeAt(0))));
@@ -96,15 +97,21 @@ export function terminalView(main, [sid], ctx) {
     url.searchParams.set('cols', String(term.cols));
     url.searchParams.set('rows', String(term.rows));
     if (ptyId) url.searchParams.set('pty_id', ptyId);
+    if (ptyId && offset != null) url.searchParams.set('from', String(offset));
     const sock = new WebSocket(url);
     ws = sock;
     sock.binaryType = 'arraybuffer';
     let greeted = false;
     sock.onmessage = (e) => {
-      if (typeof e.data !== 'string') { term.write(new Uint8Array(e.data)); return; }
+      if (typeof e.data !== 'string') {
+        if (offset != null) offset += e.data.byteLength;
+        term.write(new Uint8Array(e.data));
+        return;
+      }
       const m = JSON.parse(e.data);
       if (m.type === 'hello') {
         greeted = true;
+        offset = m.offset;
         sessionStorage.setItem(storeKey, m.pty_id);
         state.textContent = ptyId === m.pty_id ? `Reattached to terminal ${m.pty_id}` : `Terminal ${m.pty_id}`;
         if (m.cols !== term.cols || m.rows !== term.rows) send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
@@ -121,6 +128,7 @@ export function terminalView(main, [sid], ctx) {
       if (!greeted && ptyId && attempt === 0) {
         // The terminal we knew is gone (ended, or its session stopped): start a new one.
         sessionStorage.removeItem(storeKey);
+        offset = null;
         connect(1);
         return;
       }
