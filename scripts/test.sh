@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --dev
-.venv/bin/python -m mypy  # strict, over chaser/, tests/ and bench/ (pyproject.toml)
+.venv/bin/python -m mypy  # strict, over src/chaser/, tests/ and bench/ (pyproject.toml)
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

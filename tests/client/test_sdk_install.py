@@ -48,3 +48,17 @@ def test_the_install_script_puts_chaser_on_path(tmp_path: object) -> None:
     assert os.path.realpath(link) == os.path.realpath(root / ".venv" / "bin" / "chaser")
     out = subprocess.run([str(link), "--help"], capture_output=True, text=True, check=True)
     assert "Usage" in out.stdout
+
+
+def test_a_script_beside_the_checkout_imports_the_installed_package() -> None:
+    """A src/ layout: the checkout's root holds no `chaser` package to shadow the
+    installed one, whatever directory a script runs in."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    assert not (root / "chaser").exists() and (root / "src" / "chaser" / "__init__.py").is_file()
+    for cwd in (root, root.parent):
+        out = subprocess.run([sys.executable, "-c", "import chaser; print(chaser.__file__)"],
+                             cwd=cwd, capture_output=True, text=True, check=True).stdout
+        assert Path(out.strip()).parent.name == "chaser"
+        assert Path(out.strip()).parent != root / "chaser"

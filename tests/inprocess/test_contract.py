@@ -9,6 +9,7 @@ from chaser.server.openapi import api_routes
 from tests.inprocess.harness import Api, Tenant, error
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+JSON_RPC_REF = {"$ref": "#/components/schemas/JsonRpcError"}
 
 
 async def test_every_operation_documents_its_errors(api: Api) -> None:
@@ -21,7 +22,9 @@ async def test_every_operation_documents_its_errors(api: Api) -> None:
             if not path.startswith("/v1/"):
                 continue
             for status in ("400", "401", "422", "429", "503"):
-                assert responses[status]["content"]["application/json"]["schema"] == ERROR_REF, \
+                # MCP's protocol errors are JSON-RPC's (401 and the limits are ours)
+                want = JSON_RPC_REF if path == "/v1/mcp" and status == "400" else ERROR_REF
+                assert responses[status]["content"]["application/json"]["schema"] == want, \
                     (method, path, status)
             if "{" in path:
                 assert "404" in responses, (method, path)
@@ -31,9 +34,15 @@ async def test_every_operation_documents_its_errors(api: Api) -> None:
     health = schema["paths"]["/healthz"]["get"]["responses"]["200"]
     assert health["content"]["application/json"]["schema"]["$ref"].endswith("Health")
     stream = schema["paths"]["/v1/sessions/{session_id}/commands/{command_id}/stream"]["get"]
-    assert "text/event-stream" in stream["responses"]["200"]["content"]
-    for name in ("OutputEvent", "ExitEvent"):
-        assert name in schema["components"]["schemas"]
+    events = stream["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
+    components = schema["components"]["schemas"]
+    named = {components[e["$ref"].rsplit("/", 1)[1]]["properties"]["event"]["const"]: e
+             for e in events}
+    assert set(named) == {"output", "exit"}
+    exit_event = components[named["exit"]["$ref"].rsplit("/", 1)[1]]
+    assert exit_event["properties"]["id"] == {"const": "exit"}
+    assert exit_event["properties"]["data"]["contentSchema"]["$ref"].endswith("/ExitEvent")
+    assert "204" in stream["responses"]
 
 
 async def test_every_route_answers_the_error_shape(api: Api, tenant: Tenant) -> None:

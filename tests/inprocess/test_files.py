@@ -41,8 +41,8 @@ async def test_bad_paths_and_modes(tenant: Tenant, session_id: str) -> None:
     error(await c.put(url, params={"path": "f", "mode": "rwx"}, content=b"x"), 422,
           "invalid_request")
     error(await c.get(url), 422, "invalid_request")  # path is required
-    error(await c.delete(url, params={"path": "/workspace", "recursive": "true"}), 400,
-          "invalid_path")
+    error(await c.delete(url, params={"path": "/workspace", "recursive": "true"}), 403,
+          "protected_path")
 
 
 async def test_archives_and_workspaces(tenant: Tenant, other: Tenant) -> None:

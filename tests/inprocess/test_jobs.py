@@ -195,7 +195,7 @@ async def test_list_filters_and_cursor(tenant: Tenant) -> None:
     assert (await tenant.client.get("/v1/jobs?status=queued&kind=sandbox.exec&queue=lists")
             ).json()["jobs"]
     error(await tenant.client.get("/v1/jobs?cursor=zzz"), 400, "invalid_cursor")
-    error(await tenant.client.get("/v1/jobs?status=bogus"), 400, "bad_request")
+    error(await tenant.client.get("/v1/jobs?status=bogus"), 422, "invalid_request")  # an enum
     for i in ids:
         await tenant.client.post(f"/v1/jobs/{i}/cancel")
 
@@ -228,7 +228,7 @@ async def test_validation(tenant: Tenant) -> None:
           400, "invalid_run_at")
     error(await tenant.client.post("/v1/jobs", json={"command": "x",
                                                      "webhook": "http://evil.example/x"}),
-          400, "webhook_not_allowed")
+          403, "webhook_not_allowed")
     error(await tenant.client.post("/v1/schedules", json={"cron": "61 * * * *", "job": {
         "command": "x"}}), 400, "invalid_cron")
     error(await tenant.client.post("/v1/schedules", json={"cron": "* * * * *", "timezone": "Mars/X",

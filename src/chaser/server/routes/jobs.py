@@ -10,15 +10,18 @@ from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.errors import BadRequest
-from chaser.jobs.models import Job, JobCreate, JobList, JobLogs, JobRetry
-from chaser.jobs.service import parse_cursor
-from chaser.jobs.stream import JobStream, parse_cursor as parse_stream_cursor
+from chaser.jobs.models import Job, JobCreate, JobList, JobLogs, JobRetry, JobStatus
+from chaser.jobs.service import CURSOR_PATTERN, parse_cursor
+from chaser.jobs.stream import STREAM_CURSOR_PATTERN, JobStream
+from chaser.jobs.stream import parse_cursor as parse_stream_cursor
 from chaser.server.deps import Caller, Core
 from chaser.store.jobs import JobFilter
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 KEEPALIVE_S = 15
+LABEL_FILTER = r"^[^=]+=[\s\S]*$"  # KEY=VALUE (what _labels takes)
+_STREAM_CURSOR = {"pattern": STREAM_CURSOR_PATTERN}
 
 
 @router.post("", response_model=Job, status_code=201)
@@ -32,11 +35,14 @@ async def submit_job(req: JobCreate, core: Core, caller: Caller, response: Respo
 
 
 @router.get("", response_model=JobList)
-async def list_jobs(core: Core, caller: Caller, status: str | None = None,
+async def list_jobs(core: Core, caller: Caller, status: JobStatus | None = None,
                     kind: str | None = None, queue: str | None = None,
                     workspace: str | None = None,
-                    label: Annotated[list[str] | None, Query(max_length=32)] = None,
-                    schedule_id: str | None = None, cursor: str | None = None,
+                    label: Annotated[list[str] | None, Query(max_length=32, json_schema_extra={
+                        "items": {"type": "string", "pattern": LABEL_FILTER}})] = None,
+                    schedule_id: str | None = None,
+                    cursor: Annotated[str | None, Query(json_schema_extra={
+                        "pattern": CURSOR_PATTERN})] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
     """The caller's jobs, newest first; `label=KEY=VALUE` (repeatable) narrows."""
     labels = _labels(label or [])
@@ -54,9 +60,11 @@ async def get_job(job_id: str, core: Core, caller: Caller) -> Job:
 @router.get("/{job_id}/stream", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream_job(job_id: str, core: Core, caller: Caller,
-                     from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+                     from_: Annotated[str | None, Query(alias="from", max_length=64,
+                                                        json_schema_extra=_STREAM_CURSOR)] = None,
                      attempt: Annotated[int | None, Query(ge=1)] = None,
-                     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+                     last_event_id: Annotated[str | None, Header(
+                         max_length=64, json_schema_extra=_STREAM_CURSOR)] = None,
                      ) -> EventSourceResponse:
     """Live output of the job (`attempt`, `step`, `output` events, then `exit`),
     resumable from an event id (`from` or `Last-Event-ID`)."""

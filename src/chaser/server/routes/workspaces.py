@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from chaser.models import Workspace, WorkspaceList
+from fastapi import APIRouter, Path
+
+from chaser.models import WORKSPACE_PATTERN, Workspace, WorkspaceList
 from chaser.server.deps import Caller, Core
 
 router = APIRouter(prefix="/v1/workspaces", tags=["workspaces"])
+# The schema states the rule; the core says why a name is refused.
+WorkspaceParam = Annotated[str, Path(json_schema_extra={"pattern": WORKSPACE_PATTERN})]
 
 
 @router.get("", response_model=WorkspaceList)
@@ -17,11 +21,11 @@ async def list_workspaces(core: Core, caller: Caller) -> WorkspaceList:
 
 
 @router.get("/{name}", response_model=Workspace)
-async def get_workspace(name: str, core: Core, caller: Caller) -> Workspace:
+async def get_workspace(name: WorkspaceParam, core: Core, caller: Caller) -> Workspace:
     return await core.workspaces.get(caller.tenant, name)
 
 
 @router.delete("/{name}", response_model=Workspace)
-async def delete_workspace(name: str, core: Core, caller: Caller, force: bool = False) -> Workspace:
+async def delete_workspace(name: WorkspaceParam, core: Core, caller: Caller, force: bool = False) -> Workspace:
     """Delete a workspace and its files (409 while a session runs on it, unless `force`)."""
     return await core.workspaces.delete(caller.tenant, name, force)

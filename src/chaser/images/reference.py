@@ -12,16 +12,24 @@ import re
 from dataclasses import dataclass
 
 from chaser.errors import BadRequest
+from chaser.models import (
+    IMAGE_COMPONENT,
+    IMAGE_DIGEST,
+    IMAGE_DOMAIN_PART,
+    IMAGE_REF_MAX,
+    IMAGE_TAG,
+)
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
-MAX_NAME = 255  # the registry's limit on a repository name, registry included
+MAX_NAME = IMAGE_REF_MAX  # a whole reference as written
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+# The same grammar is the OpenAPI schema's pattern (chaser.models.IMAGE_PATTERN).
+_COMPONENT = IMAGE_COMPONENT
+_DOMAIN_PART = IMAGE_DOMAIN_PART
 _DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
-_DIGEST = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}"
+_TAG = IMAGE_TAG
+_DIGEST = IMAGE_DIGEST
 _REFERENCE = re.compile(
     rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
     rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?")
@@ -65,6 +73,9 @@ def parse(text: str) -> ImageRef:
             why = "expected [registry[:port]/]name[:tag][@sha256:digest]"
         raise BadRequest(f"invalid image reference {text[:300]!r}: {why}", "invalid_image")
     domain, path = m["domain"], m["path"]
+    if len(text) > MAX_NAME:
+        raise BadRequest(f"invalid image reference {text[:300]!r}: it is longer than "
+                         f"{MAX_NAME} characters", "invalid_image")
     # As Docker: a first part with no dot or port (and not localhost) is a path, on Docker Hub.
     if domain is not None and not ("." in domain or ":" in domain or domain == "localhost"
                                    or domain.startswith("[")):
@@ -76,9 +87,6 @@ def parse(text: str) -> ImageRef:
         domain = DEFAULT_REGISTRY
     if domain == DEFAULT_REGISTRY and "/" not in path:
         path = f"library/{path}"
-    if len(f"{domain}/{path}") > MAX_NAME:
-        raise BadRequest(f"invalid image reference {text[:300]!r}: the name is longer than "
-                         f"{MAX_NAME} characters", "invalid_image")
     digest = m["digest"]
     if digest is not None and digest.startswith("sha256:") and not _SHA256.fullmatch(digest):
         raise BadRequest(f"invalid image reference {text[:300]!r}: a sha256 digest is 64 "

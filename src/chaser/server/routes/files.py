@@ -11,18 +11,34 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from chaser.core.transfers import Download, Target
+from chaser.core.transfers import MAX_PATH, NAME_MAX, Download, Target
+from chaser.models import WORKSPACE_PATTERN
 from chaser.errors import RangeNotSatisfiable
 from chaser.file_models import ArchiveWritten, FileList, FileWritten
 from chaser.server.bodies import OCTET, raw_body
 from chaser.server.deps import Caller, Core
 
-PathQuery = Annotated[str, Query(description="Absolute in the sandbox, or relative to "
-                                             "/workspace", max_length=8192)]
+# What `check_path` takes: no NUL, no `..` component, names of at most NAME_MAX bytes
+# and MAX_PATH in all (the schema counts characters: the same for ASCII). A file to
+# write ends with a name, not a slash.
+_NO_DOTDOT = r"^(?!(?:[^\x00]*/)?\.\.(?![^/]))"
+_NAME = rf"[^/\x00]{{1,{NAME_MAX}}}"
+PATH_PATTERN = rf"{_NO_DOTDOT}/*(?:{_NAME}/+)*(?:{_NAME})?$"
+FILE_PATTERN = rf"{_NO_DOTDOT}/*(?:{_NAME}/+)*{_NAME}$"
+
+
+def _path_query(pattern: str) -> Any:
+    return Query(description=f"Absolute in the sandbox, or relative to /workspace; at most "
+                             f"{MAX_PATH} bytes, each name at most {NAME_MAX}",
+                 json_schema_extra={"pattern": pattern, "minLength": 1, "maxLength": MAX_PATH})
+
+
+PathQuery = Annotated[str, _path_query(PATH_PATTERN)]
+FilePathQuery = Annotated[str, _path_query(FILE_PATTERN)]
 ModeQuery = Annotated[str | None, Query(description="Octal permission bits, e.g. 644",
                                         pattern="^[0-7]{3,4}$")]
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -95,9 +111,9 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
 
     @router.put("/files", response_model=FileWritten,
                 openapi_extra={"requestBody": {"content": {OCTET: {"schema": {
-                    "type": "string", "format": "binary"}}}, "required": True}})
+                    "type": "string", "format": "binary"}}}, "required": False}})
     @bind
-    async def write_file(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
+    async def write_file(path: FilePathQuery, target: TargetDep, core: Core, caller: Caller,
                          request: Request, mode: ModeQuery = None) -> FileWritten:
         """Write the raw body to `path` (parents made); replaced only once complete."""
         return await core.transfers.write(caller.tenant, target, path, raw_body(request), mode,
@@ -138,7 +154,7 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
 
     @router.put("/archive", response_model=ArchiveWritten,
                 openapi_extra={"requestBody": {"content": {"application/x-tar": {"schema": {
-                    "type": "string", "format": "binary"}}}, "required": True}})
+                    "type": "string", "format": "binary"}}}, "required": False}})
     @bind
     async def put_archive(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
                           request: Request) -> ArchiveWritten:
@@ -150,7 +166,8 @@ def _session(session_id: str) -> Target:
     return Target(session_id=session_id)
 
 
-def _workspace(name: str) -> Target:
+def _workspace(name: Annotated[str, Path(json_schema_extra={"pattern": WORKSPACE_PATTERN})],
+               ) -> Target:
     return Target(workspace=name)
 
 

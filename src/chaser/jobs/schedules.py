@@ -22,7 +22,7 @@ from cronsim import CronSim, CronSimError
 from chaser.config import Settings
 from chaser.core.util import new_id, now_iso
 from chaser.errors import BadRequest, NotFound, OverLimit
-from chaser.jobs.models import JobCreate, Schedule, ScheduleCreate, ScheduleList
+from chaser.jobs.models import TIMEZONES, JobCreate, Schedule, ScheduleCreate, ScheduleList
 from chaser.jobs.service import JobService, iso_time
 from chaser.jobs.webhooks import check_webhook
 from chaser.store.base import Row, Store
@@ -47,6 +47,8 @@ def next_runs(cron: str | None, tz: str, interval_s: int | None, after: float,
 
 def _zone(tz: str) -> ZoneInfo:
     try:
+        if TIMEZONES and tz not in TIMEZONES:  # the schema's enum: exactly these names
+            raise ValueError(tz)
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise BadRequest(f"unknown time zone {tz!r} (an IANA name such as Europe/Paris)",

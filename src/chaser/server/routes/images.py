@@ -6,17 +6,25 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.errors import ServiceError
-from chaser.models import Image, ImageList, ImagePrune, ImagePull, PruneResult
+from chaser.models import (
+    CACHED_IMAGE_SCHEMA,
+    Image,
+    ImageList,
+    ImagePrune,
+    ImagePull,
+    PruneResult,
+)
 from chaser.server.deps import Caller, Core
 from chaser.server.errors import status_for
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 KEEPALIVE_S = 15
+CachedName = Annotated[str, Path(json_schema_extra=CACHED_IMAGE_SCHEMA)]
 
 
 @router.post("/pull", response_model=Image,
@@ -44,7 +52,10 @@ async def pull_image(req: ImagePull, core: Core, caller: Caller,
 
 @router.post("/import", status_code=201, response_model=Image)
 async def import_image(core: Core, caller: Caller, request: Request,
-                       name: Annotated[str | None, Query(max_length=512)] = None) -> Image:
+                       name: Annotated[str | None, Query(
+                           max_length=512, json_schema_extra={
+                               **CACHED_IMAGE_SCHEMA, "type": "string", "maxLength": 512})] = None,
+                       ) -> Image:
     """Load an image from a `docker save` tarball or an OCI archive sent as the raw
     body (streamed; no registry involved; admin keys). `name` tags it; else the
     archive's own tag."""
@@ -64,13 +75,13 @@ async def prune_images(core: Core, caller: Caller, req: ImagePrune | None = None
 
 
 @router.get("/{name:path}", response_model=Image)
-async def get_image(name: str, core: Core, caller: Caller) -> Image:
+async def get_image(name: CachedName, core: Core, caller: Caller) -> Image:
     """One cached image, by reference or `sha256:` digest."""
     return core.sessions.images.get(name)
 
 
 @router.delete("/{name:path}", response_model=Image)
-async def delete_image(name: str, core: Core, caller: Caller) -> Image:
+async def delete_image(name: CachedName, core: Core, caller: Caller) -> Image:
     """Untag a reference (the image goes with its last one) or delete by digest
     (admins); 409 `image_in_use` while a sandbox runs on it."""
     return await core.sessions.images.delete(caller, name)

@@ -6,11 +6,15 @@ Every field is described in docs/jobs.md; the defaults here are the documented o
 from __future__ import annotations
 
 from typing import Any, Literal
+from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chaser.models import (
+    COMMAND_PATTERN,
     MAX_TIMEOUT_MS,
+    Strict,
+    exclusive_target,
     AbsPath,
     EnvVars,
     ImageName,
@@ -35,10 +39,32 @@ MAX_ATTEMPTS = 100
 MAX_DEADLINE_MS = 7 * 24 * 3600 * 1000
 QUEUE_RE = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"
 LABEL_KEY_RE = r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,62}$"
+# RFC 3339 with a zone: what `run_at` takes (the schema says it; the service checks it).
+RUN_AT_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])"
+                  r":[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+CRON_PATTERN = r"^\s*[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4,5}\s*$"
+# An http(s) URL with a host, no credentials and a port in range (check_webhook); whether
+# the host is allowed is the server's setting (403 webhook_not_allowed).
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|0[0-9]{4}|[0-9]{0,4})"
+WEBHOOK_PATTERN = (rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~!$&'()*+,;=%-]+(?::{_PORT})?"
+                   r"(?:[/?#][^\s]*)?$")
+TIMEZONES = frozenset(available_timezones())  # IANA names this host's zone data knows
+_TZ_SCHEMA: dict[str, Any] = {"enum": sorted(TIMEZONES)} if TIMEZONES else {}
+_COMMAND_SCHEMA: dict[str, Any] = {"pattern": COMMAND_PATTERN}
+# A job is a command or steps, never both (see _shape below), for the OpenAPI schema.
+_JOB_SHAPE: dict[str, Any] = {"allOf": [
+    exclusive_target(),
+    {"anyOf": [
+        {"required": ["command"], "properties": {
+            "kind": {"const": "sandbox.exec"}, "command": {"type": "string"},
+            "steps": {"type": "null"}}},
+        {"required": ["kind", "steps"], "properties": {
+            "kind": {"const": "pipeline.run"}, "steps": {"type": "array"},
+            "command": {"type": "null"}}}]}]}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(Strict):
+    """As every request: unknown fields refused, JSON types taken as they are."""
 
 
 def _command(v: str) -> str:
@@ -68,7 +94,7 @@ class PipelineStep(_Strict):
     """One step of a `pipeline.run` job."""
 
     name: Text = Field(default="", max_length=100)
-    command: Text = Field(min_length=1)
+    command: Text = Field(min_length=1, json_schema_extra=_COMMAND_SCHEMA)
     env: EnvVars | None = None
     cwd: AbsPath | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS)
@@ -84,12 +110,14 @@ class PipelineStep(_Strict):
 class JobCreate(_Strict):
     """`POST /v1/jobs`: a `sandbox.exec` (command) or `pipeline.run` (steps) job."""
 
+    model_config = ConfigDict(json_schema_extra=_JOB_SHAPE)
+
     kind: JobKind = "sandbox.exec"
     workspace: WorkspaceName | None = None
     ephemeral: bool | None = None
     image: ImageName | None = None
     limits: Limits | None = None
-    command: Text | None = None
+    command: Text | None = Field(default=None, json_schema_extra=_COMMAND_SCHEMA)
     steps: list[PipelineStep] | None = Field(default=None, min_length=1, max_length=MAX_STEPS)
     env: EnvVars | None = None
     cwd: AbsPath | None = None
@@ -101,9 +129,13 @@ class JobCreate(_Strict):
     queue: str = Field(default="default", pattern=QUEUE_RE)
     priority: int = Field(default=0, ge=-1000, le=1000)
     idempotency_key: Text | None = Field(default=None, min_length=1, max_length=200)
-    run_at: str | None = Field(default=None, max_length=64)
-    labels: dict[str, Text] = Field(default_factory=dict)
-    webhook: str | None = Field(default=None, max_length=2048)
+    run_at: str | None = Field(default=None, max_length=64, json_schema_extra={
+        "pattern": RUN_AT_PATTERN, "format": "date-time"})
+    labels: dict[str, Text] = Field(default_factory=dict, json_schema_extra={
+        "maxProperties": MAX_LABELS, "propertyNames": {"pattern": LABEL_KEY_RE},
+        "additionalProperties": {"type": "string", "maxLength": 200}})
+    webhook: str | None = Field(default=None, max_length=2048, json_schema_extra={
+        "pattern": WEBHOOK_PATTERN})
 
     @field_validator("command")
     @classmethod
@@ -227,9 +259,20 @@ class JobLogs(BaseModel):
 class ScheduleCreate(_Strict):
     """`POST /v1/schedules`: a cron expression in a time zone, or an interval."""
 
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"anyOf": [
+            {"required": ["cron"], "properties": {"cron": {"type": "string"},
+                                                  "interval_s": {"type": "null"}}},
+            {"required": ["interval_s"], "properties": {"interval_s": {"type": "integer"},
+                                                        "cron": {"type": "null"}}}]},
+        {"properties": {"job": {"properties": {"idempotency_key": {"type": "null"},
+                                               "run_at": {"type": "null"}}}}}]})
+
     name: Text = Field(default="", max_length=100)
-    cron: str | None = Field(default=None, max_length=200)
-    timezone: str = Field(default="UTC", max_length=64)
+    # The fields' shape; which values each field takes is cronsim's to say (400 invalid_cron).
+    cron: str | None = Field(default=None, max_length=200, json_schema_extra={
+        "pattern": CRON_PATTERN})
+    timezone: str = Field(default="UTC", max_length=64, json_schema_extra=_TZ_SCHEMA)
     interval_s: int | None = Field(default=None, ge=1, le=366 * 24 * 3600)
     overlap: Overlap = "skip"
     paused: bool = False

@@ -9,6 +9,7 @@ is followed through the store, so attempts and steps are seen as they are record
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,10 @@ class JobEvent:
     id: str | None = None
 
 
+# ATTEMPT:STEP:OFFSET, ASCII digits (the schema's pattern for `from` and Last-Event-ID).
+STREAM_CURSOR_PATTERN = r"^([0-9]{1,15}:[0-9]{1,15}:[0-9]{1,15})?$"
+
+
 @dataclass
 class Cursor:
     attempt: int
@@ -42,10 +47,10 @@ def parse_cursor(value: str | None) -> Cursor | None:
     """`ATTEMPT:STEP:OFFSET` (as sent in ids), or None."""
     if not value:
         return None
-    parts = value.strip().split(":")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 15 for p in parts):
+    if not re.fullmatch(STREAM_CURSOR_PATTERN, value):
         raise BadRequest("from must be a cursor ATTEMPT:STEP:OFFSET from an event id",
                          "invalid_cursor")
+    parts = value.split(":")
     return Cursor(int(parts[0]), int(parts[1]), int(parts[2]))
 
 

@@ -18,12 +18,23 @@ from datetime import UTC, datetime
 
 from chaser.core.fileop import FileOp
 from chaser.core.sessions import LiveSession, SessionService
-from chaser.errors import BadRequest, Conflict, NotFound, OverLimit, ServiceError, StorageFull
+from chaser.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OverLimit,
+    ServiceError,
+    StorageFull,
+)
 from chaser.file_models import ArchiveWritten, FileEntry, FileList, FileType, FileWritten
 from chaser.models import check_workspace_name
 from chaser.store.base import Store
 
-MAX_PATH = 4096  # PATH_MAX: no longer path can be opened anyway
+# A request's path, with room left below PATH_MAX (4096 with its NUL) for the /workspace/
+# a relative one is joined to and for the agent's temporary upload name beside it.
+MAX_PATH = 4000
+NAME_MAX = 255  # nor a longer name in it
 MAX_OPS_PER_SESSION = 16  # file operations at once in one sandbox
 MAX_LIST_ENTRIES = 10_000
 MAX_LIST_BYTES = 16 * 1024 * 1024
@@ -38,8 +49,11 @@ def check_path(path: str) -> str:
         raise BadRequest("path holds a NUL character", "invalid_path")
     if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH:
         raise BadRequest(f"path is longer than {MAX_PATH} bytes", "invalid_path")
-    if ".." in path.split("/"):
+    names = path.split("/")
+    if ".." in names:
         raise BadRequest("path may not contain '..' (give the path it means)", "invalid_path")
+    if any(len(name.encode("utf-8", "surrogateescape")) > NAME_MAX for name in names):
+        raise BadRequest(f"a name in the path is longer than {NAME_MAX} bytes", "invalid_path")
     return path
 
 
@@ -212,8 +226,9 @@ class FileTransfers:
         """Remove a file, a link or an empty directory; with `recursive`, a whole tree."""
         path = check_path(path)
         if shown(path) in ("/", "/workspace"):
-            raise BadRequest(f"refusing to delete {shown(path)}; delete what is in it",
-                             "invalid_path")
+            # A well-formed path this server will not act on: 403, as for any refusal.
+            raise Forbidden(f"refusing to delete {shown(path)}; delete what is in it",
+                            "protected_path")
         async with self._op(tenant, target, "delete", path, "1" if recursive else "0") as op:
             await op.finish()
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Literal, Self
+import signal
+from functools import cache
+from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 MAX_COMMAND_BYTES = 128 * 1024 - 1  # one argv string: the kernel's MAX_ARG_STRLEN less the NUL
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
@@ -16,8 +26,40 @@ DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 MAX_STDIN_BYTES = 2 * 1024 * 1024
 _B64_MAX = (MAX_STDIN_BYTES + 2) // 3 * 4  # base64 of MAX_STDIN_BYTES
-WORKSPACE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+WORKSPACE_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+WORKSPACE_RE = re.compile(WORKSPACE_PATTERN)
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
+# The OpenAPI schema states what the validators below enforce (docs/api.md, "The OpenAPI
+# schema"): a request the schema allows is accepted, one it refuses gets 400/422.
+NO_NUL = r"^[^\x00]*$"
+ABS_PATH_PATTERN = r"^/[^\x00]*$"
+# At least one character that is not whitespace, and no NUL (the command's validator).
+COMMAND_PATTERN = r"^[^\x00]*[^\x00\s][^\x00]*$"
+# Image references (chaser/images/reference.py parses them with these pieces): Docker's
+# grammar, with a registry part told from a path by a dot, a port or `localhost`, as
+# Docker tells them. Tags are ASCII (as Docker's; a `\w` here would take any letter).
+IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+IMAGE_DIGEST = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}"
+_PORT = r"(?::[0-9]+)?"
+# A whole reference, as written: within the registries' 255 for a name, tag included
+# (a length the schema can state, where a name's alone would need a lookahead).
+IMAGE_REF_MAX = 255
+IMAGE_PATTERN = (
+    rf"^(?:(?:{IMAGE_DOMAIN_PART}(?:\.{IMAGE_DOMAIN_PART})+{_PORT}|{IMAGE_DOMAIN_PART}:[0-9]+"
+    rf"|localhost{_PORT}|\[[0-9a-fA-F:]+\]{_PORT})/)?{IMAGE_COMPONENT}(?:/{IMAGE_COMPONENT})*"
+    rf"(?::{IMAGE_TAG})?(?:@(?:sha256:[0-9a-f]{{64}}|(?!sha256:){IMAGE_DIGEST}))?$")
+# A signal: a number of this host's (1 to NSIG-1, leading zeros allowed, at most six
+# digits), or a name in any case with or without SIG (`TERM`, `sigterm`), nothing around.
+SIGNAL_NAMES = sorted({n[3:] for n in signal.Signals.__members__ if n.startswith("SIG")})
+_ANY_CASE = "|".join("".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in n)
+                     for n in SIGNAL_NAMES)
+SIGNAL_NAME_PATTERN = rf"^(?:[Ss][Ii][Gg])?(?:{_ANY_CASE})$"
+SIGNAL_NUMBER_PATTERN = "^(?:" + "|".join(
+    f"0{{0,{6 - len(str(n))}}}{n}" for n in range(1, signal.NSIG)) + ")$"
+B64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 CommandStatus = Literal["running", "exited", "killed", "timed_out"]
 SessionStatus = Literal["running", "stopped"]
@@ -34,11 +76,50 @@ def _check_b64(value: str | None) -> str | None:
     return value
 
 
-class _Strict(BaseModel):
+def both_not(a: str, b: str) -> dict[str, Any]:
+    """JSON Schema for "not `a` and `b` both given" (null counts as not given)."""
+    return {"not": {"required": [a, b], "properties": {a: {"not": {"type": "null"}},
+                                                     b: {"not": {"type": "null"}}}}}
+
+
+def exclusive_target() -> dict[str, Any]:
+    """JSON Schema for "not a `workspace` and `ephemeral: true` both"."""
+    return {"not": {"required": ["workspace", "ephemeral"], "properties": {
+        "workspace": {"type": "string"}, "ephemeral": {"const": True}}}}
+
+
+@cache
+def _int_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of `model` that take an integer and no float (by name and alias)."""
+    out: set[str] = set()
+    for name, info in model.model_fields.items():
+        kinds = get_args(info.annotation) or (info.annotation,)
+        if int in kinds and float not in kinds:
+            out.update((name, info.alias or name))
+    return frozenset(out)
+
+
+def integral_floats(model: type[BaseModel], data: Any) -> Any:
+    """`data` with `1.0` given for an integer field read as `1`: JSON Schema counts an
+    integral number as an integer, so the schema allows it; `1.5`, `"1"` and `true`
+    stay refused."""
+    if not isinstance(data, dict):
+        return data
+    ints = _int_fields(model)
+    return {k: int(v) if k in ints and type(v) is float and v.is_integer() else v
+            for k, v in data.items()}
+
+
+class Strict(BaseModel):
     """Requests reject unknown fields so typos never pass silently, and take JSON types
     as they are: `"background": 0` or `"timeout_ms": "5"` are 422, never coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral(cls, data: Any) -> Any:
+        return integral_floats(cls, data)
 
 
 def _utf8(value: str) -> str:
@@ -80,15 +161,21 @@ def _check_abs_path(path: str) -> str:
     return path
 
 
-WorkspaceName = Annotated[str, AfterValidator(check_workspace_name)]
-ImageName = Annotated[Text, Field(min_length=1, max_length=512,
-                                  description="An OCI reference (`node:20-bookworm`, "
-                                              "`ghcr.io/org/app:tag`, `host:5000/x@sha256:...`)")]
-EnvVars = Annotated[dict[str, str], AfterValidator(_check_env)]
-AbsPath = Annotated[str, AfterValidator(_check_abs_path)]
+# The validators say why a value is refused; the schema only states the rule.
+WorkspaceName = Annotated[str, AfterValidator(check_workspace_name),
+                          Field(json_schema_extra={"pattern": WORKSPACE_PATTERN})]
+ImageName = Annotated[Text, Field(min_length=1, max_length=IMAGE_REF_MAX, json_schema_extra={
+    "pattern": IMAGE_PATTERN},
+    description="An OCI reference (`node:20-bookworm`, `ghcr.io/org/app:tag`, "
+                f"`host:5000/x@sha256:...`), at most {IMAGE_REF_MAX} characters")]
+EnvVars = Annotated[dict[str, str], AfterValidator(_check_env), WithJsonSchema({
+    "type": "object", "propertyNames": {"pattern": ENV_NAME_PATTERN},
+    "additionalProperties": {"type": "string", "pattern": NO_NUL}})]
+AbsPath = Annotated[str, AfterValidator(_check_abs_path),
+                    Field(json_schema_extra={"pattern": ABS_PATH_PATTERN})]
 
 
-class Limits(_Strict):
+class Limits(Strict):
     """Per-sandbox resource limits (enforced through cgroups where the host allows)."""
 
     memory_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
@@ -97,15 +184,20 @@ class Limits(_Strict):
     disk_mb: int | None = Field(default=None, ge=1, le=16 * 1024 * 1024)
 
 
-class CommandRequest(_Strict):
+class CommandRequest(Strict):
     """What to run: the fields every exec endpoint shares."""
 
-    command: Text = Field(min_length=1)
+    model_config = ConfigDict(json_schema_extra=both_not("stdin", "stdin_b64"))
+
+    command: Text = Field(min_length=1, json_schema_extra={
+        "pattern": COMMAND_PATTERN, "maxLength": MAX_COMMAND_BYTES,
+        "description": f"At most {MAX_COMMAND_BYTES} bytes in UTF-8"})
     cwd: AbsPath | None = None
     env: EnvVars | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_MS)
     stdin: Text | None = Field(default=None, max_length=MAX_STDIN_BYTES)
     stdin_b64: str | None = Field(default=None, max_length=_B64_MAX,
+                                  json_schema_extra={"pattern": B64_PATTERN},
                                   description="stdin as base64: any bytes (instead of stdin)")
     shell: Shell = "sh"
     max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=0, le=MAX_OUTPUT_BYTES)
@@ -154,6 +246,12 @@ class ExecRequest(CommandRequest):
     image: ImageName | None = None
     limits: Limits | None = None  # a one-shot sandbox's, or a workspace's new session's
 
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        both_not("stdin", "stdin_b64"), exclusive_target(),
+        {"anyOf": [  # `ephemeral: false` names a workspace
+            {"not": {"required": ["ephemeral"], "properties": {"ephemeral": {"const": False}}}},
+            {"required": ["workspace"], "properties": {"workspace": {"type": "string"}}}]}]})
+
     @model_validator(mode="after")
     def _one_target(self) -> ExecRequest:
         if self.workspace is not None and self.ephemeral:
@@ -163,7 +261,7 @@ class ExecRequest(CommandRequest):
         return self
 
 
-class SessionCreate(_Strict):
+class SessionCreate(Strict):
     """`POST /v1/sessions`."""
 
     workspace: WorkspaceName | None = None
@@ -258,12 +356,15 @@ class BackgroundStarted(BaseModel):
     started_at: str
 
 
-class StdinRequest(_Strict):
+class StdinRequest(Strict):
     """`POST .../stdin` as JSON: text (`input`) or any bytes (`data_b64`); `eof` closes.
     (A raw `application/octet-stream` body streams bytes of any length instead.)"""
 
+    model_config = ConfigDict(json_schema_extra=both_not("input", "data_b64"))
+
     input: Text | None = Field(default=None, max_length=MAX_STDIN_BYTES)
-    data_b64: str | None = Field(default=None, max_length=_B64_MAX)
+    data_b64: str | None = Field(default=None, max_length=_B64_MAX,
+                                 json_schema_extra={"pattern": B64_PATTERN})
     eof: bool = False
 
     @field_validator("data_b64")
@@ -289,8 +390,11 @@ class StdinResult(BaseModel):
     bytes: int = 0
 
 
-class KillRequest(_Strict):
-    signal: str | int = "TERM"
+class KillRequest(Strict):
+    signal: str | int = Field(default="TERM", json_schema_extra={"anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": signal.NSIG - 1},
+        {"type": "string", "pattern": SIGNAL_NAME_PATTERN},
+        {"type": "string", "pattern": SIGNAL_NUMBER_PATTERN}]})
 
 
 class Workspace(BaseModel):
@@ -307,7 +411,7 @@ class WorkspaceList(BaseModel):
     workspaces: list[Workspace]
 
 
-class TenantLimits(_Strict):
+class TenantLimits(Strict):
     """What one tenant may hold at once; None: the server's default for every tenant."""
 
     max_sandboxes: int | None = Field(default=None, ge=0, le=1_000_000)
@@ -336,14 +440,14 @@ class UsageReport(BaseModel):
     server: dict[str, dict[str, int]] | None = None
 
 
-class KeyCreate(_Strict):
+class KeyCreate(Strict):
     name: str = Field(default="", max_length=200)
     admin: bool = False
     tenant: str | None = Field(default=None, max_length=100)
     limits: TenantLimits | None = None
 
 
-class KeyUpdate(_Strict):
+class KeyUpdate(Strict):
     """`PATCH /v1/keys/{id}`: set the limits of the key's tenant (null fields: default)."""
 
     limits: TenantLimits
@@ -415,13 +519,19 @@ class ImageList(BaseModel):
     cache_limit_bytes: int
 
 
-class ImagePull(_Strict):
+# An image of the cache by reference or by id (`sha256:...`); never the built-in one.
+CACHED_IMAGE_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"pattern": "^sha256:"}, {"pattern": IMAGE_PATTERN, "maxLength": IMAGE_REF_MAX}],
+    "not": {"const": "default"}}
+
+
+class ImagePull(Strict):
     """`POST /v1/images/pull`."""
 
-    image: ImageName
+    image: ImageName = Field(json_schema_extra={"not": {"const": "default"}})
 
 
-class ImagePrune(_Strict):
+class ImagePrune(Strict):
     """`POST /v1/images/prune` (admins): unused images only, never one a sandbox runs on.
 
     With no field, untagged images go (as `docker image prune`); `all` takes every

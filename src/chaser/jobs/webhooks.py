@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chaser.errors import BadRequest
+from chaser.errors import BadRequest, Forbidden
 
 log = logging.getLogger("chaser.jobs")
 
@@ -25,7 +25,8 @@ MAX_PENDING = 10_000
 
 
 def check_webhook(url: str, allowed: list[str]) -> str:
-    """The URL when its host is allowlisted; BadRequest (`webhook_not_allowed`) otherwise."""
+    """The URL when its host is allowlisted: BadRequest for a malformed one, Forbidden
+    (`webhook_not_allowed`, a well-formed URL this server's policy refuses) otherwise."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -39,7 +40,7 @@ def check_webhook(url: str, allowed: list[str]) -> str:
     # HOST alone allows its scheme's default port only; other ports are listed as HOST:PORT.
     names = {f"{host}:{port or default}"} | ({host} if port in (None, default) else set())
     if not any(entry.strip().lower() in names for entry in allowed):
-        raise BadRequest(f"webhook host {host} is not on this server's allowlist "
+        raise Forbidden(f"webhook host {host} is not on this server's allowlist "
                          "(job_webhook_hosts)", "webhook_not_allowed")
     return url
 

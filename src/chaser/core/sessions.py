@@ -386,7 +386,9 @@ class SessionService:
         else:
             raise BadRequest("give session_id or workspace")
         if image and not same_image(image, live.row["image"]):
-            raise BadRequest(f"session {live.id} runs image {live.row['image']}, not {image}")
+            # The request is well formed; the workspace's running session is in the way.
+            raise Conflict(f"session {live.id} runs image {live.row['image']}, not {image}",
+                           "image_mismatch")
         return live
 
     # -- idle timeouts ----------------------------------------------------------------
