@@ -21,7 +21,7 @@ from chaser.config import Settings
 from chaser.errors import NotFound
 
 ASSET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
-SOURCE_DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
+SOURCE_DIST = Path(__file__).resolve().parents[3] / "console" / "dist"  # src/chaser/server/
 
 # Scripts and styles from the server itself only; no inline scripts, no eval, no
 # plugins, no framing. xterm.js's renderer sizes its rows and colours through <style>
