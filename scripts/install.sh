@@ -2,6 +2,7 @@
 # Install Chaser on a Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
 # Usage: scripts/install.sh [--dev] [--systemd]   (as root)
 #   --dev      adds the test dependencies
+#   CHASER_SKIP_CONSOLE=1 in the environment skips building the web console (npm)
 #   --systemd  installs deploy/chaser.service (to $SYSTEMD_UNIT_DIR, default
 #              /etc/systemd/system) and enables it when systemd is running
 set -euo pipefail
@@ -27,12 +28,20 @@ if ! command -v gcc >/dev/null; then
 elif libc_a=$(gcc -print-file-name=libc.a) && [ ! -f "$libc_a" ]; then
   need+=(libc6-dev)
 fi
+# The web console (console/) is bundled from npm packages at install time.
+if [ -z "${CHASER_SKIP_CONSOLE:-}" ]; then
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
+fi
 case " $* " in
   *" --dev "*)  # the image tests: a real registry on loopback, and a libc-free busybox
     command -v docker-registry >/dev/null || need+=(docker-registry)
     [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
     command -v less >/dev/null || need+=(less)  # the terminal tests' full-screen program
     command -v tmux >/dev/null || need+=(tmux)  # `chaser shell` under a real terminal
+    # The console's browser tests drive the distribution's Chromium (never a downloaded one).
+    command -v chromium >/dev/null || need+=(chromium)
+    command -v chromedriver >/dev/null || need+=(chromium-driver)
     ;;
 esac
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -74,6 +83,26 @@ bin_dir=${CHASER_BIN_DIR-/usr/local/bin}
 if [ -n "$bin_dir" ] && [ -d "$bin_dir" ]; then
   ln -sfn "$(pwd)/.venv/bin/chaser" "$bin_dir/chaser"
   echo "chaser: $bin_dir/chaser -> $(pwd)/.venv/bin/chaser"
+fi
+
+# The console's bundle goes to console/dist (gitignored), which the server serves at
+# /console; `npm ci` installs exactly what console/package-lock.json pins.
+if [ -z "${CHASER_SKIP_CONSOLE:-}" ]; then
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$node_major" -lt 18 ]; then  # esbuild's floor (Debian 12 and Ubuntu 24.04 ship 18)
+    echo "chaser: the web console's build needs Node.js 18 or newer (found $(node --version 2>&1));" \
+      "install a newer nodejs, or set CHASER_SKIP_CONSOLE=1 for the API alone" >&2
+    exit 1
+  fi
+  log=$(mktemp)
+  if ! (cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "chaser: building the web console failed (CHASER_SKIP_CONSOLE=1 skips it; the API works without it)" >&2
+    exit 1
+  fi
+  grep '^chaser console:' "$log" || true
+  rm -f "$log"
 fi
 
 if [ -n "$systemd" ]; then

@@ -132,6 +132,10 @@ class Settings:
     registry_auth_file: Path | None = field(default=None, metadata=_env(
         "credentials per registry, in the format of Docker's config.json (`auths`); "
         "never shown to clients or sandboxes", form="path"))
+    # The web console (docs/console.md).
+    console_dir: Path | None = field(default=None, metadata=_env(
+        "the built web console served at /console (scripts/install.sh builds it) "
+        "[default: console/dist in the source tree]", form="path"))
 
     # Jobs (docs/jobs.md).
     job_workers: int = field(default=8, metadata=_env(

@@ -21,7 +21,7 @@ from chaser.core.quotas import host_memory_mb, kernel_pid_max
 from chaser.runtime.bwrap import BwrapRuntime
 from chaser.runtime.cgroups import ResourceLimits
 from chaser.runtime.uids import allocate as allocate_uids
-from chaser.server import bodies, errors, openapi
+from chaser.server import bodies, console, errors, openapi
 from chaser.server.datadir import DataDirLock, open_data_dir
 from chaser.server.limits import BodyLimitMiddleware, JsonByDefaultMiddleware
 from chaser.server.mcp import McpEndpoint
@@ -65,8 +65,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         finally:
             held.release()
 
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, with
+    # inline scripts, on the console's origin, where they could read the key a console
+    # tab keeps (docs/console.md). The schema stays at /openapi.json.
     app = FastAPI(title="Chaser", version=__version__, lifespan=lifespan,
-                  description="Run commands in real Linux sandboxes over HTTP.")
+                  description="Run commands in real Linux sandboxes over HTTP.",
+                  docs_url=None, redoc_url=None)
     errors.install(app)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
@@ -78,6 +82,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         app.include_router(router)
     app.include_router(mcp.router)
     openapi.install(app)
+    console.install(app, settings)
     return app
 
 

@@ -1,0 +1,66 @@
+// Workspaces (disk used), images, and the tenant's usage against its limits.
+import { get, api } from '../api.js';
+import { h, enc, age, bytes, syncRows, table } from '../dom.js';
+import { flash } from '../main.js';
+
+export function workspacesView(main, _p, ctx) {
+  const { el, tbody } = table(['Workspace', 'Disk used', 'Session', 'Last used', ''], 'Workspaces');
+  main.append(h('h1', {}, 'Workspaces'), h('p', { class: 'muted' },
+    'A workspace is made by the first session or command that names it.'), el);
+  ctx.every(3000, async () => {
+    const { workspaces } = await get('/v1/workspaces', { signal: ctx.signal });
+    syncRows(tbody, workspaces, (w) => w.name, (w) => h('tr', {},
+      h('td', {}, h('a', { href: `#/files/workspaces/${enc(w.name)}` }, w.name)),
+      h('td', {}, bytes(w.disk_bytes)),
+      h('td', {}, w.session_id ? h('a', { href: `#/sessions/${enc(w.session_id)}` }, w.session_id) : h('span', { class: 'muted' }, 'none')),
+      h('td', { title: w.last_used_at || '' }, age(w.last_used_at)),
+      h('td', {}, h('button', { type: 'button', class: 'danger', 'aria-label': `Delete workspace ${w.name}`, onclick: async () => {
+        if (!confirm(`Delete workspace ${w.name} and every file in it?`)) return;
+        try { await api('DELETE', `/v1/workspaces/${enc(w.name)}${w.session_id ? '?force=true' : ''}`); } catch (err) { flash(err); }
+      } }, 'Delete'))));
+  });
+}
+
+export function imagesView(main, _p, ctx) {
+  const { el, tbody } = table(['Image', 'Size', 'Digest', 'Pulled', 'Last used'], 'Images');
+  const total = h('p', { class: 'muted' });
+  main.append(h('h1', {}, 'Images'), total, el);
+  ctx.every(5000, async () => {
+    const r = await get('/v1/images', { signal: ctx.signal });
+    total.textContent = `Cache: ${bytes(r.cache_bytes)} of ${bytes(r.cache_limit_bytes)}`;
+    syncRows(tbody, r.images, (i) => i.digest, (i) => h('tr', {},
+      h('td', {}, h('code', {}, i.ref || i.reference || i.name)),
+      h('td', {}, bytes(i.size_bytes ?? i.size)),
+      h('td', {}, h('code', { title: i.digest || '' }, (i.digest || '').slice(0, 19))),
+      h('td', {}, age(i.pulled_at || i.created_at)),
+      h('td', {}, age(i.last_used_at))));
+  });
+}
+
+function meter(label, used, limit) {
+  const pct = limit ? Math.min(100, Math.round((100 * (used || 0)) / limit)) : 0;
+  return h('tr', {},
+    h('th', { scope: 'row' }, label),
+    h('td', {}, `${used ?? 0} / ${limit ?? 'no limit'}`),
+    h('td', {}, h('meter', { min: '0', max: '100', value: String(pct), high: '80', optimum: '0', 'aria-label': `${label}: ${pct}% of the limit` }), ` ${pct}%`));
+}
+
+const PAIRS = [['Sandboxes', 'sandboxes', 'max_sandboxes'], ['Sessions', 'sessions', 'max_sessions'],
+  ['Running commands', 'commands', 'max_commands'], ['Memory (MiB)', 'memory_mb', 'max_memory_mb'],
+  ['Processes', 'pids', 'max_pids'], ['Disk (MiB)', 'disk_mb', 'max_disk_mb'],
+  ['Queued jobs', 'queued_jobs', 'max_queued_jobs']];
+
+export function usageView(main, _p, ctx) {
+  const body = h('tbody');
+  const who = h('p', { class: 'muted' });
+  main.append(h('h1', {}, 'Usage and limits'), who,
+    h('table', {}, h('caption', { class: 'sr-only' }, 'Usage against limits'),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'Used / limit'), h('th', { scope: 'col' }, 'Share'))), body));
+  ctx.every(2000, async () => {
+    const u = await get('/v1/usage', { signal: ctx.signal });
+    who.textContent = `Tenant ${u.tenant}`;
+    const rows = PAIRS.filter(([, a, b]) => a in (u.usage || {}) || b in (u.limits || {}))
+      .map(([label, a, b]) => meter(label, u.usage[a], u.limits[b]));
+    body.replaceChildren(...rows);
+  });
+}
