@@ -152,6 +152,9 @@ class Settings:
         "queued and running jobs one tenant may have (429 past it)", lo=1))
     max_schedules_per_tenant: int = field(default=100, metadata=_env(
         "schedules one tenant may have", lo=1))
+    job_default_timeout_s: int = field(default=3600, metadata=_env(
+        "how long a job's command (or pipeline step) may run when its request sets no "
+        "timeout_ms: a worker is never held forever", lo=1, hi=24 * 3600))
     job_lease_s: int = field(default=30, metadata=_env(
         "how long a claimed job stays this server's without a renewal (renewed every "
         "third of it); after that another server may take it over", lo=3, hi=3600))

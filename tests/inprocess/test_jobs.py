@@ -273,6 +273,11 @@ async def test_queue_bound_is_429(inproc_root: Path) -> None:
         assert int(r.headers["retry-after"]) > 0
         await t.client.post(f"/v1/jobs/{ids[0]}/cancel")
         await submit(t, body)  # room again once one ended
+        # a retry is bounded as a submit is (cancel, submit, retry must not grow the queue)
+        error(await t.client.post(f"/v1/jobs/{ids[0]}/retry", json={}), 429, "job_queue_full")
+        for extreme in ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"):
+            error(await t.client.post("/v1/jobs", json={**body, "run_at": extreme}), 400,
+                  "invalid_run_at")
 
 
 async def test_odd_input_gets_a_clean_answer(tenant: Tenant) -> None:

@@ -84,6 +84,25 @@ async def test_tenants_running_fewest_go_first(store: SQLiteStore) -> None:
     assert none == []  # the queue is full on this server
 
 
+async def test_the_last_free_worker_waits_for_a_newcomer(store: SQLiteStore) -> None:
+    for tenant in ("a", "b"):
+        for i in range(3):
+            await store.insert_job(job_row(f"{tenant}{i}", tenant), 10)
+    taken = await store.claim_jobs(claim(limit=4, reserve=1))
+    # a and b take three; the fourth worker is kept (both already run something)
+    assert len(taken) == 3
+    assert await store.claim_jobs(claim(limit=1, reserve=1)) == []
+    await store.insert_job(job_row("c0", "c"), 10)
+    newcomer = await store.claim_jobs(claim(limit=1, reserve=1))
+    assert [r["id"] for r in newcomer] == ["c0"]
+
+
+async def test_a_lone_tenant_uses_the_whole_pool(store: SQLiteStore) -> None:
+    for i in range(4):
+        await store.insert_job(job_row(f"a{i}", "a"), 10)
+    assert len(await store.claim_jobs(claim(limit=4, reserve=1))) == 4
+
+
 async def test_idempotency_and_queue_bound(store: SQLiteStore) -> None:
     assert (await store.insert_job(job_row("j1", idempotency_key="k"), 2))[0] == "created"
     outcome, row = await store.insert_job(job_row("j2", idempotency_key="k"), 2)
@@ -106,9 +125,10 @@ async def test_stale_jobs_and_cancel(store: SQLiteStore) -> None:
     await store.insert_job(job_row("j3"), 10)
     got = await store.request_cancel("a", "j3", "2026-01-01T00:00:02.000Z")
     assert got is not None and got["status"] == "cancelled"
-    assert await store.requeue_job("a", "j1", time.time(), 5, None) is None  # running
-    again = await store.requeue_job("a", "j3", time.time(), 5, None)
-    assert again is not None and again["status"] == "queued" and again["max_attempts"] == 5
+    assert await store.requeue_job("a", "j1", time.time(), 5, None, 100) is None  # running
+    assert await store.requeue_job("a", "j3", time.time(), 5, None, 1) == "full"
+    again = await store.requeue_job("a", "j3", time.time(), 5, None, 100)
+    assert isinstance(again, dict) and again["status"] == "queued" and again["max_attempts"] == 5
 
 
 async def test_schedule_tick_moves_on_once(store: SQLiteStore) -> None:

@@ -175,8 +175,11 @@ class AttemptRunner:
 
     def _request(self, command: str, env: dict[str, str] | None, cwd: str | None,
                  timeout_ms: int | None) -> SessionExecRequest:
+        # No timeout asked: the server's default, so no job holds a worker forever.
+        default_ms = self.executor.settings.job_default_timeout_s * 1000
         return SessionExecRequest(command=command, env=env or None, cwd=cwd,
-                                  timeout_ms=timeout_ms, shell=self.spec.shell, background=True)
+                                  timeout_ms=timeout_ms or default_ms, shell=self.spec.shell,
+                                  background=True)
 
     async def _start(self, live: LiveSession, req: SessionExecRequest,
                      recorded: Callable[[RunningCommand], Awaitable[object]],

@@ -21,7 +21,7 @@ from cronsim import CronSim, CronSimError
 
 from chaser.config import Settings
 from chaser.core.util import new_id, now_iso
-from chaser.errors import BadRequest, NotFound, OverLimit
+from chaser.errors import BadRequest, Forbidden, NotFound, OverLimit
 from chaser.jobs.models import TIMEZONES, JobCreate, Schedule, ScheduleCreate, ScheduleList
 from chaser.jobs.service import JobService, iso_time
 from chaser.jobs.webhooks import check_webhook
@@ -157,6 +157,12 @@ class ScheduleService:
                                             else None)
         except OverLimit:
             log.info("schedule %s: its tenant's queue is full; this run skipped", row["id"])
+            await self.store.advance_schedule(row["id"], due, following)
+            return 0
+        except (BadRequest, Forbidden) as e:  # its job is refused now (a webhook host
+            # no longer allowed, say): this run is skipped, once, and the schedule goes on
+            log.warning("schedule %s: its job was refused (%s); this run skipped",
+                        row["id"], e.message[:200])
             await self.store.advance_schedule(row["id"], due, following)
             return 0
         await self.store.advance_schedule(row["id"], due, following, last_run_at=now_iso(),

@@ -182,7 +182,12 @@ class JobService:
         if resume and row["kind"] == "pipeline.run":
             step = _failed_step(await self.store.job_steps([job_id]), row["attempt"])
         again = await self.store.requeue_job(tenant, job_id, time.time(),
-                                             row["attempt"] + spec.retry.max_attempts, step)
+                                             row["attempt"] + spec.retry.max_attempts, step,
+                                             self.settings.max_queued_jobs_per_tenant)
+        if again == "full":
+            raise OverLimit(f"this key has {self.settings.max_queued_jobs_per_tenant} jobs queued "
+                            "or running already (max_queued_jobs_per_tenant); wait for some to "
+                            "end", "job_queue_full", retry_after=QUEUE_FULL_RETRY_S)
         if again is None:
             raise Conflict(f"job {job_id} is no longer finished", "job_not_finished")
         self.pool.wake.set()
@@ -277,7 +282,14 @@ def _parse_time(value: str) -> float:
                          "2030-01-01T12:00:00Z", "invalid_run_at") from None
     if when.tzinfo is None:
         raise BadRequest("run_at needs a time zone (Z or +HH:MM)", "invalid_run_at")
-    return when.timestamp()
+    try:
+        ts = when.timestamp()
+        iso_time(ts)  # shown back as UTC: a year past 9999 there would not be a time
+    except (ValueError, OverflowError, OSError):
+        ts = -1.0
+    if ts < 0:
+        raise BadRequest("run_at must lie between 1970 and 9999 (UTC)", "invalid_run_at")
+    return ts
 
 
 CURSOR_PATTERN = r"^(j[0-9]{1,18})?$"  # opaque to clients; the schema states its shape

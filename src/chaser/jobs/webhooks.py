@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chaser.errors import BadRequest, Forbidden
+from chaser.errors import BadRequest, Forbidden, ServiceError
 
 log = logging.getLogger("chaser.jobs")
 
@@ -68,7 +68,7 @@ class WebhookSender:
     async def _send(self, url: str, body: bytes, job_id: str) -> bool:
         try:
             check_webhook(url, self.allowed)  # the allowlist may have shrunk since
-        except BadRequest:
+        except ServiceError:  # refused (Forbidden) or no longer well-formed (BadRequest)
             log.warning("job %s: webhook host no longer allowed; not sent", job_id)
             return False
         headers = {"Content-Type": "application/json", "User-Agent": "chaser-webhook",
@@ -77,10 +77,13 @@ class WebhookSender:
                                      timeout=TIMEOUT_S) as client:
             for n in range(TRIES):
                 try:
-                    r = await client.post(url, content=body, headers=headers)
-                    if 200 <= r.status_code < 300:
+                    # Only the status matters: the answer's body is never read (a
+                    # receiver's large answer would be held in the server's memory).
+                    async with client.stream("POST", url, content=body, headers=headers) as r:
+                        status = r.status_code
+                    if 200 <= status < 300:
                         return True
-                    log.info("job %s: webhook answered %d", job_id, r.status_code)
+                    log.info("job %s: webhook answered %d", job_id, status)
                 except httpx.HTTPError as e:
                     log.info("job %s: webhook failed: %s", job_id, type(e).__name__)
                 if n + 1 < TRIES:

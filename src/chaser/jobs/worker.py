@@ -36,6 +36,7 @@ from chaser.tasks import TaskSet
 log = logging.getLogger("chaser.jobs")
 
 IDLE_POLL_S = 1.0  # jobs other servers queue, and run_at times, are seen this often
+RESERVED_WORKERS = 1  # kept for tenants running no job yet (store.jobs.Claim.reserve)
 NO_CAPACITY_RETRY_S = 2.0
 
 OnFinal = Callable[[str], Awaitable[None]]
@@ -103,7 +104,8 @@ class WorkerPool:
                       lease_until=now + self.settings.job_lease_s, started_at=now_iso(),
                       limit=self.size - len(self.running), queue_running=dict(self.per_queue),
                       per_queue=self.settings.job_workers_per_queue or self.size,
-                      max_running_per_tenant=self.per_tenant)
+                      max_running_per_tenant=self.per_tenant,
+                      reserve=RESERVED_WORKERS if self.size > RESERVED_WORKERS else 0)
         rows = await self.store.claim_jobs(claim)
         for row in rows:
             previous: list[Row] = []

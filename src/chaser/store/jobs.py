@@ -45,6 +45,10 @@ class Claim:
     queue_running: dict[str, int] = field(default_factory=dict)  # on this server
     per_queue: int = 1_000_000
     max_running_per_tenant: int = 1_000_000
+    # Workers kept for tenants running nothing yet: the last `reserve` free workers go
+    # only to a tenant with no job running, so jobs that never end cannot shut out a
+    # newcomer.
+    reserve: int = 0
 
 
 class JobStore(Protocol):
@@ -96,8 +100,9 @@ class JobStore(Protocol):
         """Cancel a queued job at once, or flag a running one; the job, or None."""
 
     async def requeue_job(self, tenant: str, job_id: str, due: float, max_attempts: int,
-                          resume_step: int | None) -> Row | None:
-        """Queue a finished job for another attempt; None when it is not finished."""
+                          resume_step: int | None, max_active: int) -> Row | None | Literal["full"]:
+        """Queue a finished job for another attempt; None when it is not finished,
+        "full" when the tenant already has `max_active` jobs queued or running."""
 
     async def forget_jobs_ended_before(self, cutoff: str, keep_per_tenant: int) -> int:
         """Forget finished jobs that ended before `cutoff`, and each tenant's oldest

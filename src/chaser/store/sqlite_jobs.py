@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Literal, Any, TypeVar
 
 from chaser.store.jobs import Claim, Inserted, JobFilter, Row
 
@@ -151,6 +151,11 @@ class SQLiteJobs:
             queues = dict(claim.queue_running)
             taken: list[Row] = []
             while len(taken) < claim.limit and tenants:
+                # The reserve matters once two tenants share the pool: a lone tenant
+                # may use it all.
+                if claim.limit - len(taken) <= claim.reserve and \
+                        sum(1 for n in running.values() if n > 0) >= 2:
+                    tenants = [t for t in tenants if running.get(t, 0) == 0]
                 found = _fairest(db, claim, tenants, running, queues)
                 if found is None:
                     break
@@ -267,8 +272,12 @@ class SQLiteJobs:
         return await self._run(cancel, urgent=True)
 
     async def requeue_job(self, tenant: str, job_id: str, due: float, max_attempts: int,
-                          resume_step: int | None) -> Row | None:
-        def requeue(db: sqlite3.Connection) -> Row | None:
+                          resume_step: int | None, max_active: int) -> Row | None | Literal["full"]:
+        def requeue(db: sqlite3.Connection) -> Row | None | Literal["full"]:
+            active = db.execute(f"SELECT COUNT(*) FROM jobs WHERE tenant = ? AND status IN {ACTIVE}",
+                                (tenant,)).fetchone()[0]
+            if active >= max_active:  # the same bound as a submit's, in the same write
+                return "full"
             n = db.execute(
                 "UPDATE jobs SET status = 'queued', due = ?, max_attempts = ?, resume_step = ?, "
                 "ended_at = NULL, end_reason = NULL, exit_code = NULL, cancel_requested = 0, "
