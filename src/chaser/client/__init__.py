@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from chaser.file_models import ArchiveWritten, FileEntry, FileWritten
+from chaser.models.files import ArchiveWritten, FileEntry, FileWritten
 from chaser.models import (
     ApiKey,
     BackgroundStarted,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
-from chaser.file_models import ArchiveWritten, FileEntry, FileList, FileWritten
+from chaser.models.files import ArchiveWritten, FileEntry, FileList, FileWritten
 
 from ._chunks import AsyncStdinSource, achunked
 from ._errors import NotFoundError

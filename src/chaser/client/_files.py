@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
-from chaser.file_models import ArchiveWritten, FileEntry, FileList, FileWritten
+from chaser.models.files import ArchiveWritten, FileEntry, FileList, FileWritten
 
 from ._chunks import StdinSource, chunked
 from ._errors import NotFoundError

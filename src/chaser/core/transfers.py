@@ -29,7 +29,7 @@ from chaser.errors import (
     ServiceError,
     StorageFull,
 )
-from chaser.file_models import ArchiveWritten, FileEntry, FileList, FileType, FileWritten
+from chaser.models.files import ArchiveWritten, FileEntry, FileList, FileType, FileWritten
 from chaser.models import check_workspace_name
 from chaser.store.base import Store
 

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from chaser.core.transfers import MAX_PATH, NAME_MAX, Download, Target
 from chaser.models import WORKSPACE_PATTERN
 from chaser.errors import RangeNotSatisfiable
-from chaser.file_models import ArchiveWritten, FileList, FileWritten
+from chaser.models.files import ArchiveWritten, FileList, FileWritten
 from chaser.server.bodies import OCTET, raw_body
 from chaser.server.deps import Caller, Core
 

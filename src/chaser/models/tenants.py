@@ -1,0 +1,64 @@
+"""Wire shapes of API keys, tenants' limits and their usage."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from chaser.models.fields import Strict
+
+
+class TenantLimits(Strict):
+    """What one tenant may hold at once; None: the server's default for every tenant."""
+
+    max_sandboxes: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_sessions: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_commands: int | None = Field(default=None, ge=0, le=10_000_000)
+    max_memory_mb: int | None = Field(default=None, ge=0, le=1 << 30)
+    max_pids: int | None = Field(default=None, ge=8, le=1 << 22)
+    max_disk_mb: int | None = Field(default=None, ge=0, le=1 << 40)
+
+
+class TenantUsage(BaseModel):
+    """What a tenant holds now, against its limits (`GET /v1/usage`)."""
+
+    tenant: str
+    usage: dict[str, int]
+    limits: TenantLimits
+
+
+class UsageReport(BaseModel):
+    """`GET /v1/usage`: the caller's tenant; for an admin, every tenant and the server."""
+
+    tenant: str
+    usage: dict[str, int]
+    limits: TenantLimits
+    tenants: list[TenantUsage] | None = None
+    server: dict[str, dict[str, int]] | None = None
+
+
+class KeyCreate(Strict):
+    name: str = Field(default="", max_length=200)
+    admin: bool = False
+    tenant: str | None = Field(default=None, max_length=100)
+    limits: TenantLimits | None = None
+
+
+class KeyUpdate(Strict):
+    """`PATCH /v1/keys/{id}`: set the limits of the key's tenant (null fields: default)."""
+
+    limits: TenantLimits
+
+
+class ApiKey(BaseModel):
+    id: str
+    name: str
+    admin: bool
+    tenant: str
+    created_at: str
+    revoked_at: str | None = None
+    key: str | None = None
+    limits: TenantLimits | None = None
+
+
+class KeyList(BaseModel):
+    keys: list[ApiKey]
