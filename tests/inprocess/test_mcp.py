@@ -97,7 +97,7 @@ async def test_terminal_and_files(tenant: Tenant, other: Tenant) -> None:
     failed, text, _ = await call_raw(tenant, "terminal", command="")
     assert failed and "invalid arguments for terminal" in text
     failed, text, _ = await call_raw(tenant, "read_file", session_id=sid, path="missing")
-    assert failed and "no such file" in text
+    assert failed and "not_found" in text and "no such file" in text.lower()
 
 
 async def test_background_tools(tenant: Tenant) -> None:

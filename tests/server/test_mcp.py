@@ -271,9 +271,34 @@ def test_files_round_trip(tenant: Tenant) -> None:
     read = ok(c, "read_file", {"session_id": sid, "path": "bin/blob"})
     assert read["encoding"] == "base64" and base64.b64decode(read["content"]) == blob
 
-    assert "no such file" in error_text(c, "read_file", {"session_id": sid, "path": "nope.txt"})
+    missing = error_text(c, "read_file", {"session_id": sid, "path": "nope.txt"})
+    assert "not_found" in missing and "no such file" in missing.lower()
     assert "directory" in error_text(c, "read_file", {"session_id": sid, "path": "notes"})
     assert "session_id or workspace" in error_text(c, "read_file", {"path": "x"})
+
+
+def test_file_tools_need_nothing_from_the_image(tenant: Tenant) -> None:
+    """The tools are the files API's operations, not shell commands: with no PATH at all
+    they still work, `..` is resolved by name from the session's cwd, and an append to a
+    fifo the sandbox planted is refused at once rather than hanging."""
+    c = tenant.client
+    made = c.post("/v1/sessions", json={"env": {"PATH": "/nowhere"}, "cwd": "/workspace/sub"})
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    ok(c, "write_file", {"session_id": sid, "path": "../top.txt", "content": "a\n"})
+    assert ok(c, "write_file", {"session_id": sid, "path": "/workspace/top.txt",
+                                "content": "b\n", "append": True})["size"] == 4
+    read = ok(c, "read_file", {"session_id": sid, "path": "/workspace/sub/../top.txt"})
+    assert read["content"] == "a\nb\n" and read["path"] == "/workspace/sub/../top.txt"
+    page = ok(c, "read_file", {"session_id": sid, "path": "../top.txt", "offset": 9})
+    assert page["content"] == "" and page["size"] == 4 and not page["truncated"]
+    ok(c, "write_file", {"session_id": sid, "path": "here.txt", "content": ""})  # makes sub/
+    ran = ok(c, "terminal", {"session_id": sid, "command": "/bin/busybox mkfifo /workspace/f "
+                             "|| /usr/bin/mkfifo /workspace/f; echo made"})
+    assert ran["output"].endswith("made\n")
+    refused = error_text(c, "write_file", {"session_id": sid, "path": "/workspace/f",
+                                           "content": "x", "append": True})
+    assert "not_regular" in refused or "not a regular" in refused.lower()
 
 
 def test_files_in_a_workspace(tenant: Tenant) -> None:

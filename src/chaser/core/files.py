@@ -1,22 +1,23 @@
-"""Files in a session's sandbox, read and written by small commands run inside it.
+"""Files of a running session read and written in pieces, for the MCP file tools.
 
-The commands run as the sandbox's own user, in its namespaces and limits, so they see
-exactly what the session's commands see and never touch a host path on a tenant's
-behalf. Bytes cross the command's pipes base64-encoded, so any content survives.
+A thin layer over the files API (`FileTransfers`): each call is one `agent files`
+operation inside the sandbox, as the sandbox's own user, so it needs nothing from the
+image (no shell, no coreutils) and never touches a host path. What it adds is the tools'
+shape: a relative path is the session's working directory's, a read is a bounded
+window, and a write may append.
 """
 
 from __future__ import annotations
 
-import base64
-import shlex
+import posixpath
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from chaser.core.execution import Executor
+from chaser.core.sessions import SessionService
+from chaser.core.transfers import FileTransfers, Target
 from chaser.errors import BadRequest
-from chaser.models import SessionExecRequest
 
-FILE_COMMAND_TIMEOUT_MS = 60_000
-# A write goes through the command's stdin, whose limit is 2 MiB: base64 of this fills it.
+# What one tool call writes: the MCP message holds it base64-encoded, so keep it modest.
 MAX_WRITE_BYTES = 1536 * 1024
 
 
@@ -31,24 +32,26 @@ class FileChunk:
 
 
 class FileService:
-    """Reads and writes files in running sessions."""
+    """Reads and writes files in running sessions, a window at a time."""
 
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
+    def __init__(self, sessions: SessionService, transfers: FileTransfers) -> None:
+        self.sessions = sessions
+        self.transfers = transfers
 
     async def read(self, tenant: str, session_id: str, path: str, offset: int,
                    limit: int) -> FileChunk:
-        """Up to `limit` bytes of `path` from `offset` (BadRequest naming what is wrong
-        when it is missing, a directory or unreadable)."""
-        p = shlex.quote(path)
-        script = (f'p={p}; [ -e "$p" ] || {{ echo "$p: no such file or directory"; exit 2; }}; '
-                  f'[ -d "$p" ] && {{ echo "$p is a directory"; exit 2; }}; '
-                  f'[ -r "$p" ] || {{ echo "$p: permission denied"; exit 2; }}; '
-                  f'stat -L -c %s -- "$p" || exit 2; '
-                  f'tail -c +{offset + 1} -- "$p" | head -c {limit} | base64 -w0')
-        out = await self._run(tenant, session_id, script, max_output_bytes=limit * 4 // 3 + 64)
-        size_line, _, b64 = out.partition("\n")
-        return FileChunk(path, int(size_line.strip()), offset, base64.b64decode(b64))
+        """Up to `limit` bytes of `path` from `offset` (an offset at or past the end
+        reads nothing)."""
+        full = await self._path(tenant, session_id, path)
+        target = Target(session_id=session_id)
+        got = await self.transfers.read(tenant, target, full, offset, offset + limit - 1)
+        data = bytearray()
+        try:
+            async for chunk in got.chunks:
+                data += chunk
+        finally:
+            await got.close()
+        return FileChunk(full, got.size, offset, bytes(data[:limit]))
 
     async def write(self, tenant: str, session_id: str, path: str, data: bytes, *,
                     append: bool = False) -> int:
@@ -56,19 +59,24 @@ class FileService:
         if len(data) > MAX_WRITE_BYTES:
             raise BadRequest(f"content is larger than {MAX_WRITE_BYTES} bytes; write it in "
                              "parts with append: true")
-        redirect = ">>" if append else ">"
-        script = (f'p={shlex.quote(path)}; d=$(dirname -- "$p") && mkdir -p -- "$d" && '
-                  f'base64 -d {redirect} "$p" && stat -L -c %s -- "$p"')
-        out = await self._run(tenant, session_id, script, stdin=base64.b64encode(data).decode())
-        return int(out.strip().splitlines()[-1])
+        full = await self._path(tenant, session_id, path)
+        target = Target(session_id=session_id)
+        if append:
+            return await self.transfers.append(tenant, target, full, _once(data))
+        written = await self.transfers.write(tenant, target, full, _once(data),
+                                             size_hint=len(data))
+        return written.size
 
-    async def _run(self, tenant: str, session_id: str, script: str, *, stdin: str | None = None,
-                   max_output_bytes: int = 4096) -> str:
-        """Run a helper command in the session; its output, or BadRequest with it."""
-        req = SessionExecRequest(command=script, stdin=stdin, timeout_ms=FILE_COMMAND_TIMEOUT_MS,
-                                 max_output_bytes=max_output_bytes)
-        res = await self.executor.run(tenant, session_id, req)
-        if res.exit_code != 0:
-            raise BadRequest(res.output.strip() or f"the file command failed ({res.status}, "
-                             f"exit code {res.exit_code}, signal {res.signal})")
-        return res.output
+    async def _path(self, tenant: str, session_id: str, path: str) -> str:
+        """`path` made absolute: a relative one is the session's working directory's, and
+        `..` is resolved by name (as a shell's `cd -L` does) since the files API refuses it."""
+        if not path or "\0" in path:
+            raise BadRequest("path must be a non-empty path without NUL", "invalid_path")
+        live = await self.sessions.require_live(tenant, session_id)
+        cwd = str(live.row.get("cwd") or "/workspace")
+        full = posixpath.normpath(posixpath.join(cwd, path))
+        return "/" + full.lstrip("/")  # normpath keeps a leading "//"
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -197,6 +197,17 @@ class FileTransfers:
                 raise
         return FileWritten(path=shown(path), size=size)
 
+    async def append(self, tenant: str, target: Target, path: str,
+                     body: AsyncIterator[bytes]) -> int:
+        """Add `body` to the end of `path` (made, with its parents, when missing), in
+        place as a shell's `>>` does; the file's new size."""
+        path = check_path(path)
+        async with self._op(tenant, target, "append", path, stdin=True, create=True) as op:
+            await op.feed(body)
+            (size,) = _numbers(await op.header(), 1)
+            await op.finish()
+        return size
+
     async def _discard(self, tenant: str, target: Target, path: str, pid: int | None) -> None:
         """Remove what a killed upload left under its temporary name (it removes it
         itself when it can: SIGTERM or a failure)."""

@@ -56,6 +56,7 @@ static const char *files_code(int err)
 	case ENOENT: return "not_found";
 	case EISDIR: return "is_directory";
 	case ENOTDIR: return "not_directory";
+	case ENXIO: case ENODEV: return "not_regular"; /* a socket, an unopened fifo, a device */
 	case EACCES: case EPERM: case EROFS: return "permission_denied";
 	case ENOSPC: case EDQUOT: case EFBIG: return "no_space";
 	case ENOTEMPTY: case EEXIST: return "not_empty";
@@ -293,6 +294,35 @@ static int files_write(char *path, const char *mode_s, long long hint)
 		files_fail(path, errno);
 	files_tmp[0] = '\0';
 	snprintf(head, sizeof head, "%lld\n", size);
+	write_all(1, head, strlen(head));
+	return 0;
+}
+
+/* Append stdin to `path` (made with its parents when missing): the MCP write_file tool's
+ * append, which adds to a file in place as `>>` does. Answers the file's new size. */
+static int files_append(char *path)
+{
+	char head[32], *buf = xrealloc(NULL, FILES_BUF);
+	struct stat st;
+	size_t n = strlen(path);
+	int fd;
+	if (n == 0 || path[n - 1] == '/')
+		files_die("invalid_path", "a file path (not a directory)", 0);
+	make_parents(path, 0755);
+	/* O_NONBLOCK: a fifo planted under the name must not hold the open forever. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0644);
+	if (fd < 0)
+		files_fail(path, errno);
+	if (fstat(fd, &st) < 0)
+		files_fail(path, errno);
+	if (!S_ISREG(st.st_mode))
+		files_die("not_regular", path, 0);
+	if (fcntl(fd, F_SETFL, O_APPEND) < 0)
+		files_fail(path, errno);
+	copy_in(0, fd, -1, buf);
+	if (fstat(fd, &st) < 0 || close(fd) < 0)
+		files_fail(path, errno);
+	snprintf(head, sizeof head, "%lld\n", (long long)st.st_size);
 	write_all(1, head, strlen(head));
 	return 0;
 }
@@ -891,6 +921,8 @@ static int files_main(int argc, char **argv)
 		return files_read(argv[1], files_num(argv[2]), files_num(argv[3]));
 	if (!strcmp(op, "write") && argc == 4)
 		return files_write(argv[1], argv[2], files_num(argv[3]));
+	if (!strcmp(op, "append") && argc == 2)
+		return files_append(argv[1]);
 	if (!strcmp(op, "list") && argc == 2)
 		return files_list(argv[1]);
 	if (!strcmp(op, "mkdir") && argc == 3)
@@ -901,6 +933,6 @@ static int files_main(int argc, char **argv)
 		return files_pack(argv[1]);
 	if (!strcmp(op, "unpack") && argc == 2)
 		return files_unpack(argv[1]);
-	write_str(2, "usage: agent files read|write|list|mkdir|delete|pack|unpack ...\n");
+	write_str(2, "usage: agent files read|write|append|list|mkdir|delete|pack|unpack ...\n");
 	return 2;
 }

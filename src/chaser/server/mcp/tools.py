@@ -4,7 +4,7 @@ A tool gets the caller (core + tenant) and its validated arguments, and returns 
 for the model plus a result model that becomes `structuredContent`. Core errors
 (`chaser.errors.ServiceError`) are turned into `isError` results by the dispatcher.
 Choosing a session, running commands and reading or writing files are the core's
-(`SessionService.choose`, `Executor`, `FileService`); tools shape the answers for a
+(`SessionService.choose`, `Executor`, `FileService` over the files API); tools shape the answers for a
 model.
 """
 
