@@ -3,6 +3,7 @@ idempotency, filters and pagination, tenancy, validation (fake runtime)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,7 @@ async def test_validation(tenant: Tenant) -> None:
                  {"command": "x", "workspace": "w", "ephemeral": True},
                  {"command": "x", "retry": {"max_attempts": 0}},
                  {"command": "x", "labels": {"bad key": "v"}},
+                 {"command": "x", "labels": {"k": "nul\x00inside"}},
                  {"command": "x", "queue": "../q"}, {"command": "x", "bogus": 1}):
         error(await tenant.client.post("/v1/jobs", json=body), 422, "invalid_request")
     error(await tenant.client.post("/v1/jobs", json={"command": "x", "run_at": "tomorrow"}),
@@ -234,6 +236,13 @@ async def test_validation(tenant: Tenant) -> None:
     error(await tenant.client.post("/v1/schedules", json={"cron": "* * * * *", "timezone": "Mars/X",
                                                           "job": {"command": "x"}}),
           400, "invalid_timezone")
+    # Six fields (cronsim's seconds) would fire every second; "localtime" is the host's zone.
+    error(await tenant.client.post("/v1/schedules", json={"cron": "* * * * * *", "job": {
+        "command": "x"}}), 400, "invalid_cron")
+    for zone in ("localtime", "Factory", "posixrules"):
+        error(await tenant.client.post("/v1/schedules", json={
+            "cron": "* * * * *", "timezone": zone, "job": {"command": "x"}}), 400,
+            "invalid_timezone")
 
 
 async def test_schedule_fires_and_pauses(tenant: Tenant) -> None:
@@ -278,6 +287,16 @@ async def test_queue_bound_is_429(inproc_root: Path) -> None:
         for extreme in ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"):
             error(await t.client.post("/v1/jobs", json={**body, "run_at": extreme}), 400,
                   "invalid_run_at")
+
+
+async def test_schedule_cap_holds_under_concurrent_creates(inproc_root: Path) -> None:
+    async with serving(inproc_root / "schedule-cap", max_schedules_per_tenant=3) as api:
+        t = await api.new_tenant("racer")
+        body = {"interval_s": 3600, "job": {"command": "true", "ephemeral": True}}
+        answers = await asyncio.gather(*(t.client.post("/v1/schedules", json=body)
+                                         for _ in range(12)))
+        assert sorted(r.status_code for r in answers) == [201] * 3 + [429] * 9
+        assert len((await t.client.get("/v1/schedules")).json()["schedules"]) == 3
 
 
 async def test_odd_input_gets_a_clean_answer(tenant: Tenant) -> None:
@@ -338,3 +357,25 @@ async def test_schedule_overlap_skip_and_queue(tenant: Tenant) -> None:
         for j in await jobs_of(sid):
             await tenant.client.post(f"/v1/jobs/{j['id']}/cancel")
         await tenant.client.delete(f"/v1/schedules/{sid}")
+
+
+async def test_schedule_queue_overlap_keeps_one_run_waiting(tenant: Tenant) -> None:
+    sched = (await tenant.client.post("/v1/schedules", json={
+        "interval_s": 1, "overlap": "queue", "job": {"command": "sleep 30",
+                                                      "ephemeral": True}})).json()
+
+    async def listed() -> list[dict[str, Any]]:
+        r = await tenant.client.get(f"/v1/jobs?schedule_id={sched['id']}")
+        jobs: list[dict[str, Any]] = r.json()["jobs"]
+        return jobs
+
+    async def one_running() -> bool:
+        return any(j["status"] == "running" for j in await listed())
+
+    await eventually(one_running, 10)
+    await asyncio.sleep(3.5)  # three more ticks while the first still runs
+    statuses = sorted(j["status"] for j in await listed())
+    assert statuses == ["queued", "running"], statuses
+    await tenant.client.delete(f"/v1/schedules/{sched['id']}")
+    for j in await listed():
+        await tenant.client.post(f"/v1/jobs/{j['id']}/cancel")

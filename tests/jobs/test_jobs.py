@@ -144,3 +144,23 @@ def test_stream_follows_live_attempts(tenant: Tenant) -> None:
     assert names.count("attempt") == 4 and names[-1] == "exit"
     assert "".join(__import__("json").loads(d)["data"] for n, d in events if n == "output") \
         == "one\ntwo\none\ntwo\n"
+
+
+def test_stream_of_an_attempt_an_ended_job_never_made_is_404(tenant: Tenant) -> None:
+    job = submit(tenant.client, {"ephemeral": True, "command": "echo once"})
+    finished(tenant.client, job["id"])
+    r = tenant.client.get(f"/v1/jobs/{job['id']}/stream?attempt=999")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+    with tenant.client.stream("GET", f"/v1/jobs/{job['id']}/stream?attempt=1") as r:
+        assert r.status_code == 200 and "event: exit" in r.read().decode()
+
+
+def test_a_retried_job_gets_its_deadline_again(tenant: Tenant) -> None:
+    job = submit(tenant.client, {"ephemeral": True, "command": "exit 3", "deadline_ms": 60_000})
+    done = finished(tenant.client, job["id"])
+    assert done["status"] == "failed" and done["deadline_at"]
+    r = tenant.client.post(f"/v1/jobs/{job['id']}/retry", json={})
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["deadline_at"] and again["deadline_at"] > done["deadline_at"]
+    assert finished(tenant.client, job["id"])["status"] == "failed"

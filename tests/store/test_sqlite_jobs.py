@@ -125,10 +125,11 @@ async def test_stale_jobs_and_cancel(store: SQLiteStore) -> None:
     await store.insert_job(job_row("j3"), 10)
     got = await store.request_cancel("a", "j3", "2026-01-01T00:00:02.000Z")
     assert got is not None and got["status"] == "cancelled"
-    assert await store.requeue_job("a", "j1", time.time(), 5, None, 100) is None  # running
-    assert await store.requeue_job("a", "j3", time.time(), 5, None, 1) == "full"
-    again = await store.requeue_job("a", "j3", time.time(), 5, None, 100)
+    assert await store.requeue_job("a", "j1", time.time(), 5, None, 100, None) is None  # running
+    assert await store.requeue_job("a", "j3", time.time(), 5, None, 1, None) == "full"
+    again = await store.requeue_job("a", "j3", time.time(), 5, None, 100, 1234.5)
     assert isinstance(again, dict) and again["status"] == "queued" and again["max_attempts"] == 5
+    assert again["deadline"] == 1234.5  # a retry runs under a deadline of its own
 
 
 async def test_schedule_tick_moves_on_once(store: SQLiteStore) -> None:

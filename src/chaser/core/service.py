@@ -21,7 +21,7 @@ from chaser.core.quotas import RESOURCES, Ledger
 from chaser.core.terminals import TerminalService
 from chaser.core.sessions import SessionService
 from chaser.core.transfers import FileTransfers
-from chaser.core.telemetry import LiveCollector, Telemetry
+from chaser.core.telemetry import GaugeCollector, LiveCollector, Telemetry
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
 from chaser.images.store import ImageStore
@@ -65,6 +65,10 @@ class Chaser:
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
         self._tasks = TaskSet("housekeeping")
         self.jobs = JobService(settings, store, self.sessions, self.executor)
+        self.jobs.pool.telemetry = self.telemetry
+        self.telemetry.watch(GaugeCollector(
+            "chaser_jobs_running", "Job attempts running on this server, by queue.", "queue",
+            lambda: dict(self.jobs.pool.per_queue)))
         self.schedules = ScheduleService(settings, store, self.jobs)
 
     async def start(self) -> None:

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -30,12 +30,29 @@ class Telemetry:
         self.sandbox_start_seconds = Histogram(
             "chaser_sandbox_start_seconds", "Time to start a session's sandbox.",
             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.job_attempts = Counter(
+            "chaser_job_attempts", "Job attempts ended on this server, by outcome.",
+            ["outcome"], registry=self.registry)
 
     def watch(self, collector: Collector) -> None:
         self.registry.register(collector)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GaugeCollector(Collector):
+    """One labelled gauge read at scrape time from a callable (label value -> number)."""
+
+    def __init__(self, name: str, documentation: str, label: str,
+                 read: Callable[[], dict[str, int]]) -> None:
+        self.name, self.documentation, self.label, self.read = name, documentation, label, read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, n in sorted(self.read().items()):
+            gauge.add_metric([value], n)
+        yield gauge
 
 
 class LiveCollector(Collector):

@@ -5,6 +5,7 @@ Every field is described in docs/jobs.md; the defaults here are the documented o
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from zoneinfo import available_timezones
 
@@ -13,16 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from chaser.models import (
     COMMAND_PATTERN,
     MAX_TIMEOUT_MS,
-    Strict,
-    exclusive_target,
+    NO_NUL,
     AbsPath,
+    CommandRequest,
     EnvVars,
     ImageName,
     Limits,
     Shell,
+    Strict,
     Text,
     WorkspaceName,
-    CommandRequest,
+    exclusive_target,
 )
 
 JobKind = Literal["sandbox.exec", "pipeline.run"]
@@ -42,13 +44,17 @@ LABEL_KEY_RE = r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,62}$"
 # RFC 3339 with a zone: what `run_at` takes (the schema says it; the service checks it).
 RUN_AT_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])"
                   r":[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
-CRON_PATTERN = r"^\s*[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4,5}\s*$"
+# Five fields, as crontab, GitHub Actions and Kubernetes take them (cronsim would also
+# take a sixth, seconds, which would fire a schedule every second: refused).
+CRON_PATTERN = r"^\s*[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4}\s*$"
 # An http(s) URL with a host, no credentials and a port in range (check_webhook); whether
 # the host is allowed is the server's setting (403 webhook_not_allowed).
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|0[0-9]{4}|[0-9]{0,4})"
 WEBHOOK_PATTERN = (rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~!$&'()*+,;=%-]+(?::{_PORT})?"
                    r"(?:[/?#][^\s]*)?$")
-TIMEZONES = frozenset(available_timezones())  # IANA names this host's zone data knows
+# IANA names this host's zone data knows, less the host-dependent aliases ("localtime"
+# is whatever the server's machine is set to; "Factory" and "posixrules" are not zones).
+TIMEZONES = frozenset(available_timezones()) - {"localtime", "Factory", "posixrules"}
 _TZ_SCHEMA: dict[str, Any] = {"enum": sorted(TIMEZONES)} if TIMEZONES else {}
 _COMMAND_SCHEMA: dict[str, Any] = {"pattern": COMMAND_PATTERN}
 # A job is a command or steps, never both (see _shape below), for the OpenAPI schema.
@@ -133,7 +139,7 @@ class JobCreate(_Strict):
         "pattern": RUN_AT_PATTERN, "format": "date-time"})
     labels: dict[str, Text] = Field(default_factory=dict, json_schema_extra={
         "maxProperties": MAX_LABELS, "propertyNames": {"pattern": LABEL_KEY_RE},
-        "additionalProperties": {"type": "string", "maxLength": 200}})
+        "additionalProperties": {"type": "string", "maxLength": 200, "pattern": NO_NUL}})
     webhook: str | None = Field(default=None, max_length=2048, json_schema_extra={
         "pattern": WEBHOOK_PATTERN})
 
@@ -145,13 +151,12 @@ class JobCreate(_Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
         if len(v) > MAX_LABELS:
             raise ValueError(f"at most {MAX_LABELS} labels")
         for key, value in v.items():
-            if not re.fullmatch(LABEL_KEY_RE, key) or len(value) > 200:
+            if not re.fullmatch(LABEL_KEY_RE, key) or len(value) > 200 or "\0" in value:
                 raise ValueError(f"invalid label {key!r}: keys are 1-63 of A-Z a-z 0-9 . _ / -, "
-                                 "values at most 200 characters")
+                                 "values at most 200 characters, no NUL")
         return v
 
     @model_validator(mode="after")

@@ -63,6 +63,7 @@ class ScheduleService:
         self.store = store
         self.jobs = jobs
         self.tasks = TaskSet("schedules")
+        self._creating = asyncio.Lock()
 
     def start(self) -> None:
         self.tasks.spawn(self._tick_forever())
@@ -74,6 +75,9 @@ class ScheduleService:
 
     async def create(self, tenant: str, req: ScheduleCreate) -> Schedule:
         if req.cron is not None:
+            if len(req.cron.split()) != 5:  # cronsim takes a sixth (seconds): too often
+                raise BadRequest("a cron expression has 5 fields: minute hour day month "
+                                 "weekday", "invalid_cron")
             try:
                 CronSim(req.cron, datetime.now(UTC))
             except CronSimError as e:
@@ -81,6 +85,12 @@ class ScheduleService:
         _zone(req.timezone)
         if req.job.webhook is not None:
             check_webhook(req.job.webhook, self.settings.job_webhook_hosts)
+        # The count and the insert under one lock: concurrent creates cannot both pass.
+        async with self._creating:
+            row = await self._insert(tenant, req)
+        return await self.get(tenant, row["id"])
+
+    async def _insert(self, tenant: str, req: ScheduleCreate) -> Row:
         if len(await self.store.list_schedules(tenant)) >= self.settings.max_schedules_per_tenant:
             raise OverLimit(f"this key has {self.settings.max_schedules_per_tenant} schedules "
                             "(max_schedules_per_tenant); delete one first", "tenant_limit",
@@ -93,7 +103,7 @@ class ScheduleService:
             "next_run": next_runs(req.cron, req.timezone, req.interval_s, time.time())[0],
         }
         await self.store.insert_schedule(row)
-        return await self.get(tenant, row["id"])
+        return row
 
     async def _row(self, tenant: str, schedule_id: str) -> Row:
         row = await self.store.get_schedule(tenant, schedule_id)
@@ -145,9 +155,13 @@ class ScheduleService:
         after = now if row["interval_s"] is None or due + row["interval_s"] <= now else due
         following = next_runs(row["cron"], row["timezone"], row["interval_s"], after)[0]
         previous = row["last_job_id"]
-        if row["overlap"] == "skip" and previous and await self._active(row["tenant"], previous):
+        status = await self._status(row["tenant"], previous) if previous else None
+        # skip: nothing while the previous runs; queue: one run waits behind it, at most
+        # (a tick while one already waits is folded into it, so runs cannot pile up).
+        if status == "queued" or (row["overlap"] == "skip" and status == "running"):
             await self.store.advance_schedule(row["id"], due, following)
-            log.info("schedule %s: previous job %s still going; skipped", row["id"], previous)
+            log.info("schedule %s: previous job %s still %s; skipped", row["id"], previous,
+                     status)
             return 0
         spec = JobCreate.model_validate({**row["job"],
                                          "idempotency_key": f"schedule:{row['id']}:{due:.3f}"})
@@ -169,9 +183,9 @@ class ScheduleService:
                                           last_job_id=job.id)
         return 1
 
-    async def _active(self, tenant: str, job_id: str) -> bool:
+    async def _status(self, tenant: str, job_id: str) -> str | None:
         job = await self.store.get_job(tenant, job_id)
-        return job is not None and job["status"] in ("queued", "running")
+        return None if job is None else str(job["status"])
 
 
 def _view(row: Row) -> Schedule:

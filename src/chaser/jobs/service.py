@@ -181,9 +181,12 @@ class JobService:
         step = None
         if resume and row["kind"] == "pipeline.run":
             step = _failed_step(await self.store.job_steps([job_id]), row["attempt"])
-        again = await self.store.requeue_job(tenant, job_id, time.time(),
+        now = time.time()
+        # The retry gets the whole deadline_ms again, from now (as its attempts do).
+        deadline = now + spec.deadline_ms / 1000 if spec.deadline_ms else None
+        again = await self.store.requeue_job(tenant, job_id, now,
                                              row["attempt"] + spec.retry.max_attempts, step,
-                                             self.settings.max_queued_jobs_per_tenant)
+                                             self.settings.max_queued_jobs_per_tenant, deadline)
         if again == "full":
             raise OverLimit(f"this key has {self.settings.max_queued_jobs_per_tenant} jobs queued "
                             "or running already (max_queued_jobs_per_tenant); wait for some to "

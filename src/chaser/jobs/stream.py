@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaser.core.execution import Executor
-from chaser.errors import BadRequest
+from chaser.errors import BadRequest, NotFound
 from chaser.jobs.models import FINAL_STATUSES, Attempt, Job
 from chaser.jobs.service import JobService
 from chaser.models import ExitEvent
@@ -65,6 +65,11 @@ class JobStream:
 
     async def events(self, start: Cursor | None, attempt: int | None) -> AsyncIterator[JobEvent]:
         job = await self.jobs.get(self.tenant, self.job_id)  # 404 before the stream opens
+        wanted = start.attempt if start else attempt
+        if (wanted is not None and job.status in FINAL_STATUSES
+                and _attempt(job, wanted) is None and not _later(job, wanted)):
+            # An ended job will not make that attempt (a retry would, and may be asked for).
+            raise NotFound(f"job {self.job_id} has no attempt {wanted}")
         return self._follow(job, start or Cursor(attempt or _current(job)))
 
     async def _follow(self, job: Job, at: Cursor) -> AsyncIterator[JobEvent]:

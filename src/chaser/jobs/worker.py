@@ -25,6 +25,7 @@ from typing import Any
 from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.sessions import SessionService
+from chaser.core.telemetry import Telemetry
 from chaser.core.util import now_iso
 from chaser.jobs.models import JobCreate
 from chaser.jobs.policy import AttemptEnd, backoff_s, should_retry
@@ -58,6 +59,7 @@ class WorkerPool:
         self.on_final = on_final
         self.running: dict[str, AttemptRunner] = {}
         self.per_queue: Counter[str] = Counter()
+        self.telemetry: Telemetry | None = None
         self.wake = asyncio.Event()
         self.tasks = TaskSet("jobs")
         self.closing = False
@@ -220,6 +222,8 @@ class WorkerPool:
         done = await self.store.finish_attempt(row["id"], number, owner, attempt, job,
                                                expired_before)
         if done:
+            if self.telemetry is not None:
+                self.telemetry.job_attempts.labels(end.outcome).inc()
             self.wake.set()
             if not retry:
                 await self.on_final(row["id"])

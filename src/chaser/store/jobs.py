@@ -100,9 +100,11 @@ class JobStore(Protocol):
         """Cancel a queued job at once, or flag a running one; the job, or None."""
 
     async def requeue_job(self, tenant: str, job_id: str, due: float, max_attempts: int,
-                          resume_step: int | None, max_active: int) -> Row | None | Literal["full"]:
-        """Queue a finished job for another attempt; None when it is not finished,
-        "full" when the tenant already has `max_active` jobs queued or running."""
+                          resume_step: int | None, max_active: int,
+                          deadline: float | None) -> Row | None | Literal["full"]:
+        """Queue a finished job for another attempt, under a new `deadline`; None when it
+        is not finished, "full" when the tenant already has `max_active` jobs queued or
+        running."""
 
     async def forget_jobs_ended_before(self, cutoff: str, keep_per_tenant: int) -> int:
         """Forget finished jobs that ended before `cutoff`, and each tenant's oldest

@@ -272,7 +272,8 @@ class SQLiteJobs:
         return await self._run(cancel, urgent=True)
 
     async def requeue_job(self, tenant: str, job_id: str, due: float, max_attempts: int,
-                          resume_step: int | None, max_active: int) -> Row | None | Literal["full"]:
+                          resume_step: int | None, max_active: int,
+                          deadline: float | None) -> Row | None | Literal["full"]:
         def requeue(db: sqlite3.Connection) -> Row | None | Literal["full"]:
             active = db.execute(f"SELECT COUNT(*) FROM jobs WHERE tenant = ? AND status IN {ACTIVE}",
                                 (tenant,)).fetchone()[0]
@@ -281,9 +282,9 @@ class SQLiteJobs:
             n = db.execute(
                 "UPDATE jobs SET status = 'queued', due = ?, max_attempts = ?, resume_step = ?, "
                 "ended_at = NULL, end_reason = NULL, exit_code = NULL, cancel_requested = 0, "
-                "deadline = NULL WHERE id = ? AND tenant = ? AND "
+                "deadline = ? WHERE id = ? AND tenant = ? AND "
                 "status IN ('succeeded', 'failed', 'cancelled')",
-                (due, max_attempts, resume_step, job_id, tenant)).rowcount
+                (due, max_attempts, resume_step, deadline, job_id, tenant)).rowcount
             if n != 1:
                 return None
             return _decode(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
