@@ -23,7 +23,10 @@
  *   unpack PATH            stdin: a tar, extracted below the directory PATH (made when
  *                          missing). Absolute names, `..`, links that leave PATH, and
  *                          device nodes or fifos are refused; no member is ever written
- *                          through a symlink. stdout: "files bytes\n"
+ *                          through a symlink. Each file is written to a temporary name
+ *                          beside its own (`.chaser-tmp-XXXXXX`) and renamed over it once
+ *                          complete: a failure or a signal leaves the members completed
+ *                          before it, never a partial one. stdout: "files bytes\n"
  * Errors: "chaser-files: CODE: message" on stderr and exit 1, CODE one of not_found,
  * is_directory, not_directory, not_regular, permission_denied, no_space, not_empty,
  * invalid_path, bad_archive, io_error.
