@@ -109,7 +109,12 @@ def test_a_client_gone_mid_archive_leaves_no_partial_member(
         s.sendall((f"PUT {archive_url(sid)}?path=gone HTTP/1.1\r\nHost: x\r\n"
                    f"Authorization: Bearer {tenant.key}\r\nContent-Length: {len(tar)}\r\n"
                    "\r\n").encode() + tar[:1_500_000])
-        time.sleep(1)  # the agent is writing part.bin now
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # done.txt is in: the agent is on part.bin now
+            if c.get(f"/v1/sessions/{sid}/files", params={"path": "gone/done.txt"}).is_success:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
     deadline = time.monotonic() + 15
     while (left := left_over(tenant, sid)) and time.monotonic() < deadline:
         time.sleep(0.3)

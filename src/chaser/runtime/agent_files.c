@@ -254,13 +254,15 @@ static void path_arg(char *out, size_t cap, const char *path)
 static void tmp_name(char *out, size_t cap)
 {
 	static const char abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-	static unsigned long long counter;
-	unsigned long long r = 0;
+	static unsigned long long seed, counter;
+	unsigned long long r;
 	char x[7];
 	int i;
-	if (syscall(SYS_getrandom, &r, sizeof r, 1 /* GRND_NONBLOCK */) != (long)sizeof r)
-		r = ((unsigned long long)getpid() << 32) ^ (unsigned long long)time(NULL);
-	r ^= ++counter * 0x9e3779b97f4a7c15ULL;
+	if (!seed && syscall(SYS_getrandom, &seed, sizeof seed, 1 /* GRND_NONBLOCK */) !=
+		     (long)sizeof seed)
+		seed = ((unsigned long long)getpid() << 32) ^ (unsigned long long)time(NULL);
+	r = seed ^ (++counter * 0x9e3779b97f4a7c15ULL); /* a name per member, one syscall in all */
+	r ^= r >> 31;
 	for (i = 0; i < 6; i++, r /= 62)
 		x[i] = abc[r % 62];
 	x[6] = '\0';
@@ -874,9 +876,9 @@ static long long unpack_file(int root, char *rel, mode_t mode, long long size, l
 	copy_in(0, fd, size, buf);
 	if (read_full(0, buf, pad) != pad)
 		files_die("bad_archive", "the archive ends inside a member", 0);
+	futimens(fd, times); /* as tar: a time the filesystem cannot hold is no failure */
 	if (fchmod(fd, mode & 0777) < 0 || close(fd) < 0)
 		files_fail(rel, errno);
-	utimensat(dir, files_tmp, times, AT_SYMLINK_NOFOLLOW); /* as tar: a bad time is no failure */
 	tmp_commit(base, rel);
 	close(dir);
 	return size;
