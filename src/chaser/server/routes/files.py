@@ -41,7 +41,7 @@ PathQuery = Annotated[str, _path_query(PATH_PATTERN)]
 FilePathQuery = Annotated[str, _path_query(FILE_PATTERN)]
 ModeQuery = Annotated[str | None, Query(description="Octal permission bits, e.g. 644",
                                         pattern="^[0-7]{3,4}$")]
-_RANGE = re.compile(r"^(\d*)-(\d*)$")
+_RANGE = re.compile(r"^([0-9]*)-([0-9]*)$")
 # Past the end of any file: a number with more digits, or `bytes=-0`, asks this much
 # (the sandbox answers with the file's size, and the range is then 416).
 _BEYOND = 1 << 62
