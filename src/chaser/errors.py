@@ -74,9 +74,14 @@ class BadGateway(ServiceError):
 
 
 class RangeNotSatisfiable(ServiceError):
-    """A byte range past the end of a file."""
+    """A byte range past the end of a file (`size`: the file's, when known)."""
 
     code = "range_not_satisfiable"
+
+    def __init__(self, message: str, code: str | None = None, *,
+                 size: int | None = None) -> None:
+        super().__init__(message, code)
+        self.size = size
 
 
 class OverLimit(ServiceError):

@@ -73,3 +73,43 @@ async def test_archives_and_workspaces(tenant: Tenant, other: Tenant) -> None:
     error(await other.client.get("/v1/workspaces/proj/files", params={"path": "src/app.py"}),
           404, "not_found")
     error(await c.get("/v1/workspaces/.x/files", params={"path": "a"}), 400, "invalid_workspace")
+
+
+async def test_ranges_as_rfc_9110_reads_them(tenant: Tenant, session_id: str) -> None:
+    c, url = tenant.client, f"/v1/sessions/{session_id}/files"
+    assert (await c.put(url, params={"path": "r.txt"}, content=b"0123456789")).status_code == 200
+    assert (await c.put(url, params={"path": "empty"}, content=b"")).status_code == 200
+
+    async def get(rng: str, path: str = "r.txt", **extra: str) -> tuple[int, bytes, str | None]:
+        r = await c.get(url, params={"path": path}, headers={"Range": rng, **extra})
+        if r.status_code == 416:
+            error(r, 416, "range_not_satisfiable")
+        return r.status_code, r.content, r.headers.get("content-range")
+    big = "9" * 20  # past any 64-bit number
+    # No byte can be selected: 416, with the size (RFC 9110 §15.5.17)
+    for rng in ("bytes=-0", f"bytes={big}-", f"bytes={big}-{big}", "bytes=10-",
+                "bytes=" + "7" * 60000 + "-"):
+        assert (await get(rng))[::2] == (416, "bytes */10"), rng
+    assert (await get("bytes=0-", "empty"))[::2] == (416, "bytes */0")
+    # A last byte or a suffix past the end selects to the end
+    assert await get(f"bytes=2-{big}") == (206, b"23456789", "bytes 2-9/10")
+    assert await get(f"bytes=-{big}") == (206, b"0123456789", "bytes 0-9/10")
+    assert await get("bytes=-3") == (206, b"789", "bytes 7-9/10")
+    assert await get("BYTES = 4-4") == (206, b"4", "bytes 4-4/10")  # the unit's case is free
+    # Served whole (200): several ranges, an invalid one (ignored, §14.2), an If-Range
+    # (no validator of ours can match it), another unit, a suffix of an empty file
+    for rng in ("bytes=0-1,4-5", "bytes=5-2", "bytes=x-", "bytes=--1", "items=0-1", "bytes"):
+        assert await get(rng) == (200, b"0123456789", None), rng
+    assert await get("bytes=0-1", **{"If-Range": '"abc"'}) == (200, b"0123456789", None)
+    assert await get("bytes=-5", "empty") == (200, b"", None)
+
+
+async def test_fifos_sockets_and_devices_are_409_not_regular(tenant: Tenant,
+                                                            session_id: str) -> None:
+    c, url = tenant.client, f"/v1/sessions/{session_id}/files"
+    r = await c.post(f"/v1/sessions/{session_id}/exec", json={
+        "command": "mkfifo fifo && python3 -c \"import socket; "
+                   "socket.socket(socket.AF_UNIX).bind('sock')\" && echo ok"})
+    assert r.json()["output"] == "ok\n", r.text
+    for path in ("fifo", "sock"):
+        error(await c.get(url, params={"path": path}), 409, "not_regular")

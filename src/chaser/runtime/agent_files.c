@@ -23,7 +23,10 @@
  *   unpack PATH            stdin: a tar, extracted below the directory PATH (made when
  *                          missing). Absolute names, `..`, links that leave PATH, and
  *                          device nodes or fifos are refused; no member is ever written
- *                          through a symlink. stdout: "files bytes\n"
+ *                          through a symlink. Each file is written to a temporary name
+ *                          beside its own (`.chaser-tmp-XXXXXX`) and renamed over it once
+ *                          complete: a failure or a signal leaves the members completed
+ *                          before it, never a partial one. stdout: "files bytes\n"
  * Errors: "chaser-files: CODE: message" on stderr and exit 1, CODE one of not_found,
  * is_directory, not_directory, not_regular, permission_denied, no_space, not_empty,
  * invalid_path, bad_archive, io_error.
@@ -34,9 +37,19 @@
 
 #define FILES_BUF (256 * 1024)
 #define TAR_BLOCK 512
+#define TAR_MAX (1LL << 62) /* the largest member size or number taken from a header */
 
-static char files_tmp[PATH_MAX + 64]; /* the upload in progress, removed on SIGTERM */
+/* The temporary file being written (an upload, or an archive's member), removed on any
+ * failure and on the signals that end the operation. Only ever changed with those
+ * signals blocked, so the handler sees it whole or not at all. */
+static char files_tmp[PATH_MAX + 64];
 static int files_tmp_dir = -1;
+
+static void tmp_remove(void)
+{
+	if (files_tmp[0] && files_tmp_dir >= 0)
+		unlinkat(files_tmp_dir, files_tmp, 0);
+}
 
 static void files_die(const char *code, const char *what, int err)
 {
@@ -44,9 +57,44 @@ static void files_die(const char *code, const char *what, int err)
 	snprintf(line, sizeof line, "chaser-files: %s: %s%s%s\n", code, what,
 		 err ? ": " : "", err ? strerror(err) : "");
 	write_str(2, line);
-	if (files_tmp[0] && files_tmp_dir >= 0)
-		unlinkat(files_tmp_dir, files_tmp, 0);
+	tmp_remove();
 	_exit(1);
+}
+
+/* SIGTERM (the server's way to end an operation whose client left), SIGHUP, SIGINT,
+ * SIGPIPE: the temporary file goes with the process. Async-signal-safe: unlinkat and
+ * _exit only. */
+static void on_term(int sig)
+{
+	(void)sig;
+	tmp_remove();
+	_exit(1);
+}
+
+static const int files_sigs[] = {SIGTERM, SIGHUP, SIGINT, SIGPIPE, SIGQUIT};
+
+static void files_signals(void)
+{
+	struct sigaction sa;
+	size_t i;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_term;
+	sigfillset(&sa.sa_mask);
+	for (i = 0; i < sizeof files_sigs / sizeof *files_sigs; i++)
+		sigaction(files_sigs[i], &sa, NULL);
+	/* Past a file size limit write() fails (EFBIG: no_space) instead of killing us
+	 * with the temporary file left behind. */
+	signal(SIGXFSZ, SIG_IGN);
+}
+
+static void block_signals(sigset_t *old)
+{
+	sigset_t set;
+	size_t i;
+	sigemptyset(&set);
+	for (i = 0; i < sizeof files_sigs / sizeof *files_sigs; i++)
+		sigaddset(&set, files_sigs[i]);
+	sigprocmask(SIG_BLOCK, &set, old);
 }
 
 /* The error code an errno maps to. */
@@ -56,11 +104,11 @@ static const char *files_code(int err)
 	case ENOENT: return "not_found";
 	case EISDIR: return "is_directory";
 	case ENOTDIR: return "not_directory";
-	case ENXIO: case ENODEV: return "not_regular"; /* a socket, an unopened fifo, a device */
 	case EACCES: case EPERM: case EROFS: return "permission_denied";
 	case ENOSPC: case EDQUOT: case EFBIG: return "no_space";
 	case ENOTEMPTY: case EEXIST: return "not_empty";
 	case ENAMETOOLONG: case ELOOP: return "invalid_path";
+	case ENXIO: case ENODEV: return "not_regular"; /* a socket, a device without a driver */
 	default: return "io_error";
 	}
 }
@@ -190,6 +238,75 @@ static long long files_num(const char *s)
 	return v;
 }
 
+/* A path argument copied out of argv (which is never written: the strings are only
+ * as long as they are), with room for a trailing '/'. */
+static void path_arg(char *out, size_t cap, const char *path)
+{
+	size_t n = strlen(path);
+	if (n == 0 || n + 2 > cap)
+		files_die("invalid_path", "empty, or too long", 0);
+	memcpy(out, path, n + 1);
+}
+
+/* ---- temporary files ------------------------------------------------------------------ */
+
+/* A fresh temporary name, `.chaser-tmp-` and six random characters. */
+static void tmp_name(char *out, size_t cap)
+{
+	static const char abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	static unsigned long long seed, counter;
+	unsigned long long r;
+	char x[7];
+	int i;
+	if (!seed && syscall(SYS_getrandom, &seed, sizeof seed, 1 /* GRND_NONBLOCK */) !=
+		     (long)sizeof seed)
+		seed = ((unsigned long long)getpid() << 32) ^ (unsigned long long)time(NULL);
+	r = seed ^ (++counter * 0x9e3779b97f4a7c15ULL); /* a name per member, one syscall in all */
+	r ^= r >> 31;
+	for (i = 0; i < 6; i++, r /= 62)
+		x[i] = abc[r % 62];
+	x[6] = '\0';
+	snprintf(out, cap, ".chaser-tmp-%s", x);
+}
+
+/* Create the temporary file `name` (NULL: a fresh random one) in `dir`, never through
+ * a link and never over anything, and record it for removal on any failure or signal. */
+static int tmp_open(int dir, const char *name, const char *what)
+{
+	sigset_t old;
+	int fd = -1, tries, err = 0;
+	block_signals(&old);
+	for (tries = 0; tries < 100 && fd < 0; tries++) {
+		if (name)
+			snprintf(files_tmp, sizeof files_tmp, "%s", name);
+		else
+			tmp_name(files_tmp, sizeof files_tmp);
+		fd = openat(dir, files_tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		err = errno;
+		if (fd < 0 && (name || err != EEXIST))
+			break;
+	}
+	if (fd < 0) {
+		files_tmp[0] = '\0';
+		files_fail(what, err);
+	}
+	files_tmp_dir = dir;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return fd;
+}
+
+/* The complete temporary file renamed over `base` in its directory, and forgotten. */
+static void tmp_commit(const char *base, const char *what)
+{
+	sigset_t old;
+	block_signals(&old);
+	if (renameat(files_tmp_dir, files_tmp, files_tmp_dir, base) < 0)
+		files_fail(what, errno); /* removes it */
+	files_tmp[0] = '\0';
+	files_tmp_dir = -1;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
 /* ---- read, write, list, mkdir, delete ------------------------------------------------ */
 
 static int files_read(const char *path, long long start, long long end)
@@ -197,17 +314,24 @@ static int files_read(const char *path, long long start, long long end)
 	char head[96], *buf = xrealloc(NULL, FILES_BUF);
 	struct stat st;
 	long long size, len;
-	int fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	int fd;
+	/* Looked at before it is opened: opening a device or fifo can block or act */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		files_die(S_ISDIR(st.st_mode) ? "is_directory" : "not_regular", path, 0);
+	fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		files_fail(path, errno);
 	if (fstat(fd, &st) < 0)
 		files_fail(path, errno);
 	if (S_ISDIR(st.st_mode))
 		files_die("is_directory", path, 0);
-	if (!S_ISREG(st.st_mode))
+	if (!S_ISREG(st.st_mode)) /* swapped meanwhile */
 		files_die("not_regular", path, 0);
 	fcntl(fd, F_SETFL, 0);
 	size = (long long)st.st_size;
+	/* Bounded, so that nothing below can overflow (no file is this large) */
+	start = start < -TAR_MAX ? -TAR_MAX : start > TAR_MAX ? TAR_MAX : start;
+	end = end > TAR_MAX ? TAR_MAX : end;
 	if (start < 0)
 		start = size + start < 0 ? 0 : size + start;
 	if (end < 0 || end >= size)
@@ -221,14 +345,6 @@ static int files_read(const char *path, long long start, long long end)
 		files_fail(path, errno);
 	copy_out(fd, 1, len, buf);
 	return 0;
-}
-
-static void on_term(int sig)
-{
-	(void)sig;
-	if (files_tmp[0] && files_tmp_dir >= 0)
-		unlinkat(files_tmp_dir, files_tmp, 0);
-	_exit(1);
 }
 
 /* Make the directories of `path` (as mkdir -p); errors name the one that failed. */
@@ -247,52 +363,47 @@ static void make_parents(char *path, mode_t mode)
 	}
 }
 
-static int files_write(char *path, const char *mode_s, long long hint)
+static int files_write(const char *arg, const char *mode_s, long long hint)
 {
-	char dir[PATH_MAX], head[32], *base, *buf = xrealloc(NULL, FILES_BUF);
+	char path[PATH_MAX], dir[PATH_MAX], name[NAME_MAX + 1], head[32], *base;
+	char *buf = xrealloc(NULL, FILES_BUF);
 	struct stat st;
 	mode_t mode = 0644;
 	long long size;
-	int fd;
-	size_t n = strlen(path);
-	if (n == 0 || n >= sizeof dir - 1 || path[n - 1] == '/')
+	int fd, dfd;
+	size_t n;
+	path_arg(path, sizeof path, arg);
+	n = strlen(path);
+	if (path[n - 1] == '/')
 		files_die("invalid_path", "a file path (not a directory)", 0);
 	make_parents(path, 0755);
 	memcpy(dir, path, n + 1);
 	base = strrchr(dir, '/');
 	if (base) {
 		*base++ = '\0';
-		files_tmp_dir = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	} else {
 		base = dir;
-		files_tmp_dir = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
-	if (files_tmp_dir < 0)
+	if (dfd < 0)
 		files_fail(path, errno);
-	if (fstatat(files_tmp_dir, base, &st, 0) == 0) {
+	if (fstatat(dfd, base, &st, 0) == 0) {
 		if (S_ISDIR(st.st_mode))
 			files_die("is_directory", path, 0);
 		mode = st.st_mode & 07777;
 	}
 	if (strcmp(mode_s, "-"))
 		mode = (mode_t)strtol(mode_s, NULL, 8) & 07777;
-	snprintf(files_tmp, sizeof files_tmp, ".%.200s.chaser-upload-%d", base, (int)getpid());
-	signal(SIGTERM, on_term);
-	fd = openat(files_tmp_dir, files_tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-		    0600);
-	if (fd < 0) {
-		int err = errno;
-		files_tmp[0] = '\0';
-		files_fail(path, err);
-	}
+	/* Named by the process: the server removes it if this one is killed (SIGKILL) */
+	snprintf(name, sizeof name, ".%.200s.chaser-upload-%d", base, (int)getpid());
+	fd = tmp_open(dfd, name, path);
 	if (hint > 0 && posix_fallocate(fd, 0, hint) == ENOSPC)
 		files_die("no_space", path, ENOSPC);
 	size = copy_in(0, fd, -1, buf);
 	if (ftruncate(fd, size) < 0 || fchmod(fd, mode) < 0 || close(fd) < 0)
 		files_fail(path, errno);
-	if (renameat(files_tmp_dir, files_tmp, files_tmp_dir, base) < 0)
-		files_fail(path, errno);
-	files_tmp[0] = '\0';
+	tmp_commit(base, path);
 	snprintf(head, sizeof head, "%lld\n", size);
 	write_all(1, head, strlen(head));
 	return 0;
@@ -300,13 +411,13 @@ static int files_write(char *path, const char *mode_s, long long hint)
 
 /* Append stdin to `path` (made with its parents when missing): the MCP write_file tool's
  * append, which adds to a file in place as `>>` does. Answers the file's new size. */
-static int files_append(char *path)
+static int files_append(const char *arg)
 {
-	char head[32], *buf = xrealloc(NULL, FILES_BUF);
+	char path[PATH_MAX], head[32], *buf = xrealloc(NULL, FILES_BUF);
 	struct stat st;
-	size_t n = strlen(path);
 	int fd;
-	if (n == 0 || path[n - 1] == '/')
+	path_arg(path, sizeof path, arg);
+	if (path[strlen(path) - 1] == '/')
 		files_die("invalid_path", "a file path (not a directory)", 0);
 	make_parents(path, 0755);
 	/* O_NONBLOCK: a fifo planted under the name must not hold the open forever. */
@@ -377,10 +488,12 @@ static int files_list(const char *path)
 	return 0;
 }
 
-static int files_mkdir(char *path, const char *mode_s)
+static int files_mkdir(const char *arg, const char *mode_s)
 {
 	mode_t mode = (mode_t)strtol(mode_s, NULL, 8) & 07777;
 	struct stat st;
+	char path[PATH_MAX];
+	path_arg(path, sizeof path, arg);
 	make_parents(path, 0755);
 	if (mkdir(path, mode) < 0) {
 		if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -666,29 +779,41 @@ static int link_stays(const char *rel, const char *target)
 	return 1;
 }
 
-static unsigned long long tar_num(const char *f, size_t width)
+/* A header's number field: octal (space or NUL ended), or GNU's base-256 (first byte's
+ * top bit set). -1 for anything else, a negative number or one over TAR_MAX. */
+static long long tar_num(const char *f, size_t width)
 {
 	unsigned long long v = 0;
 	size_t i = 0;
-	if ((unsigned char)f[0] & 0x80) {
-		for (i = 1; i < width; i++)
+	unsigned char c0 = (unsigned char)f[0];
+	if (c0 & 0x80) {
+		if (c0 & 0x40)
+			return -1; /* negative */
+		v = c0 & 0x3f;
+		for (i = 1; i < width; i++) {
+			if (v > (unsigned long long)TAR_MAX >> 8)
+				return -1;
 			v = (v << 8) | (unsigned char)f[i];
-		return v;
+		}
+		return v > (unsigned long long)TAR_MAX ? -1 : (long long)v;
 	}
-	while (i < width && (f[i] == ' ' || f[i] == '\0'))
+	while (i < width && f[i] == ' ')
 		i++;
-	for (; i < width && f[i] >= '0' && f[i] <= '7'; i++)
+	for (; i < width && f[i] >= '0' && f[i] <= '7'; i++) /* at most 12 digits: no overflow */
 		v = v * 8 + (unsigned)(f[i] - '0');
-	return v;
+	if (i < width && f[i] != ' ' && f[i] != '\0')
+		return -1;
+	return (long long)v;
 }
 
 /* The data of a member read whole (long names, pax records), bounded. */
 static char *member_text(unsigned long long size)
 {
 	char *t;
-	size_t pad = (TAR_BLOCK - size % TAR_BLOCK) % TAR_BLOCK;
+	size_t pad;
 	if (size > 1024 * 1024)
 		files_die("bad_archive", "a name or header record over 1 MiB", 0);
+	pad = (TAR_BLOCK - size % TAR_BLOCK) % TAR_BLOCK;
 	t = xrealloc(NULL, size + pad + 1);
 	if (read_full(0, t, size + pad) != size + pad)
 		files_die("bad_archive", "the archive ends inside a header", 0);
@@ -696,25 +821,59 @@ static char *member_text(unsigned long long size)
 	return t;
 }
 
-/* pax records "LEN key=value\n": take path, linkpath and size. */
-static void pax(char *t, unsigned long long n, char **path, char **link, long long *size)
+struct member {
+	char name[PATH_MAX + 2], link[PATH_MAX], type;
+	int has_name, has_link; /* set by a GNU long name or a pax record: the header's yields */
+	long long size;         /* -1: the header's */
+	mode_t mode;
+	long long mtime;
+};
+
+static void take_name(char *out, size_t cap, const char *text)
 {
-	unsigned long long at = 0;
+	if (strlen(text) >= PATH_MAX || strlen(text) >= cap)
+		files_die("invalid_path", "a name in the archive is too long", 0);
+	memcpy(out, text, strlen(text) + 1);
+}
+
+/* pax records "LEN key=value\n" (the n bytes of t, NUL ended): path, linkpath and
+ * size are taken into `m` (copied: `t` is freed next); a later record wins. */
+static void pax(char *t, size_t n, struct member *m)
+{
+	size_t at = 0;
 	while (at < n) {
-		char *rec = t + at, *eq, *sp;
-		unsigned long long len = strtoull(rec, &sp, 10);
-		if (sp == rec || *sp != ' ' || len == 0 || len > n - at || rec[len - 1] != '\n')
+		char *rec = t + at, *key, *eq;
+		size_t len = 0, digits = 0;
+		while (at + digits < n && digits < 8 && rec[digits] >= '0' && rec[digits] <= '9')
+			len = len * 10 + (size_t)(rec[digits++] - '0');
+		if (!digits || at + digits >= n || rec[digits] != ' ' || len <= digits + 1 ||
+		    len > n - at || rec[len - 1] != '\n')
 			files_die("bad_archive", "a malformed pax header", 0);
 		rec[len - 1] = '\0';
-		eq = strchr(sp + 1, '=');
-		if (eq) {
-			*eq = '\0';
-			if (!strcmp(sp + 1, "path"))
-				*path = eq + 1;
-			else if (!strcmp(sp + 1, "linkpath"))
-				*link = eq + 1;
-			else if (!strcmp(sp + 1, "size"))
-				*size = strtoll(eq + 1, NULL, 10);
+		key = rec + digits + 1;
+		eq = memchr(key, '=', (size_t)(rec + len - 1 - key));
+		if (!eq)
+			files_die("bad_archive", "a malformed pax header", 0);
+		*eq = '\0';
+		if (!strcmp(key, "path")) {
+			take_name(m->name, sizeof m->name, eq + 1);
+			m->has_name = 1;
+		} else if (!strcmp(key, "linkpath")) {
+			take_name(m->link, sizeof m->link, eq + 1);
+			m->has_link = 1;
+		} else if (!strcmp(key, "size")) {
+			const char *v = eq + 1;
+			long long size = 0;
+			if (!*v || strlen(v) > 19)
+				files_die("bad_archive", "a pax size that is not a size", 0);
+			for (; *v; v++) {
+				if (*v < '0' || *v > '9')
+					files_die("bad_archive", "a pax size that is not a size", 0);
+				size = size * 10 + (*v - '0');
+			}
+			if (size > TAR_MAX)
+				files_die("bad_archive", "a pax size that is not a size", 0);
+			m->size = size;
 		}
 		at += len;
 	}
@@ -731,40 +890,42 @@ static void skip_data(unsigned long long size, char *buf)
 	}
 }
 
+/* A regular member: written to a temporary name beside its own and renamed over it
+ * only once complete, so a cut-off or refused archive leaves no partial file. */
 static long long unpack_file(int root, char *rel, mode_t mode, long long size, long long mtime,
 			     char *buf)
 {
 	char *base;
 	int dir = member_parent(root, rel, &base, 1), fd;
+	size_t pad = (TAR_BLOCK - (size_t)(size % TAR_BLOCK)) % TAR_BLOCK;
 	struct timespec times[2] = {{0, UTIME_OMIT}, {mtime, 0}};
 	if (!*base)
 		files_die("bad_archive", "a file member named like a directory", 0);
-	if (unlinkat(dir, base, 0) < 0 && errno != ENOENT && errno != EISDIR)
-		files_fail(rel, errno);
-	fd = openat(dir, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		files_fail(rel, errno);
+	fd = tmp_open(dir, NULL, rel);
 	copy_in(0, fd, size, buf);
-	if (read_full(0, buf, (TAR_BLOCK - (size_t)(size % TAR_BLOCK)) % TAR_BLOCK) !=
-	    (TAR_BLOCK - (size_t)(size % TAR_BLOCK)) % TAR_BLOCK)
+	if (read_full(0, buf, pad) != pad)
 		files_die("bad_archive", "the archive ends inside a member", 0);
-	if (fchmod(fd, mode & 0777) < 0 || futimens(fd, times) < 0 || close(fd) < 0)
+	futimens(fd, times); /* as tar: a time the filesystem cannot hold is no failure */
+	if (fchmod(fd, mode & 0777) < 0 || close(fd) < 0)
 		files_fail(rel, errno);
+	tmp_commit(base, rel);
 	close(dir);
 	return size;
 }
 
-static void unpack_other(int root, char type, char *rel, const char *link, mode_t mode)
+static void unpack_other(int root, char type, char *rel, const char *link)
 {
-	char *base, *lbase, lcopy[PATH_MAX];
+	char *base, *lbase, lcopy[PATH_MAX], dcopy[PATH_MAX + 2];
 	int dir, ldir;
 	if (type == '5') {
 		size_t n = strlen(rel);
-		if (n + 2 >= PATH_MAX)
+		if (n + 2 > sizeof dcopy)
 			files_die("invalid_path", "a name too long", 0);
+		memcpy(dcopy, rel, n);
 		if (n && rel[n - 1] != '/')
-			strcat(rel, "/"); /* the directory itself is made as a parent */
-		close(member_parent(root, rel, &base, 1));
+			dcopy[n++] = '/'; /* the directory itself is made as a parent */
+		dcopy[n] = '\0';
+		close(member_parent(root, dcopy, &base, 1));
 		return;
 	}
 	dir = member_parent(root, rel, &base, 1);
@@ -780,23 +941,17 @@ static void unpack_other(int root, char type, char *rel, const char *link, mode_
 	} else { /* '1', a hard link to an earlier member */
 		if (strlen(link) >= sizeof lcopy)
 			files_die("invalid_path", "a link target too long", 0);
-		strcpy(lcopy, link);
+		memcpy(lcopy, link, strlen(link) + 1);
 		ldir = member_parent(root, member_name(lcopy, "a hard link that leaves the destination"),
 				     &lbase, 0);
+		if (!*lbase)
+			files_die("bad_archive", "a hard link to a directory", 0);
 		if (linkat(ldir, lbase, dir, base, 0) < 0)
 			files_fail(rel, errno);
 		close(ldir);
 	}
-	(void)mode;
 	close(dir);
 }
-
-struct member {
-	char name[PATH_MAX + 2], link[PATH_MAX], type;
-	unsigned long long size;
-	mode_t mode;
-	long long mtime;
-};
 
 /* A header block: 0 at the end of the archive (two zero blocks, or its end at a
  * header's boundary), else 1 with `h` checked. */
@@ -823,67 +978,69 @@ static int header_block(char h[TAR_BLOCK])
 	}
 	for (i = 0; i < TAR_BLOCK; i++)
 		sum += (i >= 148 && i < 156) ? ' ' : (unsigned char)h[i];
-	if (sum != tar_num(h + 148, 8))
+	if ((long long)sum != tar_num(h + 148, 8))
 		files_die("bad_archive", "a header with a bad checksum (not a tar, or "
 			  "compressed: upload the uncompressed tar)", 0);
 	return 1;
 }
 
-static void take_name(char *out, size_t cap, const char *text)
-{
-	if (strlen(text) >= PATH_MAX)
-		files_die("invalid_path", "a name in the archive is too long", 0);
-	snprintf(out, cap, "%s", text);
-}
-
 /* The next member, its GNU long names and pax records applied; 0 at the end. */
 static int next_member(struct member *m)
 {
-	char h[TAR_BLOCK], *long_name = NULL, *long_link = NULL, *pax_t = NULL,
-	     *pax_path = NULL, *pax_link = NULL;
-	long long pax_size = -1;
+	char h[TAR_BLOCK];
+	int extended = 0;
+	m->has_name = m->has_link = 0;
+	m->size = -1;
 	while (header_block(h)) {
-		char *t;
+		long long size = tar_num(h + 124, 12);
 		m->type = h[156];
-		m->size = tar_num(h + 124, 12);
+		if (size < 0)
+			files_die("bad_archive", "a member size that is not a size", 0);
 		if (m->type == 'L' || m->type == 'K' || m->type == 'x' || m->type == 'g') {
-			t = member_text(m->size);
-			if (m->type == 'L') { free(long_name); long_name = t; }
-			else if (m->type == 'K') { free(long_link); long_link = t; }
-			else if (m->type == 'x') { free(pax_t); pax_t = t; pax(t, m->size, &pax_path, &pax_link, &pax_size); }
-			else free(t); /* pax globals: nothing of ours */
+			char *t = member_text((unsigned long long)size);
+			if (m->type == 'L') {
+				take_name(m->name, sizeof m->name, t);
+				m->has_name = 1;
+			} else if (m->type == 'K') {
+				take_name(m->link, sizeof m->link, t);
+				m->has_link = 1;
+			} else if (m->type == 'x') {
+				pax(t, (size_t)size, m);
+			} /* pax globals: nothing of ours */
+			free(t);
+			extended = 1;
 			continue;
 		}
-		if (h[345] && memcmp(h + 257, "ustar\0", 6) == 0) /* the ustar prefix field */
-			snprintf(m->name, sizeof m->name, "%.155s/%.100s", h + 345, h);
-		else
-			snprintf(m->name, sizeof m->name, "%.100s", h);
-		snprintf(m->link, sizeof m->link, "%.100s", h + 157);
-		if (long_name) take_name(m->name, sizeof m->name, long_name);
-		if (pax_path) take_name(m->name, sizeof m->name, pax_path);
-		if (long_link) take_name(m->link, sizeof m->link, long_link);
-		if (pax_link) take_name(m->link, sizeof m->link, pax_link);
-		if (pax_size >= 0) m->size = (unsigned long long)pax_size;
-		m->mode = (mode_t)tar_num(h + 100, 8);
-		m->mtime = (long long)tar_num(h + 136, 12);
-		free(long_name); free(long_link); free(pax_t);
+		if (!m->has_name) {
+			if (h[345] && memcmp(h + 257, "ustar\0", 6) == 0) /* the ustar prefix field */
+				snprintf(m->name, sizeof m->name, "%.155s/%.100s", h + 345, h);
+			else
+				snprintf(m->name, sizeof m->name, "%.100s", h);
+		}
+		if (!m->has_link)
+			snprintf(m->link, sizeof m->link, "%.100s", h + 157);
+		if (m->size < 0)
+			m->size = size;
+		m->mode = (mode_t)(tar_num(h + 100, 8) < 0 ? 0644 : tar_num(h + 100, 8));
+		m->mtime = tar_num(h + 136, 12) < 0 ? 0 : tar_num(h + 136, 12);
 		return 1;
 	}
-	free(long_name); free(long_link); free(pax_t);
+	if (extended)
+		files_die("bad_archive", "the archive ends after an extended header", 0);
 	return 0;
 }
 
-static int files_unpack(char *path)
+static int files_unpack(const char *arg)
 {
-	char head[64], *buf = xrealloc(NULL, FILES_BUF);
+	char head[64], path[PATH_MAX], *buf = xrealloc(NULL, FILES_BUF);
 	static struct member m;
 	long long files = 0, bytes = 0;
 	int root;
-	size_t n = strlen(path);
-	if (n + 2 >= PATH_MAX)
-		files_die("invalid_path", "too long", 0);
-	if (n && path[n - 1] != '/')
-		strcat(path, "/");
+	size_t n;
+	path_arg(path, sizeof path, arg);
+	n = strlen(path);
+	if (path[n - 1] != '/')
+		memcpy(path + n, "/", 2); /* path_arg left room */
 	make_parents(path, 0755);
 	if ((root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		files_fail(path, errno);
@@ -891,17 +1048,19 @@ static int files_unpack(char *path)
 		char *rel = member_name(m.name, "a name with '..' in the archive");
 		int regular = m.type == '0' || m.type == '\0' || m.type == '7';
 		if (!*rel || !strcmp(rel, ".") || !strcmp(rel, "./")) {
-			skip_data(regular ? m.size : 0, buf);
+			skip_data(regular ? (unsigned long long)m.size : 0, buf);
 			continue; /* the destination itself */
 		}
 		if (regular)
-			bytes += unpack_file(root, rel, m.mode, (long long)m.size, m.mtime, buf);
+			bytes += unpack_file(root, rel, m.mode, m.size, m.mtime, buf);
 		else if (m.type == '5' || m.type == '2' || m.type == '1')
-			unpack_other(root, m.type, rel, m.link, m.mode);
+			unpack_other(root, m.type, rel, m.link);
 		else if (m.type == '3' || m.type == '4' || m.type == '6')
 			files_die("bad_archive", "device nodes and fifos cannot be uploaded", 0);
-		else
-			skip_data(m.size, buf); /* vendor records tar itself skips */
+		else {
+			skip_data((unsigned long long)m.size, buf); /* vendor records tar itself skips */
+			continue;
+		}
 		files++;
 	}
 	snprintf(head, sizeof head, "%lld %lld\n", files, bytes);
@@ -916,7 +1075,7 @@ static int files_main(int argc, char **argv)
 	 * answers the server is its own, not a tenant's injection. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	umask(022);
-	signal(SIGPIPE, SIG_DFL);
+	files_signals();
 	if (!strcmp(op, "read") && argc == 4)
 		return files_read(argv[1], files_num(argv[2]), files_num(argv[3]));
 	if (!strcmp(op, "write") && argc == 4)

@@ -83,7 +83,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.ServiceError)
     async def chaser_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
-        return error_response(status_for(exc), exc.code, exc.message, exc.retry_after)
+        response = error_response(status_for(exc), exc.code, exc.message, exc.retry_after)
+        if isinstance(exc, errors.RangeNotSatisfiable) and exc.size is not None:
+            response.headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 §15.5.17
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

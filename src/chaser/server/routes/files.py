@@ -41,22 +41,38 @@ PathQuery = Annotated[str, _path_query(PATH_PATTERN)]
 FilePathQuery = Annotated[str, _path_query(FILE_PATTERN)]
 ModeQuery = Annotated[str | None, Query(description="Octal permission bits, e.g. 644",
                                         pattern="^[0-7]{3,4}$")]
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^([0-9]*)-([0-9]*)$")
+# Past the end of any file: a number with more digits, or `bytes=-0`, asks this much
+# (the sandbox answers with the file's size, and the range is then 416).
+_BEYOND = 1 << 62
 
 
-def _range(header: str | None) -> tuple[int, int] | None:
-    """(start, end) of a single `bytes=` range (start < 0: a suffix; end -1: open); None
-    for no range or one this server serves whole (several ranges, as RFC 9110 allows)."""
-    if not header:
+def _num(digits: str) -> int:
+    # Never int() of a huge string: 20 digits or 60,000 are all just "past any end"
+    return _BEYOND if len(digits) > 18 else min(int(digits), _BEYOND)
+
+
+def _range(header: str | None, if_range: str | None) -> tuple[int, int] | None:
+    """(start, end) of a single byte range (start < 0: a suffix; end -1: open), as RFC
+    9110 reads it; None to serve the whole file: no range, an invalid one (ignored, as
+    §14.2 says), several ranges (a server may ignore them, and no client of files needs
+    multipart/byteranges), or an `If-Range` (this server sends no validators, so none
+    can match: §13.1.5)."""
+    if not header or if_range is not None:
         return None
-    m = _RANGE.match(header.strip())
+    unit, eq, ranges = header.partition("=")
+    specs = [spec.strip() for spec in ranges.split(",") if spec.strip()]
+    if not eq or unit.strip().lower() != "bytes" or len(specs) != 1:
+        return None
+    m = _RANGE.match(specs[0])
     if not m or not (m[1] or m[2]):
         return None
-    if not m[1]:
-        return (-int(m[2]), -1) if int(m[2]) > 0 else None
-    start, end = int(m[1]), int(m[2]) if m[2] else -1
+    if not m[1]:  # the last n bytes; n = 0 selects nothing, so is never satisfiable
+        n = _num(m[2])
+        return (-n, -1) if n else (_BEYOND, -1)
+    start, end = _num(m[1]), _num(m[2]) if m[2] else -1
     if end != -1 and end < start:
-        return None
+        return None  # invalid: ignored
     return start, end
 
 
@@ -96,16 +112,16 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
     async def read_file(path: PathQuery, target: TargetDep, core: Core, caller: Caller,
                         request: Request) -> Response:
         """A file's raw bytes; a single `Range: bytes=...` is answered 206."""
-        asked = _range(request.headers.get("range"))
+        asked = _range(request.headers.get("range"), request.headers.get("if-range"))
         start, end = asked or (0, -1)
         got = await core.transfers.read(caller.tenant, target, path, start, end)
         headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length)}
-        if asked is None:
+        if asked is not None and got.length == 0 and asked[0] >= 0:
+            await got.close()  # the first byte asked is past the end (or it is bytes=-0)
+            raise RangeNotSatisfiable(f"the file has {got.size} bytes; the range asked "
+                                      "starts past its end", size=got.size)
+        if asked is None or got.length == 0:  # (a suffix of an empty file: the file, empty)
             return _Streamed(got, media_type=OCTET, headers=headers)
-        if got.length == 0 and (asked[0] >= 0 and asked[0] >= got.size):
-            await got.close()
-            raise RangeNotSatisfiable(f"the file has {got.size} bytes; range {asked} is past "
-                                      "its end")
         headers["Content-Range"] = f"bytes {got.start}-{got.start + got.length - 1}/{got.size}"
         return _Streamed(got, status_code=206, media_type=OCTET, headers=headers)
 
