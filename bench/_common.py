@@ -123,7 +123,8 @@ def docker_engine() -> Iterator[bool]:
 
 DOCKER_IMAGE = "chaser-bench:host"
 DOCKER_BINARIES = ("/usr/bin/true", "/usr/bin/dash", "/usr/bin/sleep", "/usr/bin/cat",
-                   "/usr/bin/head", "/usr/bin/date", "/usr/bin/python3")
+                   "/usr/bin/head", "/usr/bin/date", "/usr/bin/python3", "/usr/bin/rm",
+                   "/usr/bin/mkdir")
 
 
 def docker_image() -> str:
