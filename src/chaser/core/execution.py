@@ -78,6 +78,7 @@ class Executor:
         self.sessions = sessions
         self.telemetry: Telemetry | None = None
         self.tasks = TaskSet("commands")  # each started command's run, until it ends
+        self.stdin_streams = 0  # raw bodies being fed to stdin now (a metric)
 
     # -- starting ---------------------------------------------------------------------
 
@@ -402,11 +403,17 @@ class Executor:
         return StdinResult(bytes=n)
 
     async def stdin_stream(self, tenant: str, session_id: str, command_id: str,
-                           chunks: AsyncIterator[bytes], eof: bool) -> StdinResult:
+                           chunks: AsyncIterator[bytes], eof: bool,
+                           gone: Callable[[], Awaitable[None]] | None = None) -> StdinResult:
         """Stream bytes of any length to the command's stdin, as fast as it reads them
-        (the request body is read no faster), then close it when `eof`."""
+        (the request body is read no faster), then close it when `eof`; `gone` returns
+        when the writer has left (a wait for the command then ends)."""
         cmd = await self._running(tenant, session_id, command_id)
-        return StdinResult(bytes=await cmd.feed_stdin(chunks, eof))
+        self.stdin_streams += 1
+        try:
+            return StdinResult(bytes=await cmd.feed_stdin(chunks, eof, gone))
+        finally:
+            self.stdin_streams -= 1
 
     async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
         signum = parse_signal(sig)
