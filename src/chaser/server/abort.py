@@ -4,7 +4,7 @@ An ASGI application cannot close its connection; when it gives up on a response,
 server closes it gracefully, which waits for the bytes already buffered to be read. A
 client that never reads would then hold the connection (its socket, the buffered
 chunk) forever. `chaser server` runs uvicorn with this protocol, which puts the
-connection's `abort` (a reset, nothing waited for) in each request's
+connection's `abort` (a TCP reset, nothing waited for) in each request's
 `scope["extensions"]["chaser.abort"]`; a response that ends a stalled client calls it
 (`downloads.py`). Without it (another ASGI server, the in-process tests) a response
 only stops sending.
@@ -12,6 +12,9 @@ only stops sending.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,5 +36,12 @@ class AbortableHttp(HttpToolsProtocol):
         self.app = lend_abort
 
     def _abort(self) -> None:
-        if self.transport is not None:  # closing or not: nothing is waited for
-            self.transport.abort()
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # A reset: without it the kernel keeps delivering what its send buffer holds
+            # (megabytes on loopback) to a client that may never read it.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()  # closing or not: nothing is waited for
