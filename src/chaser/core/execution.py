@@ -24,7 +24,6 @@ from chaser.core.telemetry import Telemetry
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.util import new_id, parse_signal
 from chaser.errors import (
-    BadRequest,
     ServiceError,
     Conflict,
     NotFound,
@@ -444,8 +443,8 @@ def _setup_error(reason: str) -> ServiceError:
     """The error for a one-shot sandbox that could not be set up (`reason`: the runtime's
     words). A cwd is entered inside the sandbox, so every missing one answers the same."""
     if reason.startswith("bwrap: Can't chdir"):
-        return BadRequest("cwd does not exist in the sandbox or is not a directory",
-                          "invalid_cwd")
+        return Conflict("cwd does not exist in the sandbox or is not a directory",
+                        "invalid_cwd")
     return SandboxFailed(f"the sandbox could not be set up: {reason.strip()[:300]}")
 
 
