@@ -55,6 +55,7 @@ class _Sender:
         self.send = send
         self.waiting_since: float | None = None  # a send waiting on the client
         self.ended: str | None = None  # why this response ended the download early
+        self.complete = False  # every byte handed over: never reset after that
         self.pump = asyncio.current_task()
         self.timer: asyncio.TimerHandle | None = None
 
@@ -87,6 +88,7 @@ class _Sender:
             self._end(f"cut short after {sent} of {r.got.length} bytes", log_it=True)
             return
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.complete = True
 
     async def _send(self, message: Message) -> None:
         self.waiting_since = time.monotonic()
@@ -111,7 +113,7 @@ class _Sender:
 
     def _end(self, why: str, cancel: bool = False, log_it: bool = False) -> None:
         """End the download early, once: reset the connection (and stop the pump)."""
-        if self.ended is not None:
+        if self.ended is not None or self.complete:
             return
         self.ended = why
         if log_it:
