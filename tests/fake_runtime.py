@@ -16,7 +16,7 @@ What it keeps of the real runtime's contract (`chaser.runtime.base`):
   mapped in `cwd` and in environment values (HOME); other absolute paths are the host's
   (the `default` image is the host's own /usr). Paths inside command text are NOT mapped.
 - each process leads its own session, so signals reach its whole process group;
-- a missing cwd fails as the agent (session spawn: 400 `invalid_cwd`) or bwrap (one-shot
+- a missing cwd fails as the agent (session spawn: 409 `invalid_cwd`) or bwrap (one-shot
   run: `setup_failed` with bwrap's words on stderr) makes it fail;
 - only the `default` image exists; the runtime owns the `ProcessIO` fds it is given.
 - the files API's operations (`/.chaser/agent files ...`) run the static agent built
@@ -39,7 +39,7 @@ import termios
 from collections import Counter
 from pathlib import Path
 
-from chaser.errors import BadRequest, Conflict, SandboxFailed
+from chaser.errors import Conflict, SandboxFailed
 from chaser.runtime import agent_build, disks
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
 
@@ -142,9 +142,9 @@ class FakeSandbox:
             if not self.alive:
                 raise SandboxFailed(f"sandbox {self.name} is not running")
             cwd = self.host_path(spec.cwd)
-            if not cwd.is_dir():  # as the agent answers: 400 invalid_cwd
-                raise BadRequest("cwd does not exist in the sandbox or is not a directory",
-                                 "invalid_cwd")
+            if not cwd.is_dir():  # as the agent answers: 409 invalid_cwd
+                raise Conflict("cwd does not exist in the sandbox or is not a directory",
+                               "invalid_cwd")
             argv = self._file_op(spec.argv) if spec.argv[:2] == AGENT_FILES else spec.argv
             try:
                 proc = await asyncio.create_subprocess_exec(

@@ -32,6 +32,7 @@ from chaser.client import (
     SessionHandle,
     StreamError,
     TimeoutError,
+    UnsafeArchiveError,
     ValidationError,
     __version__,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "SessionHandle",
     "StreamError",
     "TimeoutError",
+    "UnsafeArchiveError",
     "ValidationError",
     "__version__",
 ]

@@ -86,6 +86,21 @@ class Settings:
         "sum of a tenant's workspace disk quotas [default: the data dir's filesystem size "
         "x tenant_share]", lo=1))
     max_running_commands_per_session: int = 256
+    # The files API (docs/files.md): each operation is a process in a sandbox, pipes and
+    # a client connection in the server.
+    file_ops_total: int = field(default=256, metadata=_env(
+        "file operations (downloads, uploads, listings...) running at once on this server, "
+        "all tenants (503 `no_capacity` past it)", lo=1))
+    file_ops_per_tenant: int | None = field(default=None, metadata=_env(
+        "file operations one tenant may run at once (429 `too_many_file_ops` past it) "
+        "[default: file_ops_total x tenant_share]", lo=1))
+    file_send_stall_s: float = field(default=60.0, metadata=_env(
+        "how long a download may wait for its client to take the next bytes; past it the "
+        "operation is ended and the connection closed", lo=0.1, hi=24 * 3600))
+    file_op_idle_s: float = field(default=300.0, metadata=_env(
+        "how long a file operation may go without a byte from or to its process in the "
+        "sandbox (a stopped or stuck one); past it the operation is ended (502 "
+        "`file_op_stalled`, or a download cut short)", lo=0.1, hi=24 * 3600))
     max_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_env(
         "output kept per command (oldest dropped first)", lo=4096))
     max_session_log_bytes: int = field(default=1 << 30, metadata=_env(
@@ -205,6 +220,11 @@ class Settings:
 
     def share(self, total: int) -> int:
         return max(1, math.floor(total * self.tenant_share))
+
+    @property
+    def file_ops_tenant_cap(self) -> int:
+        """File operations one tenant may run at once."""
+        return self.file_ops_per_tenant or self.share(self.file_ops_total)
 
     @property
     def db_path(self) -> Path:

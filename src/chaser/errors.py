@@ -1,11 +1,12 @@
 """The one exception tree of the server side (core, runtime, store).
 
     ServiceError
-    ├── BadRequest            code: bad_request, invalid_signal, invalid_cwd
+    ├── BadRequest            code: bad_request, invalid_signal
     ├── Unauthorized          code: unauthorized
     ├── Forbidden             code: forbidden
     ├── NotFound              code: not_found, image_not_found
-    ├── Conflict              code: conflict, session_stopped, command_finished, image_in_use
+    ├── Conflict              code: conflict, session_stopped, command_finished, image_in_use,
+    │                               invalid_cwd (the sandbox has no such directory)
     ├── PayloadTooLarge       code: payload_too_large, image_too_large
     ├── Unprocessable         code: image_rejected (an image's content is refused)
     ├── RangeNotSatisfiable   code: range_not_satisfiable

@@ -19,7 +19,7 @@ def test_public_exports_are_pinned() -> None:
         "CommandHandle", "CommandStream", "ConflictError", "ConnectionError", "ExecResult",
         "ExitEvent", "NotFoundError", "OutputEvent", "PermissionDeniedError",
         "Pty", "RateLimitError", "ServerError", "ServerUnavailable", "SessionHandle",
-        "StreamError", "TimeoutError", "ValidationError", "__version__",
+        "StreamError", "TimeoutError", "UnsafeArchiveError", "ValidationError", "__version__",
     }
     for name in chaser.__all__:
         assert getattr(chaser, name) is getattr(chaser.client, name)

@@ -44,7 +44,7 @@ async def test_ephemeral_fields(tenant: Tenant) -> None:
 
 async def test_ephemeral_errors(tenant: Tenant) -> None:
     r = await tenant.client.post("/v1/exec", json={"command": "true", "cwd": "/workspace/nope"})
-    error(r, 400, "invalid_cwd")
+    error(r, 409, "invalid_cwd")
     r = await tenant.client.post("/v1/exec", json={"command": "true", "image": "ubuntu"})
     error(r, 404, "image_not_found")
 

@@ -103,11 +103,11 @@ async def test_env_cwd_shell_and_stdin(tenant: Tenant) -> None:
 async def test_missing_cwd_is_400(tenant: Tenant, session_id: str) -> None:
     r = await tenant.client.post(f"/v1/sessions/{session_id}/exec",
                                  json={"command": "true", "cwd": "/workspace/nope"})
-    error(r, 400, "invalid_cwd")
+    error(r, 409, "invalid_cwd")
     r = await tenant.client.post("/v1/sessions", json={"cwd": "/workspace/nope"})
     sid = r.json()["id"]  # a session's cwd is only entered by its commands
     r = await tenant.client.post(f"/v1/sessions/{sid}/exec", json={"command": "true"})
-    error(r, 400, "invalid_cwd")
+    error(r, 409, "invalid_cwd")
 
 
 async def test_timeout_and_output_bounds(tenant: Tenant, session_id: str) -> None:

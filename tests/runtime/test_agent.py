@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from chaser.errors import BadRequest, OverLimit, SandboxFailed
+from chaser.errors import Conflict, OverLimit, SandboxFailed
 from chaser.runtime import agent_build, images
 from chaser.runtime.agent_client import AgentProcess, AgentSandbox, descendants
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
@@ -171,7 +171,7 @@ async def test_a_nul_is_refused_before_anything_runs(sandbox: AgentSandbox) -> N
         with pytest.raises(SandboxFailed) as e:
             await run(sandbox, argv, env)
         assert e.value.code == "spawn_failed" and "NUL" in str(e.value), e.value
-    with pytest.raises(BadRequest) as bad_cwd:  # no directory has such a name
+    with pytest.raises(Conflict) as bad_cwd:  # no directory has such a name
         await run(sandbox, ["/bin/echo"], cwd="/tmp\0/x")
     assert bad_cwd.value.code == "invalid_cwd", bad_cwd.value
 

@@ -2015,7 +2015,7 @@ def api_cwd(ctx: Ctx) -> str:
     return f"status codes {sorted(set(codes))}; sandbox still works"
 
 
-@attack("10k-char cwd", "400 invalid_cwd (JSON); the sandbox survives")
+@attack("10k-char cwd", "409 invalid_cwd (JSON); the sandbox survives")
 def api_long_cwd(ctx: Ctx) -> str:
     r = ctx.box.request({"command": "pwd", "cwd": "/" + LONG, "timeout_ms": 10000})
     assert 400 <= r.status_code < 500 and is_json_error(r), (r.status_code, r.text[:200])

@@ -91,9 +91,9 @@ def test_cwd_env_and_sane_environment(tenant: Tenant) -> None:
     assert lines[2] == "/home/user C.UTF-8"
     assert "/usr/bin" in lines[3]
     r = c.post(f"/v1/sessions/{s['id']}/exec", json={"command": "ls", "cwd": "/no/such/dir"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cwd"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_cwd"
     r = c.post("/v1/exec", json={"ephemeral": True, "command": "ls", "cwd": "/no/such/dir"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cwd"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_cwd"
 
 
 def test_bash_shell_and_stdin_text(tenant: Tenant) -> None:

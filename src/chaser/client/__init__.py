@@ -48,6 +48,7 @@ from ._errors import (
     ServerUnavailable,
     StreamError,
     TimeoutError,
+    UnsafeArchiveError,
     ValidationError,
 )
 from ._files import Files
@@ -141,6 +142,7 @@ __all__ = [
     "StreamError",
     "StreamEvent",
     "TimeoutError",
+    "UnsafeArchiveError",
     "ValidationError",
     "__version__",
     "default_config_path",

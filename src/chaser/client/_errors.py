@@ -6,6 +6,7 @@ Every error the SDK raises derives from `ChaserError`:
     ├── ConnectionError        the server could not be reached at all
     ├── TimeoutError           a request or a wait() ran out of time
     ├── StreamError            an output stream broke and could not be resumed
+    ├── UnsafeArchiveError     a downloaded archive held a member it may not extract
     └── APIError               the server answered with an error (`status_code`, `code`)
         ├── AuthenticationError    401  no key, wrong key, revoked key
         ├── PermissionDeniedError  403  admin-only endpoint with a non-admin key
@@ -40,6 +41,7 @@ __all__ = [
     "ServerUnavailable",
     "StreamError",
     "TimeoutError",
+    "UnsafeArchiveError",
     "ValidationError",
     "error_from_response",
 ]
@@ -70,6 +72,12 @@ class TimeoutError(ChaserError):  # noqa: A001
 
 class StreamError(ChaserError):
     """An output stream kept failing and was given up after several resumptions."""
+
+
+class UnsafeArchiveError(ChaserError):
+    """A downloaded archive (it comes from a sandbox) held a member that could land
+    outside the destination, a device or fifo, or a name no file system takes; that
+    member was not extracted (the members before it were)."""
 
 
 class APIError(ChaserError):

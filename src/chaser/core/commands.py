@@ -20,7 +20,7 @@ from typing import Any
 
 from chaser.core.output import STDERR, STDOUT, OutputLog
 from chaser.core.util import now_iso, signal_name
-from chaser.errors import Conflict, OverLimit, Unavailable
+from chaser.errors import BadRequest, Conflict, OverLimit, Unavailable
 from chaser.runtime.base import ExitStatus, Process, ProcessIO
 
 log = logging.getLogger("chaser.core")
@@ -30,6 +30,7 @@ PIPE_BYTES = 1024 * 1024  # bigger pipes: fewer wake-ups for chatty commands
 DRAIN_GRACE_S = 0.25  # after exit, how long output held open by orphans may still arrive
 MAX_STDIN_BUFFER = 16 * 1024 * 1024
 STDIN_HIGH_WATER = 1024 * 1024  # a streamed stdin waits for the command past this
+STDIN_IDLE_S = 300.0  # a streamed stdin the command takes nothing of this long ends
 READ_BYTES = 256 * 1024  # per wake-up of a pipe, as asyncio's pipe transports read
 
 Launcher = Callable[[ProcessIO], Awaitable[Process]]
@@ -92,6 +93,10 @@ class _StdinFlow(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
 
     async def writable(self) -> None:
         await self._ready.wait()
@@ -277,11 +282,18 @@ class RunningCommand:
         if self.running and self._stdin is not None and not self._stdin.is_closing():
             await self._stdin_flow.writable()
 
-    async def feed_stdin(self, chunks: AsyncIterator[bytes], eof: bool) -> int:
+    async def feed_stdin(self, chunks: AsyncIterator[bytes], eof: bool,
+                         gone: Callable[[], Awaitable[None]] | None = None,
+                         idle_s: float = STDIN_IDLE_S) -> int:
         """Write `chunks` to stdin as the command reads them: at most STDIN_HIGH_WATER
         bytes wait in the server, and `chunks` is read no faster (a streamed request
         body then waits in the client's socket). The count written; 409 once the
-        command's stdin is closed (the command ended, or closed it)."""
+        command's stdin is closed (the command ended, or closed it).
+
+        A wait for the command is never endless: it ends when `gone()` returns (the
+        writer left: 400 `upload_cut_off`) or the command took nothing for `idle_s`
+        (429 `stdin_buffer_full`). The command keeps running either way, its stdin open
+        with what was written, for another request to go on."""
         n = 0
         async for chunk in chunks:
             if not self.running or self._stdin is None or self._stdin.is_closing():
@@ -289,10 +301,36 @@ class RunningCommand:
                                "command_finished")
             self._stdin.write(chunk)
             n += len(chunk)
-            await self._stdin_flow.writable()
+            await self._room(n, gone, idle_s)
         if eof:
             self.write_stdin(b"", eof=True)
         return n
+
+    async def _room(self, n: int, gone: Callable[[], Awaitable[None]] | None,
+                    idle_s: float) -> None:
+        """Wait for room in stdin, racing the writer's departure and the idle time."""
+        if self._stdin_flow.ready:
+            return
+        room = asyncio.ensure_future(self._stdin_flow.writable())
+        left = asyncio.ensure_future(gone()) if gone is not None else None
+        try:
+            await asyncio.wait([w for w in (room, left) if w is not None], timeout=idle_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (room, left):
+                if waiting is not None and not waiting.done():
+                    waiting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiting
+        if room.done():
+            return
+        if left is not None and left.done():
+            left.exception()  # retrieved: a body that failed to read left all the same
+            raise BadRequest(f"the stdin body was cut off after {n} bytes (the command "
+                             "goes on, its stdin still open)", "upload_cut_off")
+        raise OverLimit(f"the command read none of its stdin for {idle_s:g} s; {n} bytes "
+                        "of this body were written (it goes on, its stdin still open)",
+                        "stdin_buffer_full", retry_after=1)
 
     def _close_stdin(self) -> None:
         if self._stdin is not None and not self._stdin.is_closing():

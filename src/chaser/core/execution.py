@@ -24,7 +24,6 @@ from chaser.core.telemetry import Telemetry
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.core.util import new_id, parse_signal
 from chaser.errors import (
-    BadRequest,
     ServiceError,
     Conflict,
     NotFound,
@@ -78,6 +77,7 @@ class Executor:
         self.sessions = sessions
         self.telemetry: Telemetry | None = None
         self.tasks = TaskSet("commands")  # each started command's run, until it ends
+        self.stdin_streams = 0  # raw bodies being fed to stdin now (a metric)
 
     # -- starting ---------------------------------------------------------------------
 
@@ -402,11 +402,17 @@ class Executor:
         return StdinResult(bytes=n)
 
     async def stdin_stream(self, tenant: str, session_id: str, command_id: str,
-                           chunks: AsyncIterator[bytes], eof: bool) -> StdinResult:
+                           chunks: AsyncIterator[bytes], eof: bool,
+                           gone: Callable[[], Awaitable[None]] | None = None) -> StdinResult:
         """Stream bytes of any length to the command's stdin, as fast as it reads them
-        (the request body is read no faster), then close it when `eof`."""
+        (the request body is read no faster), then close it when `eof`; `gone` returns
+        when the writer has left (a wait for the command then ends)."""
         cmd = await self._running(tenant, session_id, command_id)
-        return StdinResult(bytes=await cmd.feed_stdin(chunks, eof))
+        self.stdin_streams += 1
+        try:
+            return StdinResult(bytes=await cmd.feed_stdin(chunks, eof, gone))
+        finally:
+            self.stdin_streams -= 1
 
     async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
         signum = parse_signal(sig)
@@ -437,8 +443,8 @@ def _setup_error(reason: str) -> ServiceError:
     """The error for a one-shot sandbox that could not be set up (`reason`: the runtime's
     words). A cwd is entered inside the sandbox, so every missing one answers the same."""
     if reason.startswith("bwrap: Can't chdir"):
-        return BadRequest("cwd does not exist in the sandbox or is not a directory",
-                          "invalid_cwd")
+        return Conflict("cwd does not exist in the sandbox or is not a directory",
+                        "invalid_cwd")
     return SandboxFailed(f"the sandbox could not be set up: {reason.strip()[:300]}")
 
 

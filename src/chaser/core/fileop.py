@@ -5,7 +5,9 @@ tar needed), and runs the operation as the sandbox's own unprivileged user in it
 namespaces: a path means what it means to the session's commands, and nothing of the
 host is reachable that they could not reach. The bytes cross pipes this module owns
 (never the agent's channel and never a command's output log), read and written with
-the event loop's flow control, so a transfer of any size holds a bounded buffer.
+no buffer of the server's own (`pipes.py`), so a transfer of any size, or one nobody
+takes, holds one chunk. Every wait on the operation is bounded by its idle time: one
+that stops moving bytes (stopped, stuck) is ended, 502 `file_op_stalled`.
 
 What the operation writes is untrusted (it runs in the tenant's sandbox): headers are
 read bounded, its error line is read bounded and only its code is interpreted.
@@ -20,7 +22,11 @@ import os
 import signal
 from collections.abc import AsyncIterator
 
+import anyio
+
+from chaser.core.pipes import PipeReader, PipeWriter, Stalled
 from chaser.errors import (
+    BadGateway,
     BadRequest,
     Conflict,
     Forbidden,
@@ -33,12 +39,11 @@ from chaser.runtime.base import Process, ProcessIO, ProcessSpec, Sandbox
 
 AGENT = "/.chaser/agent"  # bound into every sandbox that runs the static agent
 F_SETPIPE_SZ = 1031
-PIPE_BYTES = 1024 * 1024
-READ_BYTES = 256 * 1024
-STREAM_LIMIT = 1024 * 1024  # what a reader buffers before the pipe waits for the client
+PIPE_BYTES = 1024 * 1024  # the kernel's buffer: what a transfer moves per wakeup
+READ_BYTES = 128 * 1024  # one chunk: what a download holds in the server, twice at most
 MAX_ERROR_BYTES = 2048
 TERM_GRACE_S = 2.0
-UPLOAD_IDLE_S = 120.0  # an upload silent this long holds a slot for nothing: dropped
+UPLOAD_IDLE_S = 120.0  # an upload whose client sends nothing this long is dropped
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 _ERRORS: dict[str, type[ServiceError]] = {
@@ -46,6 +51,12 @@ _ERRORS: dict[str, type[ServiceError]] = {
     "is_directory": Conflict, "not_directory": Conflict, "not_regular": Conflict,
     "not_empty": Conflict, "invalid_path": BadRequest, "bad_archive": BadRequest,
 }
+
+
+class OpStalled(BadGateway):
+    """The operation's process moved no byte for its idle time and was ended."""
+
+    code = "file_op_stalled"
 
 
 def _pipe() -> tuple[int, int]:
@@ -59,23 +70,22 @@ def _pipe() -> tuple[int, int]:
 
 
 class FileOp:
-    """A running `agent files` operation: its stdout as a stream, its stdin as a sink."""
+    """A running `agent files` operation: its stdout to read, its stdin to feed."""
 
-    def __init__(self, process: Process, stdout: asyncio.StreamReader,
-                 out_transport: asyncio.BaseTransport, stdin: asyncio.StreamWriter | None,
-                 stderr: int) -> None:
+    def __init__(self, process: Process, stdout: PipeReader, stdin: PipeWriter | None,
+                 stderr: int, idle_s: float) -> None:
         self.process = process
-        self.killed = False  # ended by a signal (memory limit, a stopped session)
+        self.killed = False  # ended by a signal (memory limit, a stopped session, a stall)
         self.stdout = stdout
-        self._out = out_transport
         self.stdin = stdin
         self._stderr = stderr
+        self.idle_s = idle_s
 
     @classmethod
-    async def start(cls, sandbox: Sandbox, op: str, *args: str, stdin: bool = False) -> FileOp:
+    async def start(cls, sandbox: Sandbox, op: str, *args: str, stdin: bool = False,
+                    idle_s: float = 300.0) -> FileOp:
         """Start `agent files OP ARGS...` in `sandbox`, in /workspace (where relative
-        paths point)."""
-        loop = asyncio.get_running_loop()
+        paths point); every wait on it is bounded by `idle_s`."""
         out_r, out_w = _pipe()
         err_r, err_w = _pipe()
         in_r, in_w = _pipe() if stdin else (None, None)
@@ -88,32 +98,32 @@ class FileOp:
                 if fd is not None:
                     os.close(fd)
             raise
-        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
-        out_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-                                     os.fdopen(out_r, "rb", 0))
-        writer = None
-        if in_w is not None:
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.streams.FlowControlMixin(loop=loop), os.fdopen(in_w, "wb", 0))
-            writer = asyncio.StreamWriter(transport, protocol, None, loop)
-            transport.set_write_buffer_limits(high=STREAM_LIMIT)
         os.set_blocking(err_r, False)
-        return cls(process, reader, out_transport, writer, err_r)
+        writer = PipeWriter(in_w, idle_s) if in_w is not None else None
+        return cls(process, PipeReader(out_r, idle_s), writer, err_r, idle_s)
 
     async def header(self, max_bytes: int = 128) -> str:
         """The first line of stdout, or the operation's error when there is none."""
         try:
-            line = await self.stdout.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
+            line = await self.stdout.line(max_bytes)
+        except Stalled:
+            raise await self.stalled() from None
+        except ValueError:
+            line = b"\0" * (max_bytes + 1)
+        if line is None:
             await self.finish()
-            raise BadRequest("the file operation ended without an answer") from None
-        except asyncio.LimitOverrunError:
-            await self.abort()
-            raise BadRequest("the file operation answered nonsense") from None
+            raise BadRequest("the file operation ended without an answer")
         if len(line) > max_bytes:
             await self.abort()
             raise BadRequest("the file operation answered nonsense")
         return line.decode("ascii", "replace").strip()
+
+    async def read(self, n: int = READ_BYTES) -> bytes:
+        """Up to `n` bytes of stdout (b"" at its end); OpStalled when none come."""
+        try:
+            return await self.stdout.read(n)
+        except Stalled:
+            raise await self.stalled() from None
 
     async def chunks(self, first: bytes = b"") -> AsyncIterator[bytes]:
         """The rest of stdout as it comes (the caller's pace is the pipe's), then the
@@ -121,7 +131,7 @@ class FileOp:
         try:
             if first:
                 yield first
-            while data := await self.stdout.read(READ_BYTES):
+            while data := await self.read():
                 yield data
             await self.finish()
         finally:
@@ -131,7 +141,7 @@ class FileOp:
         """All of stdout up to `max_bytes`, and whether there was more (the operation is
         then ended: a directory of a million entries is not read to its end)."""
         data = bytearray()
-        while chunk := await self.stdout.read(READ_BYTES):
+        while chunk := await self.read():
             data += chunk
             if len(data) > max_bytes:
                 await self.abort()
@@ -140,26 +150,28 @@ class FileOp:
         return bytes(data), False
 
     async def feed(self, body: AsyncIterator[bytes]) -> None:
-        """Pump `body` into stdin with the pipe's backpressure, then close it. A body
-        that fails (a client gone mid-upload) aborts the operation: stdin is never
+        """Pump `body` into stdin at the pace the operation takes it, then close it. A
+        body that fails (a client gone mid-upload) aborts the operation: stdin is never
         closed first, so it never mistakes a cut-off upload for a complete one."""
         assert self.stdin is not None
         chunks = aiter(body)
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(chunks), UPLOAD_IDLE_S)
+                    with anyio.fail_after(UPLOAD_IDLE_S):
+                        chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
                     raise BadRequest(f"the upload sent nothing for {UPLOAD_IDLE_S:.0f} s and "
                                      "was dropped", "upload_cut_off") from None
-                if self.stdin.is_closing():
+                if self.stdin.closed:
                     break
-                self.stdin.write(chunk)
-                await self.stdin.drain()
+                await self.stdin.write(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass  # it ended early: its error says why
+        except Stalled:
+            raise await self.stalled() from None
         except BaseException:
             await self.abort()
             raise
@@ -167,7 +179,11 @@ class FileOp:
 
     async def finish(self) -> None:
         """Wait for the end; raise the operation's own error when it failed."""
-        status = await self.process.wait()
+        try:
+            with anyio.fail_after(self.idle_s):
+                status = await self.process.wait()
+        except TimeoutError:
+            raise await self.stalled() from None
         err = self._take_stderr()
         if status.code == 0:
             return
@@ -184,11 +200,18 @@ class FileOp:
                               "could not build (install gcc and libc6-dev)", "no_static_agent")
         raise BadRequest(f"the file operation failed ({err[:300] or status})", "file_error")
 
+    async def stalled(self) -> OpStalled:
+        """End an operation that stopped moving bytes; the error that says so."""
+        await self.abort()
+        return OpStalled(f"the file operation in the sandbox moved no byte for "
+                         f"{self.idle_s:g} s (stopped or stuck) and was ended")
+
     async def abort(self) -> None:
-        """End the operation (SIGTERM: an upload removes its temporary file; SIGKILL
-        when it does not go), then close the pipes."""
+        """End the operation (SIGTERM, and SIGCONT should it be stopped: an upload
+        removes its temporary file; SIGKILL when it does not go), then close the pipes."""
         if self._stderr >= 0:
             self.process.signal(signal.SIGTERM)
+            self.process.signal(signal.SIGCONT)
             try:
                 await asyncio.wait_for(self.process.wait(), TERM_GRACE_S)
             except TimeoutError:
@@ -210,5 +233,5 @@ class FileOp:
         self._stderr = -1
         if self.stdin is not None:
             self.stdin.close()
-        self._out.close()
+        self.stdout.close()
         return data.decode("utf-8", "replace").strip().splitlines()[0] if data.strip() else ""

@@ -13,6 +13,7 @@ from pathlib import Path
 from chaser.config import Settings
 from chaser.core.execution import Executor
 from chaser.core.files import FileService
+from chaser.core.fileslots import FileOpSlots
 from chaser.core.images import Images
 from chaser.core.keys import KeyService
 from chaser.core.logs import LogJanitor
@@ -52,7 +53,8 @@ class Chaser:
         self.executor = Executor(settings, store, runtime, self.sessions)
         self.sessions.images = Images(images)
         self.workspaces = WorkspaceService(settings, store, runtime, self.sessions)
-        self.transfers = FileTransfers(self.sessions, store)
+        self.transfers = FileTransfers(settings, self.sessions, store,
+                                       FileOpSlots(settings, self.ledger.refused))
         self.files = FileService(self.sessions, self.transfers)
         self.terminals = TerminalService(settings, self.sessions, self.executor)
         self.janitor = LogJanitor(settings, store, self._running_command_ids)
@@ -61,7 +63,8 @@ class Chaser:
             self._sandboxes_by_kind, lambda: {k: self.ledger.total[k] for k in RESOURCES},
             lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
             lambda: self.janitor.kept_bytes,
-            lambda: (self.sessions.starts.free, self.sessions.starts.waiting)))
+            lambda: (self.sessions.starts.free, self.sessions.starts.waiting),
+            lambda: (self.transfers.slots.total, self.executor.stdin_streams)))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
         self._tasks = TaskSet("housekeeping")
         self.jobs = JobService(settings, store, self.sessions, self.executor)

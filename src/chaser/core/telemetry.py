@@ -61,7 +61,8 @@ class LiveCollector(Collector):
     def __init__(self, sandboxes: Callable[[], dict[str, int]], held: Callable[[], dict[str, int]],
                  refused: Callable[[], dict[str, int]], pool: Callable[[], dict[str, int]],
                  data_dir: Path, log_bytes: Callable[[], int],
-                 starts: Callable[[], tuple[int, int]]) -> None:
+                 starts: Callable[[], tuple[int, int]],
+                 transfers: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
         self.sandboxes = sandboxes
         self.pool = pool
         self.held = held
@@ -69,6 +70,7 @@ class LiveCollector(Collector):
         self.data_dir = data_dir
         self.log_bytes = log_bytes
         self.starts = starts
+        self.transfers = transfers
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         kinds = GaugeMetricFamily("chaser_sandboxes", "Running sandboxes by kind.",
@@ -102,6 +104,13 @@ class LiveCollector(Collector):
         yield GaugeMetricFamily("chaser_starts_waiting",
                                 "Sandbox starts waiting for a slot (served in turn by tenant).",
                                 value=waiting)
+        file_ops, stdin_streams = self.transfers()
+        yield GaugeMetricFamily("chaser_file_operations",
+                                "File operations (downloads, uploads, ...) running.",
+                                value=file_ops)
+        yield GaugeMetricFamily("chaser_stdin_streams",
+                                "Raw request bodies being fed to commands' stdin.",
+                                value=stdin_streams)
         usage = shutil.disk_usage(self.data_dir)
         yield GaugeMetricFamily("chaser_data_disk_free_bytes",
                                 "Free bytes on the data dir's filesystem.", value=usage.free)

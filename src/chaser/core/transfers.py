@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import posixpath
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from chaser.core.fileop import FileOp
+from chaser.config import Settings
+from chaser.core.fileop import FileOp, OpStalled
+from chaser.core.fileslots import FileOpSlots
 from chaser.core.sessions import LiveSession, SessionService
 from chaser.errors import (
     BadGateway,
@@ -25,7 +28,6 @@ from chaser.errors import (
     Conflict,
     Forbidden,
     NotFound,
-    OverLimit,
     ServiceError,
     StorageFull,
 )
@@ -37,10 +39,10 @@ from chaser.store.base import Store
 # a relative one is joined to and for the agent's temporary upload name beside it.
 MAX_PATH = 4000
 NAME_MAX = 255  # nor a longer name in it
-MAX_OPS_PER_SESSION = 16  # file operations at once in one sandbox
 MAX_LIST_ENTRIES = 10_000
 MAX_LIST_BYTES = 4 * 1024 * 1024  # 10,000 entries of names up to ~400 bytes
 _TYPES: dict[str, FileType] = {"f": "file", "d": "directory", "l": "symlink"}
+log = logging.getLogger("chaser.files")
 
 
 def check_path(path: str) -> str:
@@ -97,10 +99,12 @@ class Download:
 class FileTransfers:
     """Files and archives in sessions' and workspaces' sandboxes."""
 
-    def __init__(self, sessions: SessionService, store: Store) -> None:
+    def __init__(self, settings: Settings, sessions: SessionService, store: Store,
+                 slots: FileOpSlots | None = None) -> None:
+        self.settings = settings
         self.sessions = sessions
         self.store = store
-        self._ops: dict[str, int] = {}
+        self.slots = slots or FileOpSlots(settings)
 
     async def _live(self, tenant: str, target: Target, create: bool) -> LiveSession:
         if target.session_id is not None:
@@ -120,19 +124,21 @@ class FileTransfers:
     @contextlib.asynccontextmanager
     async def _op(self, tenant: str, target: Target, op: str, *args: str, stdin: bool = False,
                   create: bool = False, size_hint: int = 0) -> AsyncIterator[FileOp]:
-        """A file operation in the target's sandbox; the session counts as busy (never
-        idled out) while it runs."""
+        """A file operation in the target's sandbox, in a slot (`fileslots.py`). The
+        session counts as busy (never idled out) while it runs, which is never forever:
+        an operation that moves no byte for `file_op_idle_s` is ended (and a download
+        its client stops taking, after `file_send_stall_s`)."""
         live = await self._live(tenant, target, create)
         _check_fits_memory(live, size_hint)
-        if self._ops.get(live.id, 0) >= MAX_OPS_PER_SESSION:
-            raise OverLimit(f"{MAX_OPS_PER_SESSION} file operations are already running in "
-                            f"session {live.id}; retry when one ends", "too_many_file_ops",
-                            retry_after=1)
-        self._ops[live.id] = self._ops.get(live.id, 0) + 1
+        release = self.slots.take(tenant, live.id)
         live.starting += 1
         live.touch()
         try:
-            yield await FileOp.start(live.sandbox, op, *args, stdin=stdin)
+            yield await FileOp.start(live.sandbox, op, *args, stdin=stdin,
+                                     idle_s=self.settings.file_op_idle_s)
+        except OpStalled as e:
+            log.warning("file operation %s in session %s: %s", op, live.id, e.message)
+            raise
         except ServiceError as e:
             # What failed was the session (a 507 of a killed upload keeps its own words)
             if (not live.sandbox.alive or live.stopping) and not isinstance(e, StorageFull):
@@ -142,11 +148,7 @@ class FileTransfers:
         finally:
             live.starting -= 1
             live.touch()
-            left = self._ops[live.id] - 1
-            if left:
-                self._ops[live.id] = left
-            else:
-                del self._ops[live.id]
+            release()
 
     async def read(self, tenant: str, target: Target, path: str, start: int = 0,
                    end: int = -1) -> Download:
@@ -170,7 +172,7 @@ class FileTransfers:
         cm = self._op(tenant, target, "pack", check_path(path))
         op = await cm.__aenter__()
         try:
-            first = await op.stdout.read(64 * 1024)
+            first = await op.read()
             if not first:
                 await op.finish()
                 raise BadRequest("the archive came out empty")

@@ -16,7 +16,7 @@ import stat
 import sys
 from typing import Any
 
-from chaser.errors import BadRequest, OverLimit, PayloadTooLarge, SandboxFailed, ServiceError
+from chaser.errors import Conflict, OverLimit, PayloadTooLarge, SandboxFailed, ServiceError
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec
 from chaser.runtime.cgroups import Cgroup
 from chaser.tasks import TaskSet
@@ -411,7 +411,7 @@ def _too_large() -> PayloadTooLarge:
 def _refusal(error: str, reason: str) -> ServiceError:
     """The error for a command the agent could not start, by the agent's reason."""
     if reason == "invalid_cwd":
-        return BadRequest(error, "invalid_cwd")
+        return Conflict(error, "invalid_cwd")
     if reason == "pids_limit":
         return OverLimit(error, "pids_limit")
     return SandboxFailed(error, "spawn_failed")

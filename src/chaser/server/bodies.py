@@ -7,7 +7,9 @@ first); JSON still fails the one way every route fails, 422 (or 400 `invalid_jso
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -15,11 +17,12 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
-from starlette.types import Scope
+from starlette.types import Message, Scope
 
 from chaser.errors import BadRequest
 
 OCTET = "application/octet-stream"
+READ_AHEAD_BYTES = 256 * 1024  # what `RawBody.gone` reads ahead of its consumer, at most
 M = TypeVar("M", bound=BaseModel)
 # Bodies the size limit does not apply to: uploads to a sandbox's disk (bounded by its
 # quota) and raw stdin (streamed with the command's backpressure).
@@ -54,6 +57,54 @@ async def raw_body(request: Request) -> AsyncIterator[bytes]:
                 yield chunk
     except ClientDisconnect:
         raise BadRequest("the upload was cut off", "upload_cut_off") from None
+
+
+class RawBody:
+    """A raw body as it arrives (`chunks()`), and `gone()`, which returns when the client
+    has disconnected, for a consumer that paused reading the body (it waits on where the
+    bytes go): ASGI tells a disconnect only in the stream of body messages, so `gone`
+    reads ahead, keeping what it read for `chunks` (at most READ_AHEAD_BYTES; past that
+    it cannot tell, and never returns: the consumer's idle time is the bound then). Never both at once: `gone` runs only while
+    `chunks` is suspended between two chunks."""
+
+    def __init__(self, request: Request) -> None:
+        self._receive = request.receive
+        self._ahead: deque[bytes] = deque()
+        self._ahead_bytes = 0
+        self._more = True
+        self._left = False
+
+    def _take(self, message: Message) -> None:
+        if message["type"] == "http.disconnect":
+            self._left = True
+            return
+        body = message.get("body", b"")
+        if body:
+            self._ahead.append(body)
+            self._ahead_bytes += len(body)
+        self._more = bool(message.get("more_body", False))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes; 400 `upload_cut_off` when the client left before its end."""
+        while True:
+            if self._ahead:
+                chunk = self._ahead.popleft()
+                self._ahead_bytes -= len(chunk)
+                yield chunk
+            elif self._left:
+                raise BadRequest("the upload was cut off", "upload_cut_off")
+            elif not self._more:
+                return
+            else:
+                self._take(await self._receive())
+
+    async def gone(self) -> None:
+        """Return once the client has disconnected (see the class)."""
+        # Past the body's end the next message is the disconnect itself.
+        while not self._left and (not self._more or self._ahead_bytes < READ_AHEAD_BYTES):
+            self._take(await self._receive())
+        if not self._left:
+            await asyncio.Event().wait()  # too far ahead: nothing more to tell
 
 
 async def json_body(request: Request, model: type[M]) -> M:

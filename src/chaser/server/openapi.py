@@ -95,11 +95,11 @@ STREAMS = {  # path -> (the events it sends, what the description says)
 WHY = {400: "Bad input (invalid_json, invalid_path, ...)", 401: "No key, or a wrong one",
        403: "Not allowed for this key (or for the sandbox's user)",
        404: "Unknown, or another tenant's", 405: "Method not allowed (see Allow)",
-       409: "Wrong state (a stopped session, a finished command, ...)",
+       409: "Wrong state (a stopped session, a finished command, a cwd the sandbox lacks, ...)",
        413: "Body too large", 416: "Range past the end of the file",
        422: "Schema violation (details lists the fields)",
        429: "Over a limit (Retry-After)", 500: "A bug (logged on the server)",
-       502: "A registry failed", 503: "No capacity (Retry-After)",
+       502: "A registry, or a sandbox's file operation, failed", 503: "No capacity (Retry-After)",
        507: "Storage full: the sandbox's quota or the server's data dir"}
 
 
@@ -128,6 +128,8 @@ def statuses(path: str, method: str) -> set[int]:
         out |= {404, 409, 502}
     if path.endswith("/files") and method == "get":
         out.add(416)
+    if "/files" in path or path.endswith("/archive"):  # the sandbox's operation failed
+        out |= {502, 507}
     if path in ("/v1/exec", "/v1/mcp"):
         out |= {404, 409, 507}
     if method == "post":  # may start a sandbox on an image it pulls first

@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from chaser.config import SettingError, Settings
+from chaser.server.abort import AbortableHttp
 from chaser.server.app import create_app
 from chaser.server.datadir import open_data_dir
 
@@ -69,5 +70,7 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
     # access_log off: request lines cost time on the hot path and carry no secrets we need.
     # ws_max_size: one WebSocket message (a terminal's paste) held whole in memory; the
     # SDK and CLI send 64 KiB frames, a larger one closes the socket (1009).
+    # http: uvicorn's own, lending responses the connection's abort (abort.py).
     uvicorn.run(app, host=settings.host, port=settings.port, loop="asyncio", log_level="info",
-                access_log=False, timeout_graceful_shutdown=5, ws_max_size=WS_MAX_SIZE)
+                access_log=False, timeout_graceful_shutdown=5, ws_max_size=WS_MAX_SIZE,
+                http=AbortableHttp)

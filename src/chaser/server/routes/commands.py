@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
-from chaser.server.bodies import OCTET, is_raw, json_body, raw_body
+from chaser.server.bodies import OCTET, RawBody, is_raw, json_body
 from chaser.server.deps import Caller, Core
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/commands", tags=["commands"])
@@ -75,8 +75,9 @@ async def send_stdin(session_id: str, command_id: str, core: Core, caller: Calle
     `"eof": true` to close; or a raw `application/octet-stream` body of any length,
     streamed at the command's pace, closed afterwards with `?eof=true`."""
     if is_raw(request):
+        body = RawBody(request)
         return await core.executor.stdin_stream(caller.tenant, session_id, command_id,
-                                                raw_body(request), eof)
+                                                body.chunks(), eof, body.gone)
     req = await json_body(request, StdinRequest)
     return await core.executor.stdin(caller.tenant, session_id, command_id, req)
 

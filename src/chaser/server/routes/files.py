@@ -8,19 +8,19 @@ arrives, and neither is held whole in memory.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
-from chaser.core.transfers import MAX_PATH, NAME_MAX, Download, Target
+from chaser.core.transfers import MAX_PATH, NAME_MAX, Target
 from chaser.models import WORKSPACE_PATTERN
 from chaser.errors import RangeNotSatisfiable
 from chaser.models.files import ArchiveWritten, FileList, FileWritten
 from chaser.server.bodies import OCTET, raw_body
 from chaser.server.deps import Caller, Core
+from chaser.server.downloads import DownloadResponse
 
 # What `check_path` takes: no NUL, no `..` component, names of at most NAME_MAX bytes
 # and MAX_PATH in all (the schema counts characters: the same for ASCII). A file to
@@ -76,21 +76,6 @@ def _range(header: str | None, if_range: str | None) -> tuple[int, int] | None:
     return start, end
 
 
-class _Streamed(StreamingResponse):
-    """A download whose operation is ended however the response ends, even when the
-    client left before its first byte was read (the stream then never starts)."""
-
-    def __init__(self, got: Download, **kwargs: Any) -> None:
-        super().__init__(got.chunks, **kwargs)
-        self._close = got.close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._close()
-
-
 def _size_hint(request: Request) -> int:
     value = request.headers.get("content-length", "")
     return int(value) if value.isdigit() else 0
@@ -116,14 +101,16 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         start, end = asked or (0, -1)
         got = await core.transfers.read(caller.tenant, target, path, start, end)
         headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length)}
+        stall_s = core.settings.file_send_stall_s
         if asked is not None and got.length == 0 and asked[0] >= 0:
             await got.close()  # the first byte asked is past the end (or it is bytes=-0)
             raise RangeNotSatisfiable(f"the file has {got.size} bytes; the range asked "
                                       "starts past its end", size=got.size)
         if asked is None or got.length == 0:  # (a suffix of an empty file: the file, empty)
-            return _Streamed(got, media_type=OCTET, headers=headers)
+            return DownloadResponse(got, stall_s, media_type=OCTET, headers=headers)
         headers["Content-Range"] = f"bytes {got.start}-{got.start + got.length - 1}/{got.size}"
-        return _Streamed(got, status_code=206, media_type=OCTET, headers=headers)
+        return DownloadResponse(got, stall_s, status_code=206, media_type=OCTET,
+                                headers=headers)
 
     @router.put("/files", response_model=FileWritten,
                 openapi_extra={"requestBody": {"content": {OCTET: {"schema": {
@@ -166,7 +153,8 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         """A tar stream of `path` (entries named from its last component), as
         `docker cp` and Docker's archive API make it."""
         got = await core.transfers.archive(caller.tenant, target, path)
-        return _Streamed(got, media_type="application/x-tar")
+        return DownloadResponse(got, core.settings.file_send_stall_s,
+                                media_type="application/x-tar")
 
     @router.put("/archive", response_model=ArchiveWritten,
                 openapi_extra={"requestBody": {"content": {"application/x-tar": {"schema": {
