@@ -3,18 +3,22 @@
 The runtime reads the kernel's counters (`chaser.runtime.usage`); this turns them into
 the wire shapes. Every read of a batch happens in one thread hop, off the event loop:
 a list of 200 sessions is 200 small sets of file reads (bench/usage.py measures it),
-which is why the session list carries usage only when asked (`?usage=true`).
+which is why the session list carries usage only when asked (`?usage=true`), and why
+a sandbox is read at most once a second (`SAMPLE_EVERY_S`) however many clients poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from chaser.models import MeasuredUsage, SessionUsage
 from chaser.runtime.base import Runtime, Sandbox
 from chaser.runtime.usage import ResourceUsage
+
+SAMPLE_EVERY_S = 1.0  # a sandbox's figures are read again only once they are this old
 
 
 def _iso(ts: float) -> str:
@@ -57,6 +61,26 @@ async def sandboxes_usage(sandboxes: Iterable[tuple[str, Sandbox]]) -> dict[str,
     if not batch:
         return {}
     return await asyncio.to_thread(_read_all, batch)
+
+
+class SessionsUsage:
+    """Sessions' usage, each sandbox read at most once per `SAMPLE_EVERY_S` (the
+    console's tabs and every other poller share the reads; `sampled_at` says how old)."""
+
+    def __init__(self, every_s: float = SAMPLE_EVERY_S) -> None:
+        self.every_s = every_s
+        self._recent: dict[str, tuple[float, SessionUsage]] = {}  # only the last second's
+
+    async def read(self, sandboxes: Iterable[tuple[str, Sandbox]]) -> dict[str, SessionUsage]:
+        """Each (session id, sandbox)'s use, by id; ended ones left out."""
+        now = time.monotonic()
+        self._recent = {k: v for k, v in self._recent.items() if now - v[0] < self.every_s}
+        batch = list(sandboxes)
+        found = {k: self._recent[k][1] for k, _ in batch if k in self._recent}
+        read = await sandboxes_usage((k, sb) for k, sb in batch if k not in found)
+        for k, u in read.items():
+            self._recent[k] = (now, u)
+        return found | read
 
 
 async def groups_usage(runtime: Runtime, groups: dict[str, str]) -> dict[str, MeasuredUsage]:
