@@ -25,6 +25,7 @@ from chaser.models import (
     OutputEvent,
     PruneResult,
     Session,
+    SessionUsage,
     StdinResult,
 )
 
@@ -135,6 +136,7 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "Session",
+    "SessionUsage",
     "SessionHandle",
     "Sessions",
     "StdinResult",
