@@ -70,16 +70,23 @@ class SessionsUsage:
     def __init__(self, every_s: float = SAMPLE_EVERY_S) -> None:
         self.every_s = every_s
         self._recent: dict[str, tuple[float, SessionUsage]] = {}  # only the last second's
+        # One batch reads at a time, so requests arriving together do not each read the
+        # same sandboxes (nor fill the thread pool): the next finds them fresh.
+        self._reading = asyncio.Lock()
 
     async def read(self, sandboxes: Iterable[tuple[str, Sandbox]]) -> dict[str, SessionUsage]:
         """Each (session id, sandbox)'s use, by id; ended ones left out."""
-        now = time.monotonic()
-        self._recent = {k: v for k, v in self._recent.items() if now - v[0] < self.every_s}
         batch = list(sandboxes)
-        found = {k: self._recent[k][1] for k, _ in batch if k in self._recent}
-        read = await sandboxes_usage((k, sb) for k, sb in batch if k not in found)
-        for k, u in read.items():
-            self._recent[k] = (now, u)
+        if not batch:
+            return {}
+        async with self._reading:
+            now = time.monotonic()
+            self._recent = {k: v for k, v in self._recent.items()
+                            if now - v[0] < self.every_s}
+            found = {k: self._recent[k][1] for k, _ in batch if k in self._recent}
+            read = await sandboxes_usage((k, sb) for k, sb in batch if k not in found)
+            for k, u in read.items():
+                self._recent[k] = (now, u)
         return found | read
 
 
