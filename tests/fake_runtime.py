@@ -36,12 +36,14 @@ import signal
 import struct
 import tempfile
 import termios
+import time
 from collections import Counter
 from pathlib import Path
 
 from chaser.errors import Conflict, SandboxFailed
 from chaser.runtime import agent_build, disks
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec, SandboxSpec
+from chaser.runtime.usage import ResourceUsage
 
 MOUNTS = {"/workspace": "files", "/home/user": "home", "/tmp": "tmp"}
 FAKE_UID_BASE = 2_000_000_000  # reported only: nothing is ever chowned
@@ -110,6 +112,18 @@ class FakeSandbox:
     @property
     def alive(self) -> bool:
         return not self._closed.is_set()
+
+    def usage(self) -> ResourceUsage | None:
+        """What the fake can see: its process groups still there and the bytes of its
+        dir; no memory or CPU figures (it has no cgroup), as a host without one."""
+        if not self.alive:
+            return None
+        groups = 0
+        for pgid in self._groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, 0)
+                groups += 1
+        return ResourceUsage(time.time(), pids=groups, disk_bytes=disks.disk_usage(self.root))
 
     def _file_op(self, argv: list[str]) -> list[str]:
         """A files API operation: the built agent, its path confined to the sandbox."""
@@ -242,6 +256,9 @@ class FakeRuntime:
 
     def forget_image(self, rootfs: Path) -> None:
         return None  # no warm sandboxes here
+
+    def usage(self, group: str | None = None) -> ResourceUsage | None:
+        return None  # no cgroups: nothing measured together
 
     async def start(self, spec: SandboxSpec) -> FakeSandbox:
         if spec.workspace_dir is not None:

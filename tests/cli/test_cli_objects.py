@@ -69,6 +69,26 @@ def test_sessions_round_trip(server: ServerProcess, tenant: Tenant) -> None:
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
+def test_sessions_stats(server: ServerProcess, tenant: Tenant) -> None:
+    run = cli_as(server.url, tenant.key)
+    sid = ok(run("sessions", "create", "--memory-mb", "256")).strip()
+    ok(run("exec", "-s", sid, "head -c 30000000 /dev/zero > /tmp/blob"))
+    # Two samples 1.1 s apart (the server reads a sandbox at most once a second).
+    table = ok(run("sessions", "stats")).splitlines()
+    assert table[0].split()[:4] == ["ID", "STATUS", "CPU", "%"]
+    [row] = [line for line in table if line.startswith(sid)]
+    assert "/ 256.0MiB" in row and "MiB / 10.0GiB" in row, row  # memory, then its tmpfs
+    assert row.split()[2].endswith("%"), row  # a CPU share, measured
+    [one] = json.loads(ok(run("sessions", "stats", sid, "--json", "--interval", "0")))
+    assert one["id"] == sid and one["cpu_percent"] is None  # one sample: no CPU share
+    assert one["usage"]["disk_bytes"] >= 30_000_000 and one["limits"]["memory_mb"] == 256
+    assert "disk:" in ok(run("sessions", "get", sid))
+    ok(run("sessions", "delete", sid))
+    [gone] = json.loads(ok(run("sessions", "stats", sid, "--json", "--interval", "0")))
+    assert gone["status"] == "stopped" and gone["usage"] is None
+    assert ok(run("sessions", "stats", "--interval", "0")).splitlines()[1:] == []
+
+
 def test_commands_round_trip(server: ServerProcess, tenant: Tenant) -> None:
     run = cli_as(server.url, tenant.key)
     sid = ok(run("sessions", "create")).strip()

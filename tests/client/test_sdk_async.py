@@ -53,6 +53,17 @@ async def test_session_background_stream_resume(sdk: AsyncClient) -> None:
     assert (await s.info()).status == "stopped"
 
 
+async def test_session_usage(sdk: AsyncClient) -> None:
+    async with await sdk.sessions.create() as s:
+        await s.exec("head -c 20000000 /dev/zero > /workspace/blob")
+        u = await s.usage()
+        assert u is not None and u.disk_bytes is not None and u.disk_bytes >= 20_000_000
+        listed = {h.id: h.last_info.usage for h in await sdk.sessions.list(usage=True)}
+        mine = listed[s.id]
+        assert mine is not None and mine.sampled_at.endswith("Z")
+    assert await s.usage() is None
+
+
 async def test_stdin_and_kill(sdk: AsyncClient) -> None:
     s = await sdk.sessions.create()
     cat = await s.exec("cat", background=True)

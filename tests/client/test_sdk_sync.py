@@ -67,6 +67,21 @@ def test_sessions_lifecycle(sdk: Client) -> None:
     assert s.info().status == "stopped"
 
 
+def test_session_usage(sdk: Client) -> None:
+    with sdk.sessions.create() as s:
+        s.exec("head -c 20000000 /dev/zero > /tmp/blob")
+        u = s.usage()
+        assert isinstance(u, chaser.client.SessionUsage)
+        assert u.disk_bytes is not None and u.disk_bytes >= 20_000_000  # its tmpfs
+        assert u.memory_bytes is not None and u.memory_bytes >= 20_000_000
+        assert u.pids is not None and u.pids >= 1 and u.cpu_ms is not None
+        listed = {h.id: h.last_info.usage for h in sdk.sessions.list(usage=True)}
+        mine = listed[s.id]
+        assert mine is not None and mine.disk_bytes == u.disk_bytes
+        assert {h.id: h.last_info.usage for h in sdk.sessions.list()}[s.id] is None
+    assert s.usage() is None
+
+
 def test_background_stream_and_resume_from_offset(sdk: Client) -> None:
     s = sdk.sessions.create()
     cmd = s.exec("for i in 1 2 3; do echo line$i; echo err$i >&2; sleep 0.1; done; exit 4",

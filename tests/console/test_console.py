@@ -170,6 +170,53 @@ def test_terminal_commands_files_jobs_and_schedules(page: Page, server: ServerPr
     assert page.evaluate("() => sessionStorage.length") == 0
 
 
+def test_sessions_list_shows_live_usage(page: Page, server: ServerProcess,
+                                       tenant: Tenant) -> None:
+    sid = tenant.client.post("/v1/sessions", json={"limits": {
+        "memory_mb": 256, "cpus": 1, "pids": 100, "disk_mb": 512}}).json()["id"]
+    held = tenant.client.post(f"/v1/sessions/{sid}/exec", json={"background": True, "command":
+        "head -c 20000000 /dev/zero > /tmp/blob; "
+        "python3 -c \"b = b'x' * (60 << 20); import time\n"
+        "while True: sum(range(300000)); time.sleep(0.2)\""})  # a little CPU, steadily
+    assert held.status_code == 201, held.text
+    login(page, server, tenant.key)
+    row = page.locator(f"tr:has(a:has-text('{sid}'))")
+    memory, cpu = row.locator(".usage-memory"), row.locator(".usage-cpu")
+    pids, disk = row.locator(".usage-pids"), row.locator(".usage-disk")
+
+    def memory_mib() -> float:
+        text = memory.inner_text()  # "61.2 MiB / 256.0 MiB"
+        return float(text.split()[0]) if text.split()[1:2] == ["MiB"] else 0.0
+
+    wait_for(lambda: memory_mib() >= 60, "60 MiB held in the memory cell")
+    assert memory.inner_text().endswith("/ 256.0 MiB")
+    # A CPU share appears from the second sample on: "0.01 / 1 CPU · 0.1 s".
+    wait_for(lambda: cpu.inner_text()[:1].isdigit(), "a CPU share")
+    assert " / 1 CPU \u00b7 " in cpu.inner_text() and cpu.inner_text().endswith(" s")
+    used, limit = pids.inner_text().split(" / ")
+    assert int(used) >= 2 and limit == "100"
+    assert disk.inner_text().startswith("19.1 MiB") and disk.inner_text().endswith(
+        "/ 512.0 MiB")  # its tmpfs: the blob
+    # Live updates in place: the focused link of the row stays focused across polls.
+    page.focus(f"a[aria-label='Terminal on {sid}']")
+    before = cpu.inner_text()
+    wait_for(lambda: cpu.inner_text() != before, "the CPU cell updated")
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == (
+        f"Terminal on {sid}")
+    shot(page, "03b-sessions-usage")
+    page.click(f"a:has-text('{sid}')")
+    facts = page.locator(".facts")
+    wait_for(lambda: "MiB / 256.0 MiB" in facts.inner_text(), "the session's memory")
+    assert "Processes" in facts.inner_text() and "Disk" in facts.inner_text()
+    tenant.client.delete(f"/v1/sessions/{sid}")
+    page.goto(f"{server.url}/console/#/sessions")
+    wait_for(lambda: "stopped" in row.inner_text(), "the session stopped")
+    assert memory.inner_text() == "- / 256.0 MiB" and pids.inner_text() == "- / 100"
+    page.goto(f"{server.url}/console/#/usage")
+    page.wait_for_selector("th:has-text('Memory in use')")
+    _no_key_leaked(page, tenant.key)
+
+
 def test_another_tenants_objects_never_appear(page: Page, server: ServerProcess,
                                               new_tenant: NewTenant) -> None:
     owner, other = new_tenant("owner"), new_tenant("other")

@@ -46,9 +46,20 @@ function meter(label, used, limit) {
 }
 
 const PAIRS = [['Sandboxes', 'sandboxes', 'max_sandboxes'], ['Sessions', 'sessions', 'max_sessions'],
-  ['Running commands', 'commands', 'max_commands'], ['Memory (MiB)', 'memory_mb', 'max_memory_mb'],
+  ['Running commands', 'commands', 'max_commands'], ['Memory granted (MiB)', 'memory_mb', 'max_memory_mb'],
+  ['Memory in use (MiB)', 'memory_in_use_mb', 'max_memory_mb'],
   ['Processes', 'pids', 'max_pids'], ['Disk (MiB)', 'disk_mb', 'max_disk_mb'],
   ['Queued jobs', 'queued_jobs', 'max_queued_jobs']];
+
+// What the kernel counts of the tenant's sandboxes now (`measured`), beside what the
+// server granted them (`usage`).
+function used(u) {
+  const m = u.measured || {};
+  const extra = {};
+  if (m.memory_bytes != null) extra.memory_in_use_mb = Math.round(m.memory_bytes / (1024 * 1024));
+  if (m.pids != null) extra.pids = m.pids;
+  return { ...extra, ...(u.usage || {}) };
+}
 
 export function usageView(main, _p, ctx) {
   const body = h('tbody');
@@ -58,9 +69,11 @@ export function usageView(main, _p, ctx) {
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'Used / limit'), h('th', { scope: 'col' }, 'Share'))), body));
   ctx.every(2000, async () => {
     const u = await get('/v1/usage', { signal: ctx.signal });
-    who.textContent = `Tenant ${u.tenant}`;
-    const rows = PAIRS.filter(([, a, b]) => a in (u.usage || {}) || b in (u.limits || {}))
-      .map(([label, a, b]) => meter(label, u.usage[a], u.limits[b]));
+    const cpu = u.measured && u.measured.cpu_ms != null ? `; CPU time used since the server started: ${(u.measured.cpu_ms / 1000).toFixed(1)} s` : '';
+    who.textContent = `Tenant ${u.tenant}${cpu}`;
+    const use = used(u);
+    const rows = PAIRS.filter(([, a, b]) => a in use || (b in (u.limits || {}) && a !== 'memory_in_use_mb'))
+      .map(([label, a, b]) => meter(label, use[a], u.limits[b]));
     body.replaceChildren(...rows);
   });
 }

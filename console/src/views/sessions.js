@@ -1,7 +1,7 @@
 // Sessions: the live list, the form that starts one, and one session's page (its
 // commands, a form to start one, links to its terminal and files).
 import { get, post, api } from '../api.js';
-import { h, replace, enc, age, status, syncRows, table, field } from '../dom.js';
+import { h, replace, enc, age, bytes, status, syncRows, table, field } from '../dom.js';
 import { flash } from '../main.js';
 
 function limits(l) {
@@ -14,33 +14,100 @@ function limits(l) {
   return parts.join(', ');
 }
 
-// Sessions carry no resource counters of their own (GET /v1/usage has the tenant's):
-// what a list can show of a session's use is when it last did something.
-function usage(s) {
+function activity(s) {
   return s.last_activity_at ? `active ${age(s.last_activity_at)} ago` : '';
 }
 
+const MIB = 1024 * 1024;
+
+// What a session uses against its limits (GET /v1/sessions?usage=true): the cells'
+// texts. `cores` is the CPU share between this poll's sample and the one before (null
+// on the first), in cores: cpu_ms over the time between the samples.
+export function usageCells(s, cores) {
+  const u = s.usage, l = s.limits || {};
+  const of = (used, limit) => `${used == null ? '-' : bytes(used)} / ${limit == null ? '-' : bytes(limit)}`;
+  return {
+    memory: of(u && u.memory_bytes, l.memory_mb == null ? null : l.memory_mb * MIB),
+    cpu: `${cores == null ? '-' : cores.toFixed(2)} / ${l.cpus == null ? '-' : l.cpus} CPU${l.cpus === 1 ? '' : 's'}`
+      + (u && u.cpu_ms != null ? ` \u00b7 ${(u.cpu_ms / 1000).toFixed(1)} s` : ''),
+    pids: `${u && u.pids != null ? u.pids : '-'} / ${l.pids == null ? '-' : l.pids}`,
+    disk: of(u && u.disk_bytes, u && u.disk_limit_bytes != null ? u.disk_limit_bytes
+      : (l.disk_mb == null ? null : l.disk_mb * MIB)),
+  };
+}
+
+// The CPU share in cores from two samples of one session (null when they are the same
+// sample or either lacks a figure).
+export function coresBetween(before, after) {
+  if (!before || !after || before.cpu_ms == null || after.cpu_ms == null) return null;
+  const ms = Date.parse(after.sampled_at) - Date.parse(before.sampled_at);
+  return ms > 0 ? Math.max(0, (after.cpu_ms - before.cpu_ms) / ms) : null;
+}
+
+// Keeps each running session's last sample and CPU share across polls.
+function cpuTracker() {
+  const last = new Map();
+  return (sessions) => {
+    const shares = new Map();
+    for (const s of sessions) {
+      const prev = last.get(s.id);
+      if (!s.usage) { last.delete(s.id); continue; }
+      const share = coresBetween(prev && prev.usage, s.usage);
+      // The same sample again (the server reads a sandbox at most once a second): keep
+      // the share measured last time.
+      const keep = share == null && prev && prev.usage.sampled_at === s.usage.sampled_at;
+      shares.set(s.id, keep ? prev.share : share);
+      last.set(s.id, { usage: s.usage, share: shares.get(s.id) });
+    }
+    for (const id of last.keys()) if (!shares.has(id)) last.delete(id);
+    return shares;
+  };
+}
+
+const USAGE = ['memory', 'cpu', 'pids', 'disk'];
+
 export function sessionsView(main, _params, ctx) {
-  const { el, tbody } = table(['Session', 'Status', 'Workspace', 'Image', 'Age', 'Limits', 'Activity', ''], 'Sessions');
+  const { el, tbody } = table(['Session', 'Status', 'Workspace', 'Image', 'Age', 'Memory', 'CPU', 'Processes', 'Disk', 'Activity', ''], 'Sessions');
   const count = h('p', { class: 'muted', 'aria-live': 'polite' });
   main.append(h('h1', {}, 'Sessions'), newSessionForm(), count, el);
   let marked = false;
+  const track = cpuTracker();
   ctx.every(2000, async () => {
-    const { sessions } = await get('/v1/sessions', { signal: ctx.signal });
+    if (!marked) {
+      // The first paint does not wait for every session's counters (about 0.2 ms a
+      // session, bench/usage.py): the plain list first, then the same with usage.
+      show((await get('/v1/sessions', { signal: ctx.signal })).sessions);
+      marked = true;
+      performance.mark('chaser:sessions-listed'); // bench/console.py reads it
+    }
+    show((await get('/v1/sessions?usage=true', { signal: ctx.signal })).sessions);
+  });
+
+  function show(sessions) {
     count.textContent = `${sessions.filter((s) => s.status === 'running').length} running, ${sessions.length} in all`;
-    syncRows(tbody, sessions, (s) => s.id, (s) => h('tr', {},
+    // Rows are keyed without their usage, which changes every poll: the usage cells are
+    // refreshed in place below, so a row (and the focus in it) stays as it is.
+    syncRows(tbody, sessions.map(({ usage, ...s }) => s), (s) => s.id, (s) => h('tr', {},
       h('td', {}, h('a', { href: `#/sessions/${enc(s.id)}` }, s.id)),
       h('td', {}, status(s.status)),
       h('td', {}, s.workspace ? h('a', { href: `#/files/workspaces/${enc(s.workspace)}` }, s.workspace) : h('span', { class: 'muted' }, 'none')),
       h('td', {}, s.image),
       h('td', { title: s.created_at }, age(s.created_at)),
-      h('td', {}, limits(s.limits)),
-      h('td', {}, usage(s)),
+      USAGE.map((k) => h('td', { class: `usage usage-${k}` })),
+      h('td', {}, activity(s)),
       h('td', {}, s.status === 'running'
         ? h('a', { href: `#/sessions/${enc(s.id)}/terminal`, 'aria-label': `Terminal on ${s.id}` }, 'Terminal') : '')));
-    // bench/console.py reads this: the list is on the screen, in the browser's timeline.
-    if (!marked) { marked = true; performance.mark('chaser:sessions-listed'); }
-  });
+    const shares = track(sessions);
+    const rows = new Map([...tbody.children].map((tr) => [tr.dataset.key, tr]));
+    for (const s of sessions) {
+      const cells = usageCells(s, shares.get(s.id));
+      const tr = rows.get(s.id);
+      for (const k of USAGE) {
+        const td = tr && tr.querySelector(`.usage-${k}`);
+        if (td && td.textContent !== cells[k]) td.textContent = cells[k];
+      }
+    }
+  }
 }
 
 function num(name, label, hint) {
@@ -84,10 +151,14 @@ export function sessionView(main, [id], ctx) {
     h('h2', {}, 'Run a command'), commandForm(base, id),
     h('h2', {}, 'Commands'), el);
   let shownStatus = null;
+  const track = cpuTracker();
   ctx.every(2000, async () => {
     const [s, { commands }] = await Promise.all([get(base, { signal: ctx.signal }), get(`${base}/commands`, { signal: ctx.signal })]);
+    const used = s.usage ? usageCells(s, track([s]).get(s.id)) : null;
     info.replaceChildren(...[['Status', status(s.status)], ['Workspace', s.workspace || 'none'], ['Image', s.image],
-      ['Age', age(s.created_at)], ['Limits', limits(s.limits)], ['Activity', usage(s) || '-'], ['Idle timeout', `${s.idle_timeout_s} s`],
+      ['Age', age(s.created_at)], ['Limits', limits(s.limits)],
+      ...(used ? [['Memory', used.memory], ['CPU', used.cpu], ['Processes', used.pids], ['Disk', used.disk]] : []),
+      ['Activity', activity(s) || '-'], ['Idle timeout', `${s.idle_timeout_s} s`],
       ['Ended', s.end_reason || '-']].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     if (shownStatus !== s.status) {
       shownStatus = s.status;

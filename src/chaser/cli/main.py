@@ -18,6 +18,7 @@ from .cp import cp
 from .keys import keys
 from .run import exec_command, shell
 from .sessions import sessions
+from .stats import human_bytes
 from .workspaces import workspaces
 from .images import images
 from .jobs import jobs
@@ -153,14 +154,17 @@ def usage(app: AppContext, as_json: bool) -> None:
     if as_json:
         print_json(report)
         return
-    rows = [(report.tenant, report.usage, report.limits.model_dump())]
-    rows += [(t.tenant, t.usage, t.limits.model_dump()) for t in report.tenants or []
-             if t.tenant != report.tenant]
-    print_table(["tenant", "sandboxes", "sessions", "commands", "memory (MiB)"],
+    rows = [(report.tenant, report.usage, report.limits.model_dump(), report.measured)]
+    rows += [(t.tenant, t.usage, t.limits.model_dump(), t.measured)
+             for t in report.tenants or [] if t.tenant != report.tenant]
+    print_table(["tenant", "sandboxes", "sessions", "commands", "memory (MiB)", "mem in use",
+                 "pids"],
                 [[name, *(f"{use.get(k, 0)}/{lim[LIMIT]}" for k, LIMIT in
                           (("sandboxes", "max_sandboxes"), ("sessions", "max_sessions"),
-                           ("commands", "max_commands"), ("memory_mb", "max_memory_mb")))]
-                 for name, use, lim in rows])
+                           ("commands", "max_commands"), ("memory_mb", "max_memory_mb"))),
+                  human_bytes(m.memory_bytes if m else None),
+                  f"{m.pids}/{lim['max_pids']}" if m and m.pids is not None else "-"]
+                 for name, use, lim, m in rows])
 
 
 cli.add_command(shell)

@@ -7,6 +7,7 @@ import click
 from chaser.models import Limits, Session
 
 from ._app import AppContext, parse_env, pass_app, print_fields, print_json, print_table
+from .stats import human_bytes, stats
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -16,6 +17,7 @@ Examples:
   chaser sessions create -w my-project
   chaser sessions list --status running
   chaser sessions get ses_123 --json
+  chaser sessions stats
   chaser sessions delete ses_123""")
 def sessions() -> None:
     """Manage sandbox sessions."""
@@ -30,7 +32,19 @@ def show_session(s: Session) -> None:
         ("limits", ", ".join(f"{k}={v}" for k, v in s.limits.model_dump().items()
                              if v is not None) or None),
         ("env", " ".join(f"{k}={v}" for k, v in s.env.items()) or None),
+        *_usage_fields(s),
     ])
+
+
+def _usage_fields(s: Session) -> list[tuple[str, str | None]]:
+    u = s.usage
+    if u is None:
+        return []
+    return [("memory", f"{human_bytes(u.memory_bytes)} (peak "
+                       f"{human_bytes(u.memory_peak_bytes)})"),
+            ("cpu time", f"{u.cpu_ms / 1000:.2f}s" if u.cpu_ms is not None else None),
+            ("processes", str(u.pids) if u.pids is not None else None),
+            ("disk", f"{human_bytes(u.disk_bytes)} of {human_bytes(u.disk_limit_bytes)}")]
 
 
 @sessions.command(epilog="""\b
@@ -126,3 +140,4 @@ def delete(app: AppContext, session_ids: tuple[str, ...], as_json: bool) -> None
 
 
 sessions.add_command(list_, "ls")  # docker's and kubectl's habit
+sessions.add_command(stats)

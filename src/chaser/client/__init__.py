@@ -25,6 +25,7 @@ from chaser.models import (
     OutputEvent,
     PruneResult,
     Session,
+    SessionUsage,
     StdinResult,
 )
 
@@ -136,6 +137,7 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "Session",
+    "SessionUsage",
     "SessionHandle",
     "Sessions",
     "StdinResult",

@@ -153,9 +153,9 @@ def session_create(
     return Call("POST", "/v1/sessions", Session.model_validate, json=body, read_timeout=300.0)
 
 
-def session_list(status: str | None) -> Call[list[Session]]:
+def session_list(status: str | None, usage: bool = False) -> Call[list[Session]]:
     return Call("GET", "/v1/sessions", lambda b: SessionList.model_validate(b).sessions,
-                params=_body(status=status))
+                params=_body(status=status, usage="true" if usage else None))
 
 
 def session_get(session_id: str) -> Call[Session]:

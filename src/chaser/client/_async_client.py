@@ -192,9 +192,11 @@ class AsyncSessions:
         ))
         return AsyncSessionHandle(self._client, info)
 
-    async def list(self, status: str | None = None) -> builtins.list[AsyncSessionHandle]:
-        """Sessions of this key, newest first (`status="running"` to filter)."""
-        sessions = await self._client._call(_api.session_list(status))
+    async def list(self, status: str | None = None, *,
+                   usage: bool = False) -> builtins.list[AsyncSessionHandle]:
+        """Sessions of this key, newest first (`status="running"` to filter); with
+        `usage=True`, each running one's `last_info.usage` is what it uses now."""
+        sessions = await self._client._call(_api.session_list(status, usage))
         return [AsyncSessionHandle(self._client, s) for s in sessions]
 
     async def get(self, session_id: str) -> AsyncSessionHandle:

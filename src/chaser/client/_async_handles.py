@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, overload
 
-from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, StdinResult
+from chaser.models import (
+    Command,
+    CommandStatus,
+    ExecResult,
+    Session,
+    SessionUsage,
+    Shell,
+    StdinResult,
+)
 
 from . import _api
 from ._async_files import AsyncFiles
@@ -191,6 +199,10 @@ class AsyncSessionHandle:
         return self._info
 
     refresh = info
+
+    async def usage(self) -> SessionUsage | None:
+        """What the session's sandbox uses now (see `SessionHandle.usage`)."""
+        return (await self.info()).usage
 
     @overload
     async def exec(

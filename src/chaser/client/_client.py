@@ -191,9 +191,11 @@ class Sessions:
         ))
         return SessionHandle(self._client, info)
 
-    def list(self, status: str | None = None) -> builtins.list[SessionHandle]:
-        """Sessions of this key, newest first (`status="running"` to filter)."""
-        sessions = self._client._call(_api.session_list(status))
+    def list(self, status: str | None = None, *,
+             usage: bool = False) -> builtins.list[SessionHandle]:
+        """Sessions of this key, newest first (`status="running"` to filter); with
+        `usage=True`, each running one's `last_info.usage` is what it uses now."""
+        sessions = self._client._call(_api.session_list(status, usage))
         return [SessionHandle(self._client, s) for s in sessions]
 
     def get(self, session_id: str) -> SessionHandle:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, overload
 
-from chaser.models import Command, CommandStatus, ExecResult, Session, Shell, StdinResult
+from chaser.models import (
+    Command,
+    CommandStatus,
+    ExecResult,
+    Session,
+    SessionUsage,
+    Shell,
+    StdinResult,
+)
 
 from . import _api
 from ._chunks import StdinSource, chunked
@@ -185,6 +193,12 @@ class SessionHandle:
         return self._info
 
     refresh = info
+
+    def usage(self) -> SessionUsage | None:
+        """What the session's sandbox uses now (memory, CPU time, processes, disk), as
+        the server's kernel counts it; None once it has stopped. Figures are at most a
+        second old (`sampled_at`); CPU use is the change of `cpu_ms` between two calls."""
+        return self.info().usage
 
     @overload
     def exec(

@@ -23,6 +23,7 @@ from chaser.core.terminals import TerminalService
 from chaser.core.sessions import SessionService
 from chaser.core.transfers import FileTransfers
 from chaser.core.telemetry import GaugeCollector, LiveCollector, Telemetry
+from chaser.core.usage import groups_usage
 from chaser.core.util import now_iso
 from chaser.core.workspaces import WorkspaceService
 from chaser.images.store import ImageStore
@@ -64,7 +65,8 @@ class Chaser:
             lambda: dict(self.ledger.refused), self._pool_stats, settings.data_dir,
             lambda: self.janitor.kept_bytes,
             lambda: (self.sessions.starts.free, self.sessions.starts.waiting),
-            lambda: (self.transfers.slots.total, self.executor.stdin_streams)))
+            lambda: (self.transfers.slots.total, self.executor.stdin_streams),
+            measured=runtime.usage))
         self.sessions.telemetry = self.executor.telemetry = self.telemetry
         self._tasks = TaskSet("housekeeping")
         self.jobs = JobService(settings, store, self.sessions, self.executor)
@@ -109,12 +111,19 @@ class Chaser:
         pool = self.runtime.describe().get("pool")
         return {str(k): int(v) for k, v in pool.items()} if isinstance(pool, dict) else {}
 
-    def usage(self, tenant: str, everyone: bool = False) -> UsageReport:
-        """A tenant's use against its limits; with `everyone`, all tenants and the server."""
+    async def usage(self, tenant: str, everyone: bool = False) -> UsageReport:
+        """A tenant's use against its limits, and what its sandboxes use now (one read
+        of its sandbox group); with `everyone`, all tenants and the server."""
         mine = self.ledger.usage(tenant)
         report = UsageReport(tenant=tenant, usage=mine.usage, limits=mine.limits)
+        tenants = [self.ledger.usage(t) for t in self.ledger.tenants()] if everyone else []
+        groups = {t: self.ledger.group(t)[0] for t in {tenant, *(u.tenant for u in tenants)}}
+        measured = await groups_usage(self.runtime, groups)
+        report.measured = measured.get(tenant)
         if everyone:
-            report.tenants = [self.ledger.usage(t) for t in self.ledger.tenants()]
+            for u in tenants:
+                u.measured = measured.get(u.tenant)
+            report.tenants = tenants
             report.server = {"usage": {k: self.ledger.total[k] for k in RESOURCES},
                              "limits": self.ledger.server_limits()}
         return report

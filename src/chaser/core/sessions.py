@@ -19,6 +19,7 @@ from chaser.core.logs import purge_session
 from chaser.core.quotas import Grant, Ledger
 from chaser.core.starts import StartQueue
 from chaser.core.telemetry import Telemetry
+from chaser.core.usage import SessionsUsage
 from chaser.errors import BadRequest, Conflict, NotFound, OverLimit, StorageFull
 from chaser.models import Limits, Session, SessionCreate
 from chaser.runtime.base import Runtime, Sandbox, SandboxSpec
@@ -69,6 +70,18 @@ def to_session(row: Row) -> Session:
     return Session(**{k: v for k, v in row.items() if k != "tenant"})
 
 
+async def with_usage(sessions: list[Session], live: dict[str, LiveSession],
+                     meter: SessionsUsage) -> list[Session]:
+    """`sessions`, the running ones with what their sandboxes use now (one thread hop)."""
+    running = [(s.id, ls.sandbox) for s in sessions
+               if s.status == "running" and (ls := live.get(s.id)) is not None
+               and not ls.stopping]
+    found = await meter.read(running)
+    for s in sessions:
+        s.usage = found.get(s.id)
+    return sessions
+
+
 class SessionService:
     """Creates, finds, idles out and deletes sessions."""
 
@@ -81,6 +94,7 @@ class SessionService:
         self.images = Images(None)  # the core gives it the image cache
         self.tasks = TaskSet("sessions")  # each live session's watch on its sandbox
         self.live: dict[str, LiveSession] = {}
+        self.meter = SessionsUsage()  # what their sandboxes use, read at most once a second
         self.unsaved: dict[str, Row] = {}  # ended sessions whose end is not stored yet
         self._unstored: list[tuple[Callable[[], Awaitable[None]], Callable[[], object]]] = []
         self._retrying: asyncio.Task[None] | None = None
@@ -298,13 +312,17 @@ class SessionService:
             then()
 
     async def get(self, tenant: str, session_id: str) -> Session:
-        return to_session(await self.get_row(tenant, session_id))
+        """One session; a running one with what its sandbox uses now."""
+        session = to_session(await self.get_row(tenant, session_id))
+        return (await with_usage([session], self.live, self.meter))[0]
 
-    async def list(self, tenant: str, status: str | None) -> list[Session]:
-        """The tenant's sessions, newest first; live ones as they are now."""
+    async def list(self, tenant: str, status: str | None, usage: bool = False) -> list[Session]:
+        """The tenant's sessions, newest first; live ones as they are now (with `usage`,
+        what each running one uses: a few file reads per session)."""
         rows = await self.store.list_sessions(tenant, status)
-        return [to_session(self.live[r["id"]].row if r["id"] in self.live
-                           else self.unsaved.get(r["id"], r)) for r in rows]
+        sessions = [to_session(self.live[r["id"]].row if r["id"] in self.live
+                               else self.unsaved.get(r["id"], r)) for r in rows]
+        return await with_usage(sessions, self.live, self.meter) if usage else sessions
 
     async def get_row(self, tenant: str, session_id: str) -> Row:
         live = self.live.get(session_id)

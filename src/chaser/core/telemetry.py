@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from chaser.runtime.usage import ResourceUsage
+
 LATENCY_BUCKETS = (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1, 2, 5,
                    10, 30, 60, 300)
 
@@ -62,7 +64,8 @@ class LiveCollector(Collector):
                  refused: Callable[[], dict[str, int]], pool: Callable[[], dict[str, int]],
                  data_dir: Path, log_bytes: Callable[[], int],
                  starts: Callable[[], tuple[int, int]],
-                 transfers: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+                 transfers: Callable[[], tuple[int, int]] = lambda: (0, 0),
+                 measured: Callable[[], ResourceUsage | None] = lambda: None) -> None:
         self.sandboxes = sandboxes
         self.pool = pool
         self.held = held
@@ -71,6 +74,7 @@ class LiveCollector(Collector):
         self.log_bytes = log_bytes
         self.starts = starts
         self.transfers = transfers
+        self.measured = measured  # every sandbox together: one cgroup's counters
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         kinds = GaugeMetricFamily("chaser_sandboxes", "Running sandboxes by kind.",
@@ -111,9 +115,29 @@ class LiveCollector(Collector):
         yield GaugeMetricFamily("chaser_stdin_streams",
                                 "Raw request bodies being fed to commands' stdin.",
                                 value=stdin_streams)
+        yield from self._measured()
         usage = shutil.disk_usage(self.data_dir)
         yield GaugeMetricFamily("chaser_data_disk_free_bytes",
                                 "Free bytes on the data dir's filesystem.", value=usage.free)
         yield GaugeMetricFamily("chaser_output_log_bytes",
                                 "Bytes of sessions' command output kept (at the log "
                                 "janitor's last pass).", value=self.log_bytes())
+
+    def _measured(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """What all sandboxes use together, as the kernel counts it. Server-wide only: a
+        series per session or tenant would grow without bound (sessions come and go by
+        the thousand); GET /v1/sessions/{id} and GET /v1/usage have those figures."""
+        u = self.measured()
+        if u is None:
+            return
+        if u.memory_bytes is not None:
+            yield GaugeMetricFamily("chaser_sandbox_memory_bytes",
+                                    "Memory all sandboxes use now (working set).",
+                                    value=u.memory_bytes)
+        if u.pids is not None:
+            yield GaugeMetricFamily("chaser_sandbox_pids",
+                                    "Processes in all sandboxes now.", value=u.pids)
+        if u.cpu_usec is not None:
+            yield CounterMetricFamily("chaser_sandbox_cpu_seconds",
+                                      "CPU time all sandboxes used since the server started.",
+                                      value=u.cpu_usec / 1e6)

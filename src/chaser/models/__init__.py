@@ -60,10 +60,12 @@ from chaser.models.commands import (
     StdinResult,
 )
 from chaser.models.sessions import (
+    MeasuredUsage,
     PtyTicket,
     Session,
     SessionCreate,
     SessionList,
+    SessionUsage,
     Workspace,
     WorkspaceList,
 )
@@ -139,6 +141,7 @@ __all__ = [
     "MAX_OUTPUT_BYTES",
     "MAX_STDIN_BYTES",
     "MAX_TIMEOUT_MS",
+    "MeasuredUsage",
     "NO_NUL",
     "OutputEvent",
     "PruneResult",
@@ -151,6 +154,7 @@ __all__ = [
     "SessionExecRequest",
     "SessionList",
     "SessionStatus",
+    "SessionUsage",
     "Shell",
     "StdinRequest",
     "StdinResult",

@@ -19,6 +19,34 @@ class SessionCreate(Strict):
     idle_timeout_s: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
 
 
+class MeasuredUsage(BaseModel):
+    """What sandboxes use now, as the kernel counts them (docs/api.md, "Usage"). A null
+    figure is one this host does not measure."""
+
+    cpu_ms: int | None = Field(default=None, description=(
+        "CPU time used by all its processes since it started, ended ones included "
+        "(the difference between two samples over their time apart is the CPU share: "
+        "1000 ms a second is one core)"))
+    memory_bytes: int | None = Field(default=None, description=(
+        "memory in use: the working set, as docker stats shows it (charged memory less "
+        "inactive file cache); tmpfs files included"))
+    memory_peak_bytes: int | None = Field(default=None, description=(
+        "the highest memory charge so far, file cache included"))
+    pids: int | None = Field(default=None, description="processes (threads) now")
+    sampled_at: str = Field(description="when the figures were read (UTC)")
+
+
+class SessionUsage(MeasuredUsage):
+    """One running session's sandbox, now."""
+
+    disk_bytes: int | None = Field(default=None, description=(
+        "bytes its files take: its workspace's disk (shared by every session on the "
+        "workspace), or, without a workspace, its private tmpfs mounts (which count in "
+        "memory_bytes too)"))
+    disk_limit_bytes: int | None = Field(default=None, description=(
+        "the size of its workspace's disk, or of each of its tmpfs mounts"))
+
+
 class Session(BaseModel):
     """A running (or stopped) sandbox that commands join."""
 
@@ -34,6 +62,9 @@ class Session(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     idle_timeout_s: int = 1800
     last_activity_at: str | None = None
+    usage: SessionUsage | None = Field(default=None, description=(
+        "what it uses now: in GET /v1/sessions/{id} for a running session, in the list "
+        "with ?usage=true; null for a stopped one"))
 
 
 class SessionList(BaseModel):

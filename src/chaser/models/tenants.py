@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from chaser.models.fields import Strict
+from chaser.models.sessions import MeasuredUsage
 
 
 class TenantLimits(Strict):
@@ -24,6 +25,9 @@ class TenantUsage(BaseModel):
     tenant: str
     usage: dict[str, int]
     limits: TenantLimits
+    measured: MeasuredUsage | None = Field(default=None, description=(
+        "what its running sandboxes (sessions and one-shot runs) use together now, as "
+        "the kernel counts them; cpu_ms and memory_peak_bytes since the server started"))
 
 
 class UsageReport(BaseModel):
@@ -32,6 +36,7 @@ class UsageReport(BaseModel):
     tenant: str
     usage: dict[str, int]
     limits: TenantLimits
+    measured: MeasuredUsage | None = None
     tenants: list[TenantUsage] | None = None
     server: dict[str, dict[str, int]] | None = None
 

@@ -14,11 +14,13 @@ import signal
 import socket
 import stat
 import sys
+from pathlib import Path
 from typing import Any
 
 from chaser.errors import Conflict, OverLimit, PayloadTooLarge, SandboxFailed, ServiceError
 from chaser.runtime.base import ExitStatus, ProcessIO, ProcessSpec
 from chaser.runtime.cgroups import Cgroup
+from chaser.runtime.usage import ResourceUsage
 from chaser.tasks import TaskSet
 
 log = logging.getLogger("chaser.runtime")
@@ -95,6 +97,10 @@ class AgentSandbox:
         self.proc = proc
         self.sock = sock
         self.cgroup = cgroup
+        # Where its files are, for `usage()`: a workspace disk's mount point, or the
+        # size of each of its private tmpfs mounts (set by the runtime that made it).
+        self.workspace_dir: Path | None = None
+        self.tmpfs_bytes: int | None = None
         self._ids = itertools.count(1)
         self._last_id = 0  # ids above it were never issued
         self.failure: str | None = None  # why we ended the sandbox, when it was our doing
@@ -113,6 +119,13 @@ class AgentSandbox:
     @property
     def alive(self) -> bool:
         return not self._closed.is_set()
+
+    def usage(self) -> ResourceUsage | None:
+        """What the sandbox uses now, from the host's side (blocking: call it from a
+        thread); None once it has ended or when it has no cgroup."""
+        if self.cgroup is None or not self.alive:
+            return None
+        return self.cgroup.usage(self.workspace_dir, self.tmpfs_bytes)
 
     async def ready(self) -> None:
         # Shielded: a waiter cancelled (a server closing mid-start) must not cancel the

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chaser.runtime.cgroups import ResourceLimits
+from chaser.runtime.usage import ResourceUsage
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class Sandbox(Protocol):
     @property
     def alive(self) -> bool: ...
 
+    def usage(self) -> ResourceUsage | None:
+        """What it uses now, as the kernel counts it (blocking: a few small reads; call
+        it from a thread); None once it has ended, or where nothing can be measured."""
+
     async def spawn(self, spec: ProcessSpec, io: ProcessIO) -> Process: ...
 
     async def spawn_tty(self, spec: ProcessSpec, cols: int, rows: int,
@@ -135,6 +140,11 @@ class Runtime(Protocol):
         """Bytes a workspace's files take (blocking; call it from a thread)."""
 
     async def start(self, spec: SandboxSpec) -> Sandbox: ...
+
+    def usage(self, group: str | None = None) -> ResourceUsage | None:
+        """What the sandboxes of `group` (a `SandboxSpec.group`), or (None) all of this
+        runtime's, use together (blocking; call it from a thread); None where nothing
+        can be measured."""
 
     def forget_image(self, rootfs: Path) -> None:
         """An image's root is being deleted: drop what was prepared on it (warm sandboxes)."""

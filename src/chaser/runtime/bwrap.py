@@ -47,6 +47,7 @@ from chaser.runtime.overlays import Overlays
 from chaser.runtime.oneshot import OneShotProcess, command_env
 from chaser.runtime.pool import PooledProcess, WarmPool
 from chaser.runtime.uids import UidRange, reown_tree
+from chaser.runtime.usage import ResourceUsage
 from chaser.tasks import TaskSet
 
 log = logging.getLogger("chaser.runtime")
@@ -120,6 +121,11 @@ class BwrapRuntime:
 
     def forget_image(self, rootfs: Path) -> None:
         self.pool.forget(rootfs)
+
+    def usage(self, group: str | None = None) -> ResourceUsage | None:
+        if self.cgroups.version == "none":
+            return None
+        return self.cgroups.usage(group)
 
     def _hold_disk(self, workspace_dir: Path, sandbox: AgentSandbox) -> None:
         """Release the sandbox's count on the workspace's disk (taken at launch) when it
@@ -229,6 +235,8 @@ class BwrapRuntime:
         finally:
             agent_end.close()
         sandbox = AgentSandbox(spec.name, proc, server_end, cgroup)
+        sandbox.workspace_dir = spec.workspace_dir
+        sandbox.tmpfs_bytes = (spec.disk_mb or self.default_disk_mb) * disks.MIB
         if spec.workspace_dir is not None:
             self._hold_disk(spec.workspace_dir, sandbox)
         try:

@@ -28,9 +28,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaser.runtime.usage import ResourceUsage, cgroup_usage, sandbox_usage
+
 log = logging.getLogger("chaser.runtime")
 
 CONTROLLERS = ("memory", "pids", "cpu")
+# v1 only: CPU time is counted by cpuacct, a hierarchy of its own on some hosts (on v2
+# every cgroup's cpu.stat has it). Joined for accounting; it limits nothing.
+ACCOUNTING = ("cpuacct",)
 CFS_PERIOD_US = 100_000
 # CPU weights: the default, and the lowest (warm sandboxes, while they wait to be used).
 DEFAULT_SHARES, LOW_SHARES = 1024, 2  # v1 cpu.shares
@@ -59,6 +64,9 @@ class Cgroup:
     dirs: list[Path]
     version: str
     gc: ThreadPoolExecutor | None = None  # where removals run (see CgroupManager)
+    # The controllers each of `dirs` is the cgroup of (v1: one hierarchy each, or a few
+    # mounted together), for reading its counters without trying every directory.
+    controllers: list[tuple[str, ...]] = field(default_factory=list)
 
     def rename(self, name: str) -> None:
         """Give the cgroup a new name under the same parent (in every hierarchy)."""
@@ -99,6 +107,12 @@ class Cgroup:
     @property
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs]
+
+    def usage(self, workspace_dir: Path | None = None,
+              tmpfs_bytes: int | None = None) -> ResourceUsage:
+        """The sandbox's use now (blocking: a few small reads); see `usage.sandbox_usage`."""
+        where = {c: d for d, cs in zip(self.dirs, self.controllers) for c in cs}
+        return sandbox_usage(where, self.version, workspace_dir, tmpfs_bytes)
 
     def pids(self) -> list[int]:
         found: set[int] = set()
@@ -182,7 +196,7 @@ class CgroupManager:
                 except OSError as e:
                     log.warning("cgroup v2 at %s unusable: %s", v2, e)
         roots: dict[str, Path] = {}
-        for ctrl in CONTROLLERS:
+        for ctrl in CONTROLLERS + ACCOUNTING:
             mount = mounts.get(ctrl)
             if mount is None:
                 continue
@@ -192,12 +206,30 @@ class CgroupManager:
                 roots[ctrl] = parent
             except OSError as e:
                 log.warning("cgroup v1 %s at %s unusable: %s", ctrl, mount, e)
-        if roots:
-            return cls("v1", roots, tuple(roots))
+        if any(c in roots for c in CONTROLLERS):
+            return cls("v1", roots, tuple(c for c in roots if c in CONTROLLERS))
         return cls()
 
     def describe(self) -> dict[str, object]:
         return {"cgroup": self.version, **{c: c in self.enforced for c in CONTROLLERS}}
+
+    def usage(self, group: str | None = None) -> ResourceUsage:
+        """What a group's sandboxes use together, or (None) every sandbox of this
+        instance: one cgroup's hierarchical counters, whatever the number of sandboxes."""
+        if group is not None and (not group or "/" in group or group.startswith(".")):
+            raise ValueError(f"not a group name: {group!r}")
+        if group is not None and group not in self._groups:
+            return ResourceUsage(time.time(), 0, 0, 0, 0)  # no sandbox of it yet
+        return cgroup_usage({c: root / group if group else root
+                             for c, root in self._accounted().items()}, self.version)
+
+    def _accounted(self) -> dict[str, Path]:
+        """Controller -> its directory for this instance (v2: all in one; its cpu.stat
+        counts CPU time whether the cpu controller is enabled or not)."""
+        if self.version == "v2":
+            root = next(iter(self.roots.values()))
+            return {c: root for c in (*CONTROLLERS, *ACCOUNTING)}
+        return dict(self.roots)
 
     def limit_all(self, limits: ResourceLimits) -> None:
         """Cap every sandbox of this instance together (written on the instance dir)."""
@@ -215,11 +247,14 @@ class CgroupManager:
             self._group(group, group_limits or ResourceLimits())
             rel = f"{group}/{name}"
         dirs: list[Path] = []
-        for path in dict.fromkeys(self.roots.values()):
+        served: dict[Path, list[str]] = {}
+        for ctrl, path in self._accounted().items():
+            served.setdefault(path, []).append(ctrl)
+        for path in served:
             d = path / rel
             d.mkdir(exist_ok=True)
             dirs.append(d)
-        cg = Cgroup(dirs, self.version, self.gc)
+        cg = Cgroup(dirs, self.version, self.gc, [tuple(cs) for cs in served.values()])
         try:
             self._apply(rel, limits)
         except OSError:
@@ -376,7 +411,7 @@ def _cgroup_mounts() -> dict[str, Path]:
             if fstype == "cgroup2":
                 found.setdefault("cgroup2", mnt)
             elif fstype == "cgroup":
-                for ctrl in CONTROLLERS:
+                for ctrl in CONTROLLERS + ACCOUNTING:
                     if ctrl in opts:
                         found.setdefault(ctrl, mnt)
     return found

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -99,7 +99,7 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
         # The image cache's files belong to the block's first uid, which no sandbox
         # runs as (workspace ids start at 1, fresh uids in the upper half).
         images = image_store(settings, uids.base)
-    _watch_children_by_pidfd()
+    restore_watcher = _watch_children_by_pidfd()
     # Request paths hop to threads for file and cgroup work; the default pool (cpus + 4)
     # queues them behind each other under load.
     asyncio.get_running_loop().set_default_executor(
@@ -116,24 +116,34 @@ async def _core(settings: Settings, runtime: Runtime | None) -> AsyncIterator[Ch
         yield core
     finally:
         await core.close()
+        restore_watcher()
 
 
-def _watch_children_by_pidfd() -> None:
-    """Learn of sandbox launchers' exits through pidfds on the event loop.
+def _watch_children_by_pidfd() -> Callable[[], None]:
+    """Learn of sandbox launchers' exits through pidfds on the event loop; returns what
+    puts the previous watcher back when the app ends.
 
     Python 3.11's default watcher starts a thread per child to block in waitpid: one
-    thread per sandbox, started and ended with each. 3.12 picks pidfds by itself.
+    thread per sandbox, started and ended with each. 3.12 picks pidfds by itself. The
+    pidfd watcher is bound to this loop, so it must not outlive the app: a later loop in
+    the same process (another app, a test) would find subprocesses refused.
     """
     if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
-        return
+        return lambda: None
     try:
         os.close(os.pidfd_open(os.getpid()))  # the kernel has pidfds (5.3 and later)
     except (AttributeError, OSError):
-        return
+        return lambda: None
     loop, policy = asyncio.get_running_loop(), asyncio.get_event_loop_policy()
     current = policy.get_child_watcher()
     if isinstance(current, asyncio.PidfdChildWatcher) and getattr(current, "_loop", None) is loop:
-        return  # another app in this process set it up: replacing it would lose its children
+        return lambda: None  # another app in this process set it up: it puts it back
     watcher = asyncio.PidfdChildWatcher()
     watcher.attach_loop(loop)
     policy.set_child_watcher(watcher)
+
+    def restore() -> None:
+        if policy.get_child_watcher() is watcher:
+            policy.set_child_watcher(current)
+
+    return restore

@@ -36,12 +36,16 @@ async def create_session(core: Core, caller: Caller, req: SessionCreate | None =
 
 @router.get("/sessions", response_model=SessionList, tags=["sessions"])
 async def list_sessions(core: Core, caller: Caller,
-                        status: Literal["running", "stopped"] | None = None) -> SessionList:
-    return SessionList(sessions=await core.sessions.list(caller.tenant, status))
+                        status: Literal["running", "stopped"] | None = None,
+                        usage: bool = False) -> SessionList:
+    """The caller's sessions, newest first; `usage=true` adds what each running one
+    uses now (memory, CPU time, processes, disk), as `GET /v1/sessions/{id}` has it."""
+    return SessionList(sessions=await core.sessions.list(caller.tenant, status, usage))
 
 
 @router.get("/sessions/{session_id}", response_model=Session, tags=["sessions"])
 async def get_session(session_id: str, core: Core, caller: Caller) -> Session:
+    """One session; a running one with its `usage` now."""
     return await core.sessions.get(caller.tenant, session_id)
 
 

@@ -12,5 +12,6 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 
 @router.get("/usage", response_model=UsageReport)
 async def usage(core: Core, caller: Caller) -> UsageReport:
-    """The tenant's use and limits; an admin also sees every tenant and the server."""
-    return core.usage(caller.tenant, everyone=caller.admin)
+    """The tenant's use and limits, and what its sandboxes use now (`measured`); an
+    admin also sees every tenant and the server."""
+    return await core.usage(caller.tenant, everyone=caller.admin)
