@@ -54,3 +54,17 @@ def test_cp_files_and_directories(server: ServerProcess, tenant: Tenant, tmp_pat
     assert_one_line_error(cp(server, tenant, "cpw:nope", str(tmp_path / "n")))
     assert_one_line_error(cp(server, tenant, str(tmp_path / "nope"), "cpw:x"))
     assert cp(server, tenant, "a", "b").returncode == 2
+
+
+def test_cp_of_a_link_to_a_directory_copies_the_directory(server: ServerProcess,
+                                                           tenant: Tenant,
+                                                           tmp_path: Path) -> None:
+    """As `docker cp` follows the path it is given: the directory's files arrive under
+    the link's name, never an empty copy."""
+    made = tenant.client.post("/v1/exec", json={"workspace": "cpl", "command":
+                                                "mkdir -p real/sub && echo a > real/sub/a && "
+                                                "ln -s real link"})
+    assert made.json()["exit_code"] == 0, made.text
+    r = cp(server, tenant, "cpl:/workspace/link", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert tree(tmp_path / "out") == {"sub/a": b"a\n"}

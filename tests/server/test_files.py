@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from tests.conftest import ServerProcess
 from tests.types import NewTenant, Tenant
@@ -277,7 +278,52 @@ def test_huge_directories_list_truncated(tenant: Tenant, session_id: str) -> Non
     run(tenant, session_id, "mkdir many && cd many && seq -w 12000 | xargs touch")
     listing = tenant.client.get(files(session_id) + "/list", params={"path": "many"}).json()
     assert listing["truncated"] and len(listing["entries"]) == 10_000
-    assert listing["entries"][0]["name"] == "00001"
+    names = [e["name"] for e in listing["entries"]]
+    # The first 10,000 the directory yields (its order is the filesystem's), sorted.
+    assert names == sorted(names) and len(set(names)) == 10_000
+
+
+def test_a_listed_file_named_as_its_directory_is_the_file(tenant: Tenant,
+                                                          session_id: str) -> None:
+    run(tenant, session_id, "mkdir proj && echo d > proj/proj && echo f > lone")
+    listing = tenant.client.get(files(session_id) + "/list", params={"path": "proj"}).json()
+    assert [(e["name"], e["path"], e["type"]) for e in listing["entries"]] == [
+        ("proj", "/workspace/proj/proj", "file")]
+    listing = tenant.client.get(files(session_id) + "/list", params={"path": "lone"}).json()
+    assert [(e["name"], e["path"], e["type"]) for e in listing["entries"]] == [
+        ("lone", "/workspace/lone", "file")]
+
+
+def test_a_file_that_shrinks_mid_download_ends_it_short(tenant: Tenant,
+                                                        session_id: str) -> None:
+    """Never zeros in place of the file's bytes: the download is cut, and the client
+    sees it (Content-Length unmet)."""
+    c, url = tenant.client, files(session_id)
+    run(tenant, session_id, "head -c 50000000 /dev/urandom > /tmp/shrinks")
+    got = bytearray()
+    with pytest.raises(httpx.HTTPError):
+        with c.stream("GET", url, params={"path": "/tmp/shrinks"}) as r:
+            assert r.status_code == 200 and r.headers["content-length"] == "50000000"
+            stream = r.iter_bytes()
+            got += next(stream)
+            run(tenant, session_id, "truncate -s 1000000 /tmp/shrinks")
+            for part in stream:
+                got += part
+    assert len(got) < 50_000_000
+    assert got[1_000_000:].count(0) < len(got[1_000_000:]) // 2  # no run of padding
+
+
+def test_operations_run_from_the_root_not_the_workspace(tenant: Tenant,
+                                                        session_id: str) -> None:
+    """A sandbox that locks its own /workspace still reaches its other paths."""
+    c, url = tenant.client, files(session_id)
+    run(tenant, session_id, "echo hi > /tmp/t; chmod 000 /workspace")
+    r = c.get(url, params={"path": "/tmp/t"})
+    assert r.status_code == 200 and r.content == b"hi\n"
+    r = c.get(url + "/list", params={"path": "/tmp"})
+    assert r.status_code == 200 and "t" in [e["name"] for e in r.json()["entries"]]
+    r = c.get(url, params={"path": "x"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied"
 
 
 def test_a_session_stopped_mid_download_ends_it_cleanly(tenant: Tenant, session_id: str) -> None:

@@ -84,14 +84,14 @@ class FileOp:
     @classmethod
     async def start(cls, sandbox: Sandbox, op: str, *args: str, stdin: bool = False,
                     idle_s: float = 300.0) -> FileOp:
-        """Start `agent files OP ARGS...` in `sandbox`, in /workspace (where relative
-        paths point); every wait on it is bounded by `idle_s`."""
+        """Start `agent files OP ARGS...` in `sandbox`, in `/` (its paths are absolute);
+        every wait on it is bounded by `idle_s`."""
         out_r, out_w = _pipe()
         err_r, err_w = _pipe()
         in_r, in_w = _pipe() if stdin else (None, None)
         try:
             process = await sandbox.spawn(
-                ProcessSpec([AGENT, "files", op, *args], dict(ENV), "/workspace"),
+                ProcessSpec([AGENT, "files", op, *args], dict(ENV), "/"),
                 ProcessIO(stdout=out_w, stderr=err_w, stdin=in_r))
         except BaseException:
             for fd in (out_r, err_r, in_w):

@@ -46,7 +46,9 @@ log = logging.getLogger("chaser.files")
 
 
 def check_path(path: str) -> str:
-    """A request's path: absolute in the sandbox, or relative to /workspace."""
+    """A request's path, absolute in the sandbox (a relative one is made so, under
+    /workspace: the operation runs in `/`, so a /workspace its sandbox made unreadable
+    does not stop operations on other paths)."""
     if not path:
         raise BadRequest("path is required", "invalid_path")
     if "\0" in path:
@@ -58,7 +60,7 @@ def check_path(path: str) -> str:
         raise BadRequest("path may not contain '..' (give the path it means)", "invalid_path")
     if any(len(name.encode("utf-8", "surrogateescape")) > NAME_MAX for name in names):
         raise BadRequest(f"a name in the path is longer than {NAME_MAX} bytes", "invalid_path")
-    return path
+    return path if path.startswith("/") else "/workspace/" + path
 
 
 def check_mode(mode: str | None) -> str:
@@ -269,19 +271,19 @@ def _check_fits_memory(live: LiveSession, size: int) -> None:
 
 
 def _listing(data: bytes, more: bool, base: str) -> FileList:
-    """The operation's listing records as entries (blocking: a thread's work)."""
-    fields = data.split(b"\0")
+    """The operation's listing records as entries (blocking: a thread's work). Parsing
+    stops one past MAX_LIST_ENTRIES whatever the sandbox sent, so a listing costs the
+    server a bounded number of entries."""
+    fields = data.split(b"\0", 3 * (MAX_LIST_ENTRIES + 1))
     entries = []
-    for i in range(0, len(fields) - 2, 3):
+    for i in range(0, min(len(fields) - 2, 3 * (MAX_LIST_ENTRIES + 1)), 3):
         entry = _entry(fields[i], fields[i + 1], fields[i + 2], base)
         if entry is not None:
             entries.append(entry)
-    if len(entries) == 1 and entries[0].type != "directory" and posixpath.basename(
-            base) == entries[0].name:
-        entries[0].path = base  # a file listed itself
+    truncated = more or len(entries) > MAX_LIST_ENTRIES
+    entries = entries[:MAX_LIST_ENTRIES]
     entries.sort(key=lambda e: e.name)
-    return FileList(path=base, entries=entries[:MAX_LIST_ENTRIES],
-                    truncated=more or len(entries) > MAX_LIST_ENTRIES)
+    return FileList(path=base, entries=entries, truncated=truncated)
 
 
 def _numbers(line: str, count: int) -> tuple[int, ...]:
@@ -304,8 +306,11 @@ def _entry(head: bytes, name: bytes, target: bytes, base: str) -> FileEntry | No
     try:
         kind, size, mode, mtime = head.decode("ascii").split(" ")
         text = name.decode("utf-8", "replace")
+        # An empty name is the listed path itself, when it is not a directory.
+        text, path = (text, posixpath.join(base, text)) if text else (
+            posixpath.basename(base), base)
         when = datetime.fromtimestamp(float(mtime), UTC).isoformat(timespec="milliseconds")
-        return FileEntry(name=text, path=posixpath.join(base, text),
+        return FileEntry(name=text, path=path,
                          type=_TYPES.get(kind, "other"), size=int(size), mode=int(mode, 8),
                          mtime=when.replace("+00:00", "Z"),
                          link_target=target.decode("utf-8", "replace") if kind == "l" else None)

@@ -173,7 +173,10 @@ static size_t read_full(int fd, char *p, size_t n)
 
 /* Copy exactly `len` bytes of `in` (a file) to `out`: sendfile, else read and write.
  * A file that shrank meanwhile is padded with zeros, so a tar stays well formed. */
-static void copy_out(int in, int out, long long len, char *buf)
+/* Copy `len` bytes of the file `in` to `out`. A file that shrank meanwhile is padded
+ * with zeros when `pad` (a tar member's size is already promised in its header) and is
+ * an error otherwise (a download must end short, never deliver zeros as the file's). */
+static void copy_out(int in, int out, long long len, char *buf, int pad)
 {
 	while (len > 0) {
 		size_t want = len > (1 << 30) ? (1 << 30) : (size_t)len;
@@ -190,6 +193,8 @@ static void copy_out(int in, int out, long long len, char *buf)
 		if (k < 0)
 			files_fail("read", errno);
 		if (k == 0) {
+			if (!pad)
+				files_die("file_changed", "the file shrank while it was read", 0);
 			memset(buf, 0, FILES_BUF);
 			while (len > 0) {
 				size_t z = len < FILES_BUF ? (size_t)len : FILES_BUF;
@@ -343,7 +348,7 @@ static int files_read(const char *path, long long start, long long end)
 	write_all(1, head, strlen(head));
 	if (len > 0 && lseek(fd, start, SEEK_SET) < 0)
 		files_fail(path, errno);
-	copy_out(fd, 1, len, buf);
+	copy_out(fd, 1, len, buf, 0);
 	return 0;
 }
 
@@ -464,26 +469,32 @@ static void list_entry(int dirfd, const char *name, const char *shown)
 	write_all(1, target, strlen(target) + 1);
 }
 
+/* Entries a listing sends at most: the server's MAX_LIST_ENTRIES and one more, which
+ * tells it there were more (a directory of millions costs no more than this). */
+#define LIST_MAX 10001
+
 static int files_list(const char *path)
 {
 	struct dirent *e;
 	DIR *d;
+	long n = 0;
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		struct stat st;
-		const char *slash = strrchr(path, '/');
 		if (errno == ENOTDIR && lstat(path, &st) == 0) {
-			list_entry(AT_FDCWD, path, slash && slash[1] ? slash + 1 : path);
+			list_entry(AT_FDCWD, path, ""); /* no entry's name is empty: "the path itself" */
 			return 0;
 		}
 		files_fail(path, errno);
 	}
 	if (!(d = fdopendir(fd)))
 		files_fail(path, errno);
-	while ((errno = 0, e = readdir(d)) != NULL)
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+	while (n < LIST_MAX && (errno = 0, e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
 			list_entry(fd, e->d_name, e->d_name);
-	if (errno)
+			n++;
+		}
+	if (n < LIST_MAX && errno)
 		files_fail(path, errno);
 	return 0;
 }
@@ -601,7 +612,7 @@ static void pack_data(int fd, long long size, char *buf)
 {
 	if (size >= FILES_BUF / 4) {
 		out_flush();
-		copy_out(fd, 1, size, buf);
+		copy_out(fd, 1, size, buf, 1);
 		return;
 	}
 	while (size > 0) {
@@ -672,7 +683,7 @@ static void pack_entry(int dirfd, const char *name, char *rel, size_t rlen, char
 static int files_pack(const char *path)
 {
 	char rel[PATH_MAX], zero[2 * TAR_BLOCK] = {0}, *buf = xrealloc(NULL, FILES_BUF);
-	char copy[PATH_MAX];
+	char copy[PATH_MAX], real[PATH_MAX];
 	const char *base;
 	size_t n = strlen(path);
 	struct stat st;
@@ -689,8 +700,11 @@ static int files_pack(const char *path)
 		base = ".";
 	snprintf(rel, sizeof rel, "%s", base);
 	obuf = xrealloc(NULL, FILES_BUF);
-	/* The named path itself is followed (docker cp does); nothing below it is. */
-	pack_entry(AT_FDCWD, copy, rel, strlen(rel), buf, 0);
+	/* The named path itself is followed (a link to a directory packs the directory,
+	 * under the link's name); nothing below it is. Resolved in the sandbox's own view. */
+	if (!realpath(copy, real))
+		files_fail(path, errno);
+	pack_entry(AT_FDCWD, real, rel, strlen(rel), buf, 0);
 	out_put(zero, sizeof zero);
 	out_flush();
 	return 0;
