@@ -370,3 +370,24 @@ def test_downloads_abandoned_before_a_byte_leave_nothing_running(
             break
         time.sleep(0.2)
     assert left.strip() == "0", left
+
+
+def test_absurd_content_lengths_are_507_at_once(server: ServerProcess, tenant: Tenant) -> None:
+    """A length past any free space is refused before the body is read (the client has
+    sent 3 bytes of it and waits), never misread as a bad path."""
+    tenant.client.post("/v1/exec", json={"workspace": "absurd", "command": "true"})
+    host, port = server.url.removeprefix("http://").split(":")
+    for length in ("1000000000000000", str(2**63 + 5)):
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall((f"PUT /v1/workspaces/absurd/files?path=f HTTP/1.1\r\nHost: x\r\n"
+                       f"Authorization: Bearer {tenant.key}\r\n"
+                       f"Content-Length: {length}\r\n\r\nabc").encode())
+            answer = b""
+            while b"}}" not in answer:
+                part = s.recv(65536)
+                assert part, answer
+                answer += part
+        text = answer.decode(errors="replace")
+        assert text.startswith("HTTP/1.1 507") and '"no_space"' in text, text[:400]
+    listing = tenant.client.get("/v1/workspaces/absurd/files/list", params={"path": "/workspace"})
+    assert [e["name"] for e in listing.json()["entries"]] == []  # no temporary file left

@@ -35,7 +35,7 @@ from chaser.errors import (
     StorageFull,
     Unavailable,
 )
-from chaser.runtime.base import Process, ProcessIO, ProcessSpec, Sandbox
+from chaser.runtime.base import ExitStatus, Process, ProcessIO, ProcessSpec, Sandbox
 
 AGENT = "/.chaser/agent"  # bound into every sandbox that runs the static agent
 F_SETPIPE_SZ = 1031
@@ -155,17 +155,11 @@ class FileOp:
         closed first, so it never mistakes a cut-off upload for a complete one."""
         assert self.stdin is not None
         chunks = aiter(body)
+        exited: asyncio.Future[ExitStatus] = asyncio.ensure_future(self.process.wait())
         try:
             while True:
-                try:
-                    with anyio.fail_after(UPLOAD_IDLE_S):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise BadRequest(f"the upload sent nothing for {UPLOAD_IDLE_S:.0f} s and "
-                                     "was dropped", "upload_cut_off") from None
-                if self.stdin.closed:
+                chunk = await self._next_chunk(chunks, exited)
+                if chunk is None or self.stdin.closed:
                     break
                 await self.stdin.write(chunk)
         except (BrokenPipeError, ConnectionResetError):
@@ -175,7 +169,33 @@ class FileOp:
         except BaseException:
             await self.abort()
             raise
+        finally:
+            exited.cancel()
         self.stdin.close()
+
+    @staticmethod
+    async def _next_chunk(chunks: AsyncIterator[bytes],
+                          exited: asyncio.Future[ExitStatus]) -> bytes | None:
+        """The body's next chunk; None at its end, or when the operation ended first (it
+        refused before reading: a length past the free space, a bad path), so its error
+        is answered at once instead of after the client's whole body."""
+        following: asyncio.Future[bytes] = asyncio.ensure_future(anext(chunks))
+        try:
+            done, _ = await asyncio.wait((following, exited), timeout=UPLOAD_IDLE_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not following.done():
+                following.cancel()
+                following.add_done_callback(_retrieve)
+        if following in done:
+            try:
+                return following.result()
+            except StopAsyncIteration:
+                return None
+        if exited in done:
+            return None
+        raise BadRequest(f"the upload sent nothing for {UPLOAD_IDLE_S:.0f} s and was dropped",
+                         "upload_cut_off")
 
     async def finish(self) -> None:
         """Wait for the end; raise the operation's own error when it failed."""
@@ -235,3 +255,9 @@ class FileOp:
             self.stdin.close()
         self.stdout.close()
         return data.decode("utf-8", "replace").strip().splitlines()[0] if data.strip() else ""
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    """A body read given up on: its outcome is not wanted (and not to be logged)."""
+    if not future.cancelled():
+        future.exception()

@@ -372,6 +372,7 @@ static int files_write(const char *arg, const char *mode_s, long long hint)
 {
 	char path[PATH_MAX], dir[PATH_MAX], name[NAME_MAX + 1], head[32], *base;
 	char *buf = xrealloc(NULL, FILES_BUF);
+	struct statvfs vfs;
 	struct stat st;
 	mode_t mode = 0644;
 	long long size;
@@ -403,7 +404,13 @@ static int files_write(const char *arg, const char *mode_s, long long hint)
 	/* Named by the process: the server removes it if this one is killed (SIGKILL) */
 	snprintf(name, sizeof name, ".%.200s.chaser-upload-%d", base, (int)getpid());
 	fd = tmp_open(dfd, name, path);
-	if (hint > 0 && posix_fallocate(fd, 0, hint) == ENOSPC)
+	if (hint > 0 && fstatvfs(fd, &vfs) == 0 &&
+	    (unsigned long long)hint / vfs.f_frsize >= (unsigned long long)vfs.f_bavail)
+		files_die("no_space", path, ENOSPC); /* more than the free space: before a byte */
+	/* fallocate(2), not posix_fallocate: glibc's fallback on a filesystem without it
+	 * writes a byte per block of the whole length, which is no reservation at all. */
+	if (hint > 0 && fallocate(fd, 0, 0, hint) < 0 && (errno == ENOSPC || errno == EDQUOT ||
+							  errno == EFBIG))
 		files_die("no_space", path, ENOSPC);
 	size = copy_in(0, fd, -1, buf);
 	if (ftruncate(fd, size) < 0 || fchmod(fd, mode) < 0 || close(fd) < 0)

@@ -151,7 +151,8 @@ class FileArgs(Target):
 
 
 class ReadFileArgs(FileArgs):
-    offset: int = Field(default=0, ge=0, description="Byte offset to start reading at.")
+    offset: int = Field(default=0, ge=0, le=2**62, description="Byte offset to start "
+                        "reading at.")
     limit: int = Field(default=DEFAULT_FILE_READ_BYTES, ge=1, le=MAX_FILE_READ_BYTES,
                        description="Most bytes to return.")
 

@@ -76,9 +76,14 @@ def _range(header: str | None, if_range: str | None) -> tuple[int, int] | None:
     return start, end
 
 
+MAX_SIZE_HINT = 2**62  # past any disk: such a length is refused as too big, not misread
+
+
 def _size_hint(request: Request) -> int:
     value = request.headers.get("content-length", "")
-    return int(value) if value.isdigit() else 0
+    if not (value.isascii() and value.isdigit()):
+        return 0
+    return MAX_SIZE_HINT if len(value) > 19 else min(int(value), MAX_SIZE_HINT)
 
 
 def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
