@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -75,6 +76,17 @@ class _Streamed(StreamingResponse):
             await self._close()
 
 
+def download_headers(path: str, suffix: str = "") -> dict[str, str]:
+    """A download is a file to save, never a page to render: `nosniff`, and
+    `Content-Disposition: attachment` with the file's name (RFC 6266), as ASCII for old
+    clients and exactly as UTF-8 in `filename*` (RFC 5987)."""
+    name = (path.rstrip("/").rsplit("/", 1)[-1] or "download") + suffix
+    ascii_name = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return {"X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'attachment; filename="{ascii_name}"; '
+                                   f"filename*=UTF-8''{quote(name, safe='!#$&+-.^_`|~')}"}
+
+
 def _size_hint(request: Request) -> int:
     value = request.headers.get("content-length", "")
     return int(value) if value.isdigit() else 0
@@ -99,7 +111,8 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         asked = _range(request.headers.get("range"))
         start, end = asked or (0, -1)
         got = await core.transfers.read(caller.tenant, target, path, start, end)
-        headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length)}
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length),
+                   **download_headers(path)}
         if asked is None:
             return _Streamed(got, media_type=OCTET, headers=headers)
         if got.length == 0 and (asked[0] >= 0 and asked[0] >= got.size):
@@ -150,7 +163,8 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         """A tar stream of `path` (entries named from its last component), as
         `docker cp` and Docker's archive API make it."""
         got = await core.transfers.archive(caller.tenant, target, path)
-        return _Streamed(got, media_type="application/x-tar")
+        return _Streamed(got, media_type="application/x-tar",
+                         headers=download_headers(path, ".tar"))
 
     @router.put("/archive", response_model=ArchiveWritten,
                 openapi_extra={"requestBody": {"content": {"application/x-tar": {"schema": {
