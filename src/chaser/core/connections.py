@@ -8,7 +8,7 @@ event it gets: set, the key was revoked and the connection must end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -55,7 +55,7 @@ class KeyConnections:
         return len(self._open.get(key_id, ()))
 
 
-async def until_set(source: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:
+async def until_set(source: AsyncIterator[T], stop: asyncio.Event) -> AsyncGenerator[T, None]:
     """`source`'s items until it ends or `stop` is set, whichever comes first (a source
     waiting for its next item is cancelled then); closes `source` either way."""
     stopper = asyncio.ensure_future(stop.wait())
@@ -76,7 +76,7 @@ async def until_set(source: AsyncIterator[T], stop: asyncio.Event) -> AsyncItera
         stopper.cancel()
         if step is not None and not step.done():
             step.cancel()
-            await asyncio.wait((step,))
+        await asyncio.wait([t for t in (stopper, step) if t is not None])  # none left behind
         if step is not None and not step.cancelled():
             step.exception()  # retrieved: the source's own end is not worth a warning
         aclose = getattr(source, "aclose", None)

@@ -24,8 +24,12 @@ REVOKED = {"error": {"code": "key_revoked", "status": 401,
 async def _revocable(core: Chaser, caller: Principal,
                      events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
     with core.keys.connections.hold(caller.key_id) as revoked:
-        async for ev in until_set(events, revoked):
-            yield ev
+        stream = until_set(events, revoked)
+        try:
+            async for ev in stream:
+                yield ev
+        finally:  # closed at once (the client left mid-stream), not when collected
+            await stream.aclose()
         if revoked.is_set():
             yield ServerSentEvent(event="error", data=json.dumps(REVOKED))
 
