@@ -122,8 +122,11 @@ def test_files_make_directories_delete_and_show_bidi_controls(page: Page, server
 def test_images_are_pulled_from_the_images_screen(page: Page, server: ServerProcess,
                                                   tenant: Tenant, registry: Registry,
                                                   tmp_root: Path) -> None:
-    layout = oci.write_layout(tmp_root / ("oci-" + secrets.token_hex(4)), [oci.busybox_layer()])
-    ref = oci.push(layout, registry.host, "console/pull:1")
+    # An image of its own (the cache is shared by digest with the images tests).
+    token = secrets.token_hex(4)
+    layout = oci.write_layout(tmp_root / ("oci-" + token), [oci.busybox_layer()],
+                              env=[f"CONSOLE_PULL={token}"])
+    ref = oci.push(layout, registry.host, f"console/pull-{token}:1")
     login(page, server, tenant.key)
     page.goto(f"{server.url}/console/#/images")
     page.fill("input[name=image]", ref)
