@@ -1,6 +1,7 @@
 // The console's only way to the server: fetch with the key in an Authorization header.
-// The key lives in sessionStorage (gone with the tab), never in a URL, a cookie or
-// localStorage; streams are read with fetch rather than EventSource for that reason.
+// The key lives in sessionStorage (per tab; Chromium keeps it on disk for session
+// restore, so "Log out" is what removes it), never in a URL, a cookie or localStorage;
+// streams are read with fetch rather than EventSource for that reason.
 
 const KEY = 'chaser.key';
 

@@ -4,6 +4,15 @@
 
 const SAFE_HREF = /^(#|\/(?!\/)|blob:)/;
 
+// Bidirectional controls (LRE..RLO, LRI..PDI, LRM, RLM) in a name or a command line
+// would reorder what is shown around them ("Trojan Source": a file that reads
+// `txt.exe` as `exe.txt`); they are shown as what they are instead.
+const BIDI = /[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+export function visible(text) {
+  return String(text).replace(BIDI, (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase()}]`);
+}
+
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -16,7 +25,7 @@ export function h(tag, attrs, ...children) {
       if ((k === 'href' || k === 'src' || k === 'action') && !SAFE_HREF.test(String(v))) {
         throw new Error(`refusing ${k}=${String(v).slice(0, 40)}`);
       }
-      el.setAttribute(k, v === true ? '' : String(v));
+      el.setAttribute(k, v === true ? '' : (k === 'title' || k.startsWith('aria-')) ? visible(v) : String(v));
     }
   }
   append(el, children);
@@ -26,7 +35,7 @@ export function h(tag, attrs, ...children) {
 export function append(el, children) {
   for (const c of [children].flat(Infinity)) {
     if (c == null || c === false) continue;
-    el.append(c instanceof Node ? c : String(c));
+    el.append(c instanceof Node ? c : visible(c));
   }
   return el;
 }

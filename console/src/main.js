@@ -133,7 +133,7 @@ function login(message) {
   h('h1', {}, 'Chaser console'),
   h('label', { for: 'key' }, 'API key'), input,
   h('p', { id: 'login-help', class: 'help' },
-    'Kept in this tab\'s session storage only, sent as an Authorization header; closing the tab or logging out forgets it.'),
+    'Kept in this tab\'s session storage (which the browser may keep on disk after the tab closes) and sent only as an Authorization header. Log out when done: that removes it.'),
   error,
   h('button', { type: 'submit' }, 'Log in'));
   return h('main', { class: 'login-page' }, form);

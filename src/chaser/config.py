@@ -127,6 +127,12 @@ class Settings:
         "upgrade with another Origin header is refused (403); the server's own origin "
         "is always allowed, and clients that send no Origin (non-browsers) are not "
         "checked (comma-separated)", form="list"))
+    allowed_hosts: list[str] = field(default_factory=list, metadata=_env(
+        "host names (beside IP addresses, localhost, the bind host and the machine's "
+        "own name) browsers may reach the console and terminals by: the console's pages "
+        "and WebSocket upgrades carrying an Origin that name another Host are refused "
+        "(403, DNS rebinding); `.example.com` admits its subdomains, `*` any name "
+        "(comma-separated)", form="list"))
     # Images (docs/images.md).
     image_cache_mb: int | None = field(default=None, metadata=_env(
         "what pulled images may take on disk together; least recently used unused ones "

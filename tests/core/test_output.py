@@ -6,6 +6,8 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
+
 from chaser.core.output import STDERR, STDOUT, OutputLog
 
 
@@ -81,3 +83,15 @@ async def test_delete_removes_files(tmp_path: Path) -> None:
     log.append(STDOUT, b"x")
     log.delete()
     assert not (tmp_path / "c").exists()
+
+
+async def test_a_cancel_is_not_lost_when_bytes_arrive_with_it(tmp_path: Path) -> None:
+    # A stream's follower cancelled (its client gone, its key revoked) in the very tick
+    # its bytes arrive must end, not take the bytes and wait on for ever.
+    log = OutputLog(tmp_path / "c")
+    waiting = asyncio.ensure_future(log.wait_for(0, 30))
+    await asyncio.sleep(0)
+    log.append(1, b"x")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

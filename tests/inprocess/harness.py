@@ -84,9 +84,11 @@ class Api:
 
 def settings_for(root: Path, **overrides: object) -> Settings:
     """Settings for a server whose data dir is under `root` (no warm pool: nothing to
-    warm; memory admission off: the fake enforces no memory)."""
+    warm; memory admission off: the fake enforces no memory; the test client's host
+    name allowed)."""
+    # allowed_hosts: the clients' base URL is http://test, a name no real server has.
     s = Settings(data_dir=root / "data", admin_key=ADMIN_KEY, warm_pool=0,
-                 memory_fraction=1000.0)
+                 memory_fraction=1000.0, allowed_hosts=["test"])
     for name, value in overrides.items():
         assert hasattr(s, name), name
         setattr(s, name, value)
@@ -203,6 +205,8 @@ class WebSocket:
         self.to_app: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self.from_app: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.close_code: int | None = None  # the app's close frame, once it came
+        self.close_reason = ""
 
     async def connect(self) -> WebSocket:
         async def send(message: dict[str, object]) -> None:
@@ -229,6 +233,8 @@ class WebSocket:
         """The next frame (text frames decoded as JSON); None once the app closed."""
         message = await asyncio.wait_for(self.from_app.get(), timeout)
         if message["type"] == "websocket.close":
+            self.close_code = int(message.get("code", 1000))  # type: ignore[call-overload]
+            self.close_reason = str(message.get("reason") or "")
             return None
         if message.get("bytes") is not None:
             return message["bytes"]  # type: ignore[return-value]

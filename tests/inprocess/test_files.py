@@ -113,3 +113,19 @@ async def test_fifos_sockets_and_devices_are_409_not_regular(tenant: Tenant,
     assert r.json()["output"] == "ok\n", r.text
     for path in ("fifo", "sock"):
         error(await c.get(url, params={"path": path}), 409, "not_regular")
+
+
+async def test_downloads_are_attachments_never_sniffed(tenant: Tenant, session_id: str) -> None:
+    c, url = tenant.client, f"/v1/sessions/{session_id}/files"
+    name = 'r\u00e9sum\u00e9 "q"\u202etxt.html'
+    assert (await c.put(url, params={"path": name}, content=b"<script>1</script>")).status_code == 200
+    for got in (await c.get(url, params={"path": name}),
+                await c.get(url, params={"path": name}, headers={"Range": "bytes=0-3"})):
+        assert got.headers["x-content-type-options"] == "nosniff"
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.headers["content-disposition"] == (
+            "attachment; filename=\"r_sum_ _q__txt.html\"; "
+            "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22q%22%E2%80%AEtxt.html")
+    tar = await c.get(f"/v1/sessions/{session_id}/archive", params={"path": "/workspace"})
+    assert tar.headers["content-disposition"].startswith('attachment; filename="workspace.tar"')
+    assert tar.headers["x-content-type-options"] == "nosniff"

@@ -21,7 +21,14 @@ async def test_key_lifecycle(api: Api) -> None:
     assert r.status_code == 200
     limits = r.json()["limits"]
     assert (limits["max_sessions"], limits["max_pids"]) == (4, 2000)
-    assert limits["max_sandboxes"] != 8  # fields left out: the server's defaults again
+    assert limits["max_sandboxes"] == 8  # a merge: fields left out keep their value
+    own = r.json()["own_limits"]
+    assert (own["max_sandboxes"], own["max_sessions"], own["max_memory_mb"]) == (8, 4, None)
+    # null: back to the server's default (and shown as not set)
+    r = await api.admin.patch(f"/v1/keys/{made['id']}", json={"limits": {"max_sandboxes": None}})
+    assert r.json()["own_limits"]["max_sandboxes"] is None
+    assert r.json()["limits"]["max_sandboxes"] != 8
+    assert r.json()["own_limits"]["max_sessions"] == 4
     ci = api.client(made["key"])
     mine = (await ci.get("/v1/usage")).json()
     assert mine["tenant"] == made["tenant"] and mine["limits"]["max_sessions"] == 4
@@ -73,8 +80,10 @@ async def test_tenant_limits_are_429_with_retry_after(api: Api) -> None:
     assert "max_commands=1" in error(r, 429, "tenant_limit")
     assert "retry-after" in r.headers
 
-    async def limit(**limits: int) -> None:
-        r = await api.admin.patch(f"/v1/keys/{t.key_id}", json={"limits": limits})
+    async def limit(**limits: int) -> None:  # these only: the others null (the defaults)
+        every = dict.fromkeys(("max_sandboxes", "max_sessions", "max_commands",
+                               "max_memory_mb", "max_pids", "max_disk_mb"))
+        r = await api.admin.patch(f"/v1/keys/{t.key_id}", json={"limits": {**every, **limits}})
         assert r.status_code == 200, r.text
 
     await limit(max_sandboxes=1)

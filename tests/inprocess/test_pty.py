@@ -233,3 +233,53 @@ async def test_exec_mode_holds_input_back_instead_of_dropping_it(api: Api, tenan
     got = await frames_until(ws, lambda fs: None in fs, timeout=30)
     assert not kinds(got, "error"), kinds(got, "error")
     assert text(got).strip() == str(80 * 65536)
+
+
+async def test_revoking_a_key_refuses_its_tickets_and_closes_its_terminals(
+        api: Api, session_id: str, tenant: Tenant) -> None:
+    second = await api.admin.post("/v1/keys", json={"name": "second", "tenant": tenant.id})
+    doomed = api.client(second.json()["key"])
+    ticket = (await doomed.post(f"/v1/sessions/{session_id}/pty-ticket")).json()["url"]
+    ws, _ = await open_pty(api, Tenant(second.json()["key"], second.json()["id"], tenant.id,
+                                       doomed), session_id, "mode=agent")
+    kept, _ = await open_pty(api, tenant, session_id, "mode=agent")  # the tenant's other key
+    assert (await api.admin.delete(f"/v1/keys/{second.json()['id']}")).status_code == 200
+    got = await frames_until(ws, lambda fs: None in fs)
+    assert kinds(got, "error")[-1]["code"] == "key_revoked"
+    assert (ws.close_code, ws.close_reason) == (4401, "API key revoked")
+    # A ticket taken before the revoke opens nothing after it.
+    assert await refused(api, ticket) == (401, "unauthorized")
+    await kept.send(b"echo still-here\n")
+    assert "still-here" in text(await frames_until(kept, lambda fs: "still-here" in text(fs)))
+    await kept.close()
+
+
+async def test_a_refused_upgrade_uses_its_ticket_up(api: Api, tenant: Tenant,
+                                                    session_id: str) -> None:
+    async def url() -> str:
+        r = await tenant.client.post(f"/v1/sessions/{session_id}/pty-ticket")
+        return str(r.json()["url"])
+
+    first = await url()
+    assert await refused(api, first, headers={"Origin": "https://evil.example"}) == (
+        403, "origin_not_allowed")
+    assert await refused(api, first) == (401, "unauthorized")
+    second = await url()
+    assert await refused(api, second + "&mode=root") == (400, "invalid_mode")
+    assert await refused(api, second) == (401, "unauthorized")
+
+
+async def test_browsers_must_name_a_host_the_server_answers_to(api: Api, tenant: Tenant,
+                                                               session_id: str) -> None:
+    path = f"/v1/sessions/{session_id}/pty?mode=agent"
+    rebound = {"host": "evil.example:8080", "Origin": "http://evil.example:8080"}
+    assert await refused(api, path, tenant.key, rebound) == (403, "host_not_allowed")
+    page = await tenant.client.get("/console/", headers={"host": "evil.example:8080"})
+    assert page.status_code == 403 and page.json()["error"]["code"] == "host_not_allowed"
+    for host in ("127.0.0.1:8080", "[::1]:8080", "localhost:8080", "box.localhost", "test"):
+        ws = await api.websocket(path, tenant.key, {"host": host, "Origin": f"http://{host}"})
+        await ws.close()
+        assert (await tenant.client.get("/console/", headers={"host": host})).status_code != 403
+    # Clients that are not browsers (no Origin: the CLI, SDKs) are not held to it.
+    ws = await api.websocket(path, tenant.key, {"host": "evil.example"})
+    await ws.close()

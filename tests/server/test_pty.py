@@ -491,3 +491,23 @@ def test_terminals_are_listed_and_streamed_as_commands(server: ServerProcess, te
     assert row["kind"] == "pty" and row["status"] == "killed" and row["end_reason"] == "pty_closed"
     stream = c.get(f"/v1/sessions/{session_id}/commands/{t.pty_id}/stream?from=0").text
     assert "transcript-line" in stream and "event: exit" in stream
+
+
+def test_tickets_and_exec_commands_stay_out_of_the_servers_log(
+        server: ServerProcess, tenant: Tenant, session_id: str) -> None:
+    ws_url = server.url.replace("http", "ws")
+    used = tenant.client.post(f"/v1/sessions/{session_id}/pty-ticket").json()
+    with connect(ws_url + used["url"] + "&mode=agent", origin=Origin(server.url)) as ws:
+        assert json.loads(ws.recv(10))["type"] == "hello"
+    refused = tenant.client.post(f"/v1/sessions/{session_id}/pty-ticket").json()
+    with pytest.raises(websockets.InvalidStatus):
+        connect(ws_url + refused["url"], origin=Origin("http://evil.example"))
+    secret = "echo exec-secret-" + os.urandom(4).hex()
+    t = Term(server, tenant.key, session_id, "mode=exec&command=" + secret.replace(" ", "%20"))
+    t.wait_event("exit")
+    time.sleep(0.5)  # uvicorn's lines are written as the connections end
+    assert server.log_path is not None
+    log = server.log_path.read_text(errors="replace")
+    assert f"/v1/sessions/{session_id}/pty" in log  # the lines are there, their queries not
+    for needle in (used["ticket"], refused["ticket"], secret.split()[-1], "ticket="):
+        assert needle not in log, needle

@@ -32,16 +32,28 @@ export function adminView(main, _p, ctx) {
   });
 }
 
+// Shows the tenant's own limits as values and the defaults as placeholders, and sends
+// only what the admin changed (PATCH merges): an emptied field goes back to the default.
 function limitsForm(k) {
+  let own = k.own_limits || {};
+  const shown = (n) => (own[n] != null ? String(own[n]) : '');
   const inputs = LIMITS.map((name) => h('input', { name, type: 'number', min: '1', class: 'narrow',
-    value: k.limits && k.limits[name] != null ? String(k.limits[name]) : '', placeholder: 'default', 'aria-label': `${name} of ${k.name || k.id}` }));
+    value: shown(name), placeholder: k.limits && k.limits[name] != null ? `default ${k.limits[name]}` : 'default',
+    'aria-label': `${name} of ${k.name || k.id}` }));
   const form = h('form', { class: 'limits' }, LIMITS.map((n, i) => h('label', {}, n.replace('max_', ''), ' ', inputs[i])),
     h('button', { type: 'submit' }, 'Set limits'));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const limits = {};
-    LIMITS.forEach((n, i) => { limits[n] = inputs[i].value ? parseInt(inputs[i].value, 10) : null; });
-    try { await api('PATCH', `/v1/keys/${enc(k.id)}`, { limits }); flash('Limits set', 'ok'); } catch (err) { flash(err); }
+    LIMITS.forEach((n, i) => {
+      const v = inputs[i].value.trim();
+      if (v !== shown(n)) limits[n] = v ? parseInt(v, 10) : null;
+    });
+    if (!Object.keys(limits).length) { flash('Nothing changed', 'ok'); return; }
+    try {
+      own = (await api('PATCH', `/v1/keys/${enc(k.id)}`, { limits })).own_limits || {};  // the new baseline
+      flash('Limits set', 'ok');
+    } catch (err) { flash(err); }
   });
   return form;
 }

@@ -1,7 +1,7 @@
 // One command: its output followed live over SSE (resumed from the last offset after
 // a drop), stdin, signals and a download of everything it wrote.
-import { get, post, sse, saveBlob, ApiError } from '../api.js';
-import { h, enc, status, field } from '../dom.js';
+import { auth, get, post, sse, saveBlob, ApiError } from '../api.js';
+import { h, enc, status, field, visible } from '../dom.js';
 import { flash } from '../main.js';
 
 const KEEP_CHARS = 2 * 1024 * 1024;  // what the page keeps on screen; the server keeps all
@@ -44,12 +44,15 @@ async function follow(base, out, state, ctx, refresh) {
         if (ev.event === 'output') {
           lastId = ev.id;
           const d = JSON.parse(ev.data);
-          add(d.data ?? '');
+          add(visible(d.data ?? ''));
         } else if (ev.event === 'exit') {
           done = true;
           const d = JSON.parse(ev.data);
           state.textContent = `Finished: ${d.status}${d.exit_code != null ? `, exit code ${d.exit_code}` : ''}${d.signal ? `, signal ${d.signal}` : ''}`;
           refresh().catch(() => {});
+        } else if (ev.event === 'error' && JSON.parse(ev.data).error?.code === 'key_revoked') {
+          done = true;  // the server ended the stream: this key opens nothing any more
+          auth.onUnauthorized();
         }
       }, { signal: ctx.signal });
     } catch (err) {

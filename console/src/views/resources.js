@@ -1,6 +1,6 @@
 // Workspaces (disk used), images, and the tenant's usage against its limits.
-import { get, api } from '../api.js';
-import { h, enc, age, bytes, syncRows, table } from '../dom.js';
+import { get, post, api } from '../api.js';
+import { h, enc, age, bytes, syncRows, table, field, visible } from '../dom.js';
 import { flash } from '../main.js';
 
 export function workspacesView(main, _p, ctx) {
@@ -24,8 +24,10 @@ export function workspacesView(main, _p, ctx) {
 export function imagesView(main, _p, ctx) {
   const { el, tbody } = table(['Image', 'Size', 'Digest', 'Pulled', 'Last used'], 'Images');
   const total = h('p', { class: 'muted' });
-  main.append(h('h1', {}, 'Images'), total, el);
-  ctx.every(5000, async () => {
+  const ref = h('input', { name: 'image', required: true, spellcheck: 'false', placeholder: 'node:20-bookworm', class: 'wide' });
+  const pulling = h('p', { id: 'pull-state', class: 'muted', 'aria-live': 'polite' });
+  const form = h('form', { class: 'inline-form', 'aria-label': 'Pull an image' }, field('Image reference', ref), h('button', { type: 'submit' }, 'Pull'));
+  const refresh = async () => {
     const r = await get('/v1/images', { signal: ctx.signal });
     total.textContent = `Cache: ${bytes(r.cache_bytes)} of ${bytes(r.cache_limit_bytes)}`;
     syncRows(tbody, r.images, (i) => i.digest, (i) => h('tr', {},
@@ -34,7 +36,21 @@ export function imagesView(main, _p, ctx) {
       h('td', {}, h('code', { title: i.digest || '' }, (i.digest || '').slice(0, 19))),
       h('td', {}, age(i.pulled_at || i.created_at)),
       h('td', {}, age(i.last_used_at))));
+  };
+  // The pull goes on on the server even if this page is left; the list shows it then.
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = ref.value.trim();
+    pulling.textContent = `Pulling ${name}...`;
+    try {
+      const img = await post('/v1/images/pull', { image: name });
+      pulling.textContent = visible(`Pulled ${img.reference} (${bytes(img.size)})`);
+      ref.value = '';
+      await refresh();
+    } catch (err) { pulling.textContent = `Pull of ${name} failed`; flash(err); }
   });
+  main.append(h('h1', {}, 'Images'), form, pulling, total, el);
+  ctx.every(5000, refresh);
 }
 
 function meter(label, used, limit) {

@@ -30,6 +30,27 @@ const linkHandler = {
   },
 };
 
+// A count no program needs can freeze the tab for minutes: xterm.js 6 runs REP, IL, DL,
+// SU, SD and CHT once per unit of the count (`printf 'A\033[2147483647b'`, 14 bytes, is
+// about two minutes, and again on every reload as the scrollback replays). Counts past
+// what the screen holds are cut to that, which looks the same (a REP's extra lines
+// would only have scrolled away); the cut sequence is written after the rest of the
+// chunk it came in, which no real program's output notices as none sends such counts.
+const CAPPED = { b: (t) => t.cols * t.rows, L: (t) => t.rows, M: (t) => t.rows,
+  S: (t) => t.rows, T: (t) => t.rows, I: (t) => t.cols };
+
+export function capCounts(term) {
+  for (const [final, cap] of Object.entries(CAPPED)) {
+    term.parser.registerCsiHandler({ final }, (params) => {
+      const first = [params[0]].flat()[0] || 0;
+      const most = cap(term);
+      if (first <= most) return false;  // xterm.js's own handler does it
+      term.write(`\x1b[${most}${final}`);
+      return true;
+    });
+  }
+}
+
 export function terminalView(main, [sid], ctx) {
   const box = h('div', { class: 'terminal', id: 'terminal' });
   const state = h('p', { id: 'term-state', class: 'muted', 'aria-live': 'polite' }, 'Connecting...');
@@ -38,6 +59,7 @@ export function terminalView(main, [sid], ctx) {
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
     theme: { background: '#111418', foreground: '#e6e6e6' },
   });
+  capCounts(term);
   const fit = new FitAddon();
   term.loadAddon(fit);
   window.chaserTerminal = term;  // lets tests and the devtools read the screen buffer
@@ -119,12 +141,20 @@ export function terminalView(main, [sid], ctx) {
         ended = true;
         sessionStorage.removeItem(storeKey);
         state.textContent = `The shell ended (exit code ${m.exit_code ?? '-'}${m.signal ? `, signal ${m.signal}` : ''}).`;
-      } else if (m.type === 'error') {
+      } else if (m.type === 'error' && m.code !== 'key_revoked') {
         flash(`${m.message} (${m.code})`);
       }
     };
-    sock.onclose = () => {
+    sock.onclose = (e) => {
       if (ws !== sock || ended || ctx.signal.aborted) return;
+      if (e.code === 4401) {
+        // The key was revoked: a new ticket would be refused too. The screen stays
+        // readable (and copyable); the next request of the page goes to the login.
+        ended = true;
+        state.textContent = 'Your API key was revoked: the terminal is closed. Log in again with a valid key.';
+        state.className = 'error';
+        return;
+      }
       if (!greeted && ptyId && attempt === 0) {
         // The terminal we knew is gone (ended, or its session stopped): start a new one.
         sessionStorage.removeItem(storeKey);

@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaser.core.connections import KeyConnections
 from chaser.core.util import new_id, now_iso
 from chaser.errors import Forbidden, NotFound, Unauthorized
 from chaser.core.quotas import Ledger
@@ -19,6 +20,7 @@ from chaser.store.base import KeyRecord, Store
 log = logging.getLogger("chaser")
 
 ADMIN_TENANT = "admin"
+ENV_KEY_ID = "env"  # the admin key from the server's environment: never revoked
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ class KeyService:
         self.ledger = ledger
         self._env_digest = digest(env_admin_key) if env_admin_key else None
         self._cache: dict[str, Principal] = {}
+        self.connections = KeyConnections()
 
     def _public(self, rec: KeyRecord, secret: str | None = None) -> ApiKey:
         return ApiKey(id=rec.id, name=rec.name, admin=rec.admin, tenant=rec.tenant,
                       created_at=rec.created_at, revoked_at=rec.revoked_at, key=secret,
-                      limits=self.ledger.limits(rec.tenant))
+                      limits=self.ledger.limits(rec.tenant),
+                      own_limits=self.ledger.overrides.get(rec.tenant) or TenantLimits())
 
     async def load_limits(self) -> None:
         """The limits admins set per tenant, into the ledger (at start)."""
@@ -78,16 +82,27 @@ class KeyService:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         d = digest(token)
         if self._env_digest and hmac.compare_digest(d, self._env_digest):
-            return Principal("env", ADMIN_TENANT, True)
+            return Principal(ENV_KEY_ID, ADMIN_TENANT, True)
         cached = self._cache.get(d)
         if cached:
             return cached
         rec = await self.store.key_by_hash(d)
-        if rec is None or rec.revoked_at:
+        # A revoke may have landed while the store was read: never cache what it revoked.
+        if rec is None or rec.revoked_at or self.connections.revoked(rec.id):
             raise Unauthorized("invalid or revoked API key")
         principal = Principal(rec.id, rec.tenant, rec.admin)
         self._cache[d] = principal
         return principal
+
+    async def by_id(self, key_id: str) -> Principal:
+        """The caller behind a key still valid now (Unauthorized once it is revoked): for
+        credentials minted from a key earlier, such as terminal tickets."""
+        if key_id == ENV_KEY_ID and self._env_digest:
+            return Principal(ENV_KEY_ID, ADMIN_TENANT, True)
+        rec = await self.store.get_key(key_id)
+        if rec is None or rec.revoked_at or self.connections.revoked(rec.id):
+            raise Unauthorized("the API key this was issued to is revoked")
+        return Principal(rec.id, rec.tenant, rec.admin)
 
     async def create(self, caller: Principal, req: KeyCreate) -> ApiKey:
         self._require_admin(caller)
@@ -105,7 +120,12 @@ class KeyService:
         rec = await self.store.get_key(key_id)
         if rec is None:
             raise NotFound(f"key {key_id} not found")
-        await self._set_limits(rec.tenant, req.limits)
+        # A merge, as PATCH is: fields left out keep their value, null ones go back to
+        # the server's default.
+        own = self.ledger.overrides.get(rec.tenant) or TenantLimits()
+        merged = own.model_copy(update={f: getattr(req.limits, f)
+                                        for f in req.limits.model_fields_set})
+        await self._set_limits(rec.tenant, TenantLimits.model_validate(merged.model_dump()))
         return self._public(rec)
 
     async def list(self, caller: Principal) -> list[ApiKey]:
@@ -118,6 +138,9 @@ class KeyService:
         if rec is None:
             raise NotFound(f"key {key_id} not found")
         self._cache.pop(rec.hash, None)
+        ended = self.connections.revoke(rec.id)  # its terminals and streams end now
+        if ended:
+            log.info("key %s revoked: %d open connection(s) ended", rec.id, ended)
         return self._public(rec)
 
     @staticmethod

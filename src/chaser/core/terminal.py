@@ -192,7 +192,10 @@ class TerminalCommand(RunningCommand):
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.add(fut)
         try:
-            await asyncio.wait_for(fut, timeout)
+            # Not wait_for: on 3.11 it swallows a cancel that lands as `fut` completes,
+            # and a follower cancelled then (its client gone) would run on for ever.
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             pass
         finally:

@@ -69,6 +69,17 @@ class TerminalOpen:
     offset: int | None = None  # replay from here; default: the scrollback
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """What a terminal ticket stands for: the key it was taken with (checked again when
+    it is used: a ticket of a key revoked since opens nothing), for one session."""
+
+    key_id: str
+    tenant: str
+    session_id: str
+    expires: float  # time.monotonic()
+
+
 def check_size(cols: object, rows: object) -> tuple[int, int]:
     """A terminal size as asked, or BadRequest."""
     if not (isinstance(cols, int) and isinstance(rows, int) and not isinstance(cols, bool)
@@ -148,7 +159,7 @@ class TerminalService:
         self.settings = settings
         self.sessions = sessions
         self.executor = executor
-        self._tickets: dict[str, tuple[str, str, float]] = {}  # hash -> tenant, session, expiry
+        self._tickets: dict[str, Ticket] = {}  # by the ticket's hash
         self._shells: dict[str, TerminalCommand] = {}  # session id -> its MCP shell
         self._attached: Counter[str] = Counter()  # tenant -> clients attached now
         self._shell_locks: dict[str, asyncio.Lock] = {}
@@ -305,28 +316,33 @@ class TerminalService:
 
     # -- tickets ----------------------------------------------------------------------
 
-    def ticket(self, tenant: str, session_id: str) -> tuple[str, float]:
+    def ticket(self, key_id: str, tenant: str, session_id: str) -> tuple[str, float]:
         """A single-use ticket that opens a terminal on this session for `TICKET_TTL_S`."""
         now = time.monotonic()
         if len(self._tickets) >= MAX_TICKETS // 2:
-            self._tickets = {h: t for h, t in self._tickets.items() if t[2] > now}
-        held = sum(1 for t in self._tickets.values() if t[0] == tenant)
+            self._tickets = {h: t for h, t in self._tickets.items() if t.expires > now}
+        held = sum(1 for t in self._tickets.values() if t.tenant == tenant)
         if held >= MAX_TICKETS_PER_TENANT or len(self._tickets) >= MAX_TICKETS:
             raise OverLimit("too many terminal tickets are outstanding; use them or let them "
                             f"expire ({int(TICKET_TTL_S)} s)", "too_many_tickets",
                             retry_after=int(TICKET_TTL_S))
         ticket = "pty_" + secrets.token_urlsafe(24)
-        self._tickets[_digest(ticket)] = (tenant, session_id, now + TICKET_TTL_S)
+        self._tickets[_digest(ticket)] = Ticket(key_id, tenant, session_id, now + TICKET_TTL_S)
         return ticket, TICKET_TTL_S
 
-    def redeem(self, ticket: str, session_id: str) -> str:
-        """The tenant a ticket was issued to, once (Unauthorized when unknown, used,
-        expired or for another session)."""
-        entry = self._tickets.pop(_digest(ticket), None)
-        if entry is None or entry[2] < time.monotonic() or entry[1] != session_id:
+    def take(self, ticket: str) -> Ticket | None:
+        """Use a ticket up, whatever becomes of the request it came with (a refused one
+        included): what it stands for, or None when it is unknown or used."""
+        return self._tickets.pop(_digest(ticket), None)
+
+    @staticmethod
+    def check(taken: Ticket | None, session_id: str) -> Ticket:
+        """A ticket `take` gave, if it opens a terminal on this session now (else
+        Unauthorized: unknown, used, expired or for another session)."""
+        if taken is None or taken.expires < time.monotonic() or taken.session_id != session_id:
             raise Unauthorized("the terminal ticket is unknown, used, expired or for "
                                "another session")
-        return entry[0]
+        return taken
 
 
 def typed_lines(command: str) -> list[str]:

@@ -49,7 +49,8 @@ class KeyCreate(Strict):
 
 
 class KeyUpdate(Strict):
-    """`PATCH /v1/keys/{id}`: set the limits of the key's tenant (null fields: default)."""
+    """`PATCH /v1/keys/{id}`: change the limits of the key's tenant, as a merge: fields
+    given are set, null ones go back to the server's default, absent ones are kept."""
 
     limits: TenantLimits
 
@@ -62,7 +63,8 @@ class ApiKey(BaseModel):
     created_at: str
     revoked_at: str | None = None
     key: str | None = None
-    limits: TenantLimits | None = None
+    limits: TenantLimits | None = None  # in force: the tenant's own, defaults for the rest
+    own_limits: TenantLimits | None = None  # only those set for the tenant (null: default)
 
 
 class KeyList(BaseModel):

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chaser.config import Settings
 from chaser.errors import NotFound
+from chaser.server.errors import error_response
+from chaser.server.hosts import host_allowed
 
 ASSET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 SOURCE_DIST = Path(__file__).resolve().parents[3] / "console" / "dist"  # src/chaser/server/
@@ -52,14 +54,23 @@ npm run build</code>. The HTTP API under <code>/v1</code> works without it.</p>
 
 
 class ConsoleHeaders:
-    """Adds the console's security headers to every response under /console."""
+    """Adds the console's security headers to every response under /console, and
+    refuses pages asked for by a host name the server does not answer to (hosts.py)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _is_console(scope["path"]):
             await self.app(scope, receive, send)
+            return
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if not host_allowed(host, self.settings):
+            refusal = error_response(403, "host_not_allowed", (
+                f"this server does not answer to the host name {host[:100]!r}: add it to "
+                "CHASER_ALLOWED_HOSTS (docs/configuration.md)"))
+            await refusal(scope, receive, send)
             return
 
         async def with_headers(message: Message) -> None:
@@ -107,7 +118,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         return FileResponse(path, media_type=_media_type(name))
 
     app.include_router(router)
-    app.add_middleware(ConsoleHeaders)
+    app.add_middleware(ConsoleHeaders, settings=settings)
 
 
 def _media_type(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,31 @@ class Throttle(logging.Filter):
         return True
 
 
+class NoQueryStrings(logging.Filter):
+    """Cuts the query string off every path a log line names: uvicorn logs each
+    WebSocket upgrade (`"WebSocket /v1/sessions/ID/pty?ticket=..." [accepted]`) at
+    INFO even with the access log off, and a query may carry a terminal ticket or an
+    exec-mode command line."""
+
+    QUERY = re.compile(r'(/[^\s?"]*)\?[^\s"]*')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.QUERY.sub(r"\1", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = self.QUERY.sub(r"\1", record.msg)
+        return True
+
+
+def quiet_queries() -> None:
+    """No query string in uvicorn's lines (connections and, if turned on, access)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, NoQueryStrings) for f in logger.filters):
+            logger.addFilter(NoQueryStrings())
+
+
 def serve(host: str | None = None, port: int | None = None, data_dir: str | Path | None = None,
           sets: tuple[str, ...] = (), **flags: object) -> None:
     """Start the server and block until it is stopped (SIGINT/SIGTERM); `flags` are
@@ -59,6 +85,8 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
     # Out of file descriptors, asyncio logs a traceback per failed accept: thousands a
     # second, which would fill the disk the logs are on.
     logging.getLogger("asyncio").addFilter(Throttle("socket.accept() out of system resource"))
+    # Filters on a logger outlive uvicorn's dictConfig (it replaces handlers, not filters).
+    quiet_queries()
     try:
         lock = open_data_dir(settings)  # fail before serving, with one clear line
     except (RuntimeError, OSError) as e:

@@ -11,10 +11,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
 from chaser.server.bodies import OCTET, RawBody, is_raw, json_body
 from chaser.server.deps import Caller, Core
+from chaser.server.events import sse_response
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/commands", tags=["commands"])
 
-KEEPALIVE_S = 15
 EXIT_ID = "exit"  # the exit event's id: a reconnect after it is told 204, nothing more
 STDIN_BODY = {"requestBody": {"content": {
     "application/json": {"schema": StdinRequest.model_json_schema()},
@@ -64,8 +64,7 @@ async def stream_command(session_id: str, command_id: str, core: Core, caller: C
             yield ServerSentEvent(event="output", id=str(ev.end),
                                   data=ev.model_dump_json(exclude_none=True))
 
-    return EventSourceResponse(sse(), ping=KEEPALIVE_S, headers={"Cache-Control": "no-cache",
-                                                                  "X-Accel-Buffering": "no"})
+    return sse_response(core, caller, sse())
 
 
 @router.post("/{command_id}/stdin", response_model=StdinResult, openapi_extra=STDIN_BODY)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -79,6 +80,17 @@ def _range(header: str | None, if_range: str | None) -> tuple[int, int] | None:
 MAX_SIZE_HINT = 2**62  # past any disk: such a length is refused as too big, not misread
 
 
+def download_headers(path: str, suffix: str = "") -> dict[str, str]:
+    """A download is a file to save, never a page to render: `nosniff`, and
+    `Content-Disposition: attachment` with the file's name (RFC 6266), as ASCII for old
+    clients and exactly as UTF-8 in `filename*` (RFC 5987)."""
+    name = (path.rstrip("/").rsplit("/", 1)[-1] or "download") + suffix
+    ascii_name = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return {"X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'attachment; filename="{ascii_name}"; '
+                                   f"filename*=UTF-8''{quote(name, safe='!#$&+-.^_`|~')}"}
+
+
 def _size_hint(request: Request) -> int:
     value = request.headers.get("content-length", "")
     if not (value.isascii() and value.isdigit()):
@@ -105,7 +117,8 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         asked = _range(request.headers.get("range"), request.headers.get("if-range"))
         start, end = asked or (0, -1)
         got = await core.transfers.read(caller.tenant, target, path, start, end)
-        headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length)}
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(got.length),
+                   **download_headers(path)}
         stall_s = core.settings.file_send_stall_s
         if asked is not None and got.length == 0 and asked[0] >= 0:
             await got.close()  # the first byte asked is past the end (or it is bytes=-0)
@@ -159,7 +172,8 @@ def _routes(router: APIRouter, target_of: Callable[..., Target]) -> None:
         `docker cp` and Docker's archive API make it."""
         got = await core.transfers.archive(caller.tenant, target, path)
         return DownloadResponse(got, core.settings.file_send_stall_s,
-                                media_type="application/x-tar")
+                                media_type="application/x-tar",
+                                headers=download_headers(path, ".tar"))
 
     @router.put("/archive", response_model=ArchiveWritten,
                 openapi_extra={"requestBody": {"content": {"application/x-tar": {"schema": {

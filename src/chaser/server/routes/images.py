@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from chaser.errors import ServiceError
 from chaser.models import (
@@ -19,11 +19,11 @@ from chaser.models import (
     PruneResult,
 )
 from chaser.server.deps import Caller, Core
+from chaser.server.events import sse_response
 from chaser.server.errors import status_for
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
-KEEPALIVE_S = 15
 CachedName = Annotated[str, Path(json_schema_extra=CACHED_IMAGE_SCHEMA)]
 
 
@@ -45,8 +45,7 @@ async def pull_image(req: ImagePull, core: Core, caller: Caller,
                 if name != "ping":
                     yield ServerSentEvent(event=name, data=json.dumps(data))
 
-        return EventSourceResponse(sse(), ping=KEEPALIVE_S,
-                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return sse_response(core, caller, sse())
     return await core.sessions.images.pull(req.image, caller.tenant)
 
 

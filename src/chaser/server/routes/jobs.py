@@ -15,11 +15,11 @@ from chaser.jobs.service import CURSOR_PATTERN, parse_cursor
 from chaser.jobs.stream import STREAM_CURSOR_PATTERN, JobStream
 from chaser.jobs.stream import parse_cursor as parse_stream_cursor
 from chaser.server.deps import Caller, Core
+from chaser.server.events import sse_response
 from chaser.store.jobs import JobFilter
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-KEEPALIVE_S = 15
 LABEL_FILTER = r"^[^=]+=[\s\S]*$"  # KEY=VALUE (what _labels takes)
 _STREAM_CURSOR = {"pattern": STREAM_CURSOR_PATTERN}
 
@@ -76,8 +76,7 @@ async def stream_job(job_id: str, core: Core, caller: Caller,
         async for ev in events:
             yield ServerSentEvent(event=ev.event, id=ev.id, data=_json(ev.data))
 
-    return EventSourceResponse(sse(), ping=KEEPALIVE_S, headers={"Cache-Control": "no-cache",
-                                                                  "X-Accel-Buffering": "no"})
+    return sse_response(core, caller, sse())
 
 
 @router.get("/{job_id}/logs", response_model=JobLogs)

@@ -23,10 +23,13 @@ async def list_keys(core: Core, caller: Caller) -> KeyList:
 
 @router.patch("/{key_id}", response_model=ApiKey)
 async def update_key(key_id: str, req: KeyUpdate, core: Core, caller: Caller) -> ApiKey:
-    """Set the limits of the key's tenant (null fields: the server's defaults)."""
+    """Change the limits of the key's tenant: fields given are set, null ones go back to
+    the server's defaults, fields left out keep their value."""
     return await core.keys.update(caller, key_id, req)
 
 
 @router.delete("/{key_id}", response_model=ApiKey)
 async def revoke_key(key_id: str, core: Core, caller: Caller) -> ApiKey:
+    """Revoke a key: its requests answer 401 from now on, its terminal tickets are
+    refused, its open terminals close (4401) and its event streams end."""
     return await core.keys.revoke(caller, key_id)

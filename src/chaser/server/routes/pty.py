@@ -1,6 +1,7 @@
 """Terminals over WebSockets (`GET /v1/sessions/{id}/pty`) and the tickets browsers open
-them with. Every refusal (mode, key or ticket, session, Origin) is answered on plain
-HTTP with the JSON error shape before any upgrade; the frames are in docs/pty.md."""
+them with. Every refusal (mode, key or ticket, session, Origin, Host) is answered on
+plain HTTP with the JSON error shape before any upgrade; the frames are in docs/pty.md.
+A terminal open with a key that gets revoked is closed (4401)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from chaser.core.keys import Principal
 from chaser.core.service import Chaser
-from chaser.core.terminals import MODES, Attachment, TerminalOpen
-from chaser.errors import BadRequest, Forbidden, ServiceError
+from chaser.core.terminals import MODES, Attachment, TerminalOpen, Ticket
+from chaser.errors import BadRequest, Forbidden, ServiceError, Unauthorized
 from chaser.models import PtyTicket
 from chaser.server.deps import Caller, Core
 from chaser.server.errors import error_response, status_for
+from chaser.server.hosts import host_allowed
 
 router = APIRouter(tags=["terminals"])
 
 MAX_CONTROL_FRAME = 64 * 1024
 INPUT_CHUNK = 64 * 1024  # a large paste goes to the terminal in pieces, each awaited
 FIRST_FRAME_TIMEOUT_S = 10.0
+REVOKED_CLOSE = 4401  # the 4000s are the application's: 4401 mirrors HTTP's 401
 
 
 @router.post("/v1/sessions/{session_id}/pty-ticket", response_model=PtyTicket, status_code=201)
@@ -32,7 +36,7 @@ async def pty_ticket(session_id: str, core: Core, caller: Caller) -> PtyTicket:
     """A single-use ticket (valid for a minute) that opens one terminal on this session:
     for browsers, which cannot send an Authorization header on a WebSocket."""
     await core.sessions.require_live(caller.tenant, session_id)
-    ticket, ttl = core.terminals.ticket(caller.tenant, session_id)
+    ticket, ttl = core.terminals.ticket(caller.key_id, caller.tenant, session_id)
     return PtyTicket(ticket=ticket, expires_in_s=int(ttl),
                      url=f"/v1/sessions/{session_id}/pty?ticket={ticket}")
 
@@ -42,10 +46,13 @@ async def pty(websocket: WebSocket, session_id: str) -> None:
     """A terminal on the session (see docs/pty.md for the frames)."""
     core: Chaser = websocket.app.state.core
     release = None
+    ticket = websocket.query_params.get("ticket")
+    taken = core.terminals.take(ticket) if ticket else None  # used up, refused or not
     try:
         req = _request(websocket)
-        _check_origin(websocket, core.settings.pty_allowed_origins)
-        tenant = await _tenant(websocket, core, session_id)
+        _check_origin(websocket, core)
+        caller = await _caller(websocket, core, session_id, ticket, taken)
+        tenant = caller.tenant
         release = core.terminals.reserve(tenant)  # every connection counts, from here
         attachment = None
         if not (req.mode == "exec" and req.command is None and req.pty_id is None):
@@ -58,20 +65,49 @@ async def pty(websocket: WebSocket, session_id: str) -> None:
         await websocket.send_denial_response(
             error_response(status_for(e), e.code, e.message, e.retry_after))
         return
+    opened = [attachment] if attachment is not None else []
     try:
-        await websocket.accept()
-        if attachment is None:  # exec mode, its command in the first frame
-            attachment = await _exec_from_first_frame(websocket, core, tenant, session_id, req)
-        await _serve(websocket, attachment)
+        with core.keys.connections.hold(caller.key_id) as revoked:
+            await websocket.accept()
+            work = asyncio.ensure_future(_run(websocket, core, tenant, session_id, req, opened))
+            await _unless_revoked(websocket, work, revoked)
     except ServiceError as e:
         await _send_error(websocket, e)
         await _close(websocket, 1008)
     except (WebSocketDisconnect, OSError):
         pass
     finally:
-        if attachment is not None:
-            await attachment.detach()
+        for att in opened:
+            await att.detach()
         release()
+
+
+async def _run(ws: WebSocket, core: Chaser, tenant: str, session_id: str, req: TerminalOpen,
+               opened: list[Attachment]) -> None:
+    """Serve the connection (`opened` holds its attachment, to detach however it ends)."""
+    if not opened:  # exec mode, its command in the first frame
+        opened.append(await _exec_from_first_frame(ws, core, tenant, session_id, req))
+    await _serve(ws, opened[0])
+
+
+async def _unless_revoked(ws: WebSocket, work: asyncio.Future[None],
+                          revoked: asyncio.Event) -> None:
+    """Await `work`; if the key is revoked first, stop it and close with 4401."""
+    waiter = asyncio.ensure_future(revoked.wait())
+    try:
+        await asyncio.wait((work, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait((work,))
+    if not work.cancelled():
+        work.result()  # its own end, or its error
+        return
+    await _send_error(ws, Unauthorized("the API key was revoked; log in again", "key_revoked"))
+    if ws.application_state != WebSocketState.DISCONNECTED:
+        with contextlib.suppress(Exception):
+            await ws.close(REVOKED_CLOSE, "API key revoked")
 
 
 def _request(ws: WebSocket) -> TerminalOpen:
@@ -95,13 +131,18 @@ def _int(q: Any, name: str) -> int | None:
     return int(raw)
 
 
-def _check_origin(ws: WebSocket, allowed: list[str]) -> None:
+def _check_origin(ws: WebSocket, core: Chaser) -> None:
     """A browser page may open a terminal only from the server's own origin or one the
-    admin allowed: a page elsewhere must not drive a terminal with a user's ticket."""
+    admin allowed, and only by a host name the server answers to (DNS rebinding): a
+    page elsewhere must not drive a terminal with a user's ticket."""
     origin = ws.headers.get("origin")
     if origin is None:
         return  # not a browser (browsers always send Origin on a WebSocket)
-    if origin.rstrip("/") in (a.rstrip("/") for a in allowed):
+    settings = core.settings
+    if not host_allowed(ws.headers.get("host"), settings):
+        raise Forbidden("this server is not reached by that host name (allowed_hosts)",
+                        "host_not_allowed")
+    if origin.rstrip("/") in (a.rstrip("/") for a in settings.pty_allowed_origins):
         return
     if urlsplit(origin).netloc.lower() == ws.headers.get("host", "").lower():
         return
@@ -109,14 +150,20 @@ def _check_origin(ws: WebSocket, allowed: list[str]) -> None:
                     "origin_not_allowed")
 
 
-async def _tenant(ws: WebSocket, core: Chaser, session_id: str) -> str:
-    ticket = ws.query_params.get("ticket")
+async def _caller(ws: WebSocket, core: Chaser, session_id: str, ticket: str | None,
+                  taken: Ticket | None) -> Principal:
+    """Who opens the terminal: the key of the ticket (if that key is still valid), or
+    the Bearer key."""
     if ticket:
-        return core.terminals.redeem(ticket, session_id)
+        grant = core.terminals.check(taken, session_id)
+        caller = await core.keys.by_id(grant.key_id)
+        if caller.tenant != grant.tenant:
+            raise Unauthorized("the terminal ticket is no longer valid")
+        return caller
     auth = ws.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     key = token.strip() if scheme.lower() == "bearer" else ""
-    return (await core.keys.authenticate(key or None)).tenant
+    return await core.keys.authenticate(key or None)
 
 
 async def _exec_from_first_frame(ws: WebSocket, core: Chaser, tenant: str, session_id: str,
