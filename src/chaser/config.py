@@ -52,7 +52,7 @@ class Settings:
     max_sandboxes: int | None = field(default=None, metadata=_env(
         "running sandboxes on this server, all tenants (503 `no_capacity` past it) "
         "[default: what the host holds: 2 MB of memory (a quarter kept back), 3 of half "
-        "the server's open files and 2 process ids per sandbox]", lo=1))
+        "the server's open files left after connections and 2 process ids per sandbox]", lo=1))
     # Two per CPU: a start spends about half its time waiting (on the kernel, on the
     # agent), so one per CPU leaves CPUs idle while starts queue (bench/load.py).
     concurrent_starts: int = field(default_factory=lambda: 2 * (os.cpu_count() or 1),
@@ -113,6 +113,26 @@ class Settings:
     log_retention_s: int = field(default=7 * 24 * 3600, metadata=_env(
         "how long logs of ended sessions are kept", lo=1))
     max_body_bytes: int = 4 * 1024 * 1024
+    # Client connections (docs/operations.md#client-connections).
+    max_connections: int | None = field(default=None, metadata=_env(
+        "client connections open at once; past it a new one is answered 503 `no_capacity` "
+        "and closed [default: an eighth of the server's open-file limit, at most 16384; "
+        "the sandbox caps are derived from what is left]", lo=1))
+    max_connections_per_client: int | None = field(default=None, metadata=_env(
+        "connections open at once from one client address, loopback included (a reverse "
+        "proxy is one address: raise it there, the proxy limits per client) [default: a "
+        "quarter of max_connections]", lo=1))
+    request_header_timeout_s: float = field(default=10.0, metadata=_env(
+        "how long a connection may take to deliver a request's whole head (request line "
+        "and headers); past it the connection is closed", lo=0.1, hi=3600))
+    request_body_idle_s: float = field(default=60.0, metadata=_env(
+        "how long the server may wait for the next bytes of a request body it is reading "
+        "(time the server does not read, e.g. while a command's stdin is full, does not "
+        "count); past it the request ends: 408 `request_timeout`, or the connection is "
+        "closed if the answer had begun", lo=0.1, hi=24 * 3600))
+    stdin_streams_per_tenant: int = field(default=64, metadata=_env(
+        "raw `application/octet-stream` stdin bodies one tenant may stream at once (429 "
+        "`too_many_stdin_streams` past it)", lo=1))
     warm_pool: int = field(default=2, metadata=_env(
         "started sandboxes kept ready for ephemeral runs (each used once)", lo=0, hi=64))
     # Terminals (docs/pty.md).

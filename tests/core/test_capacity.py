@@ -6,7 +6,7 @@ import resource
 from pathlib import Path
 
 from chaser.config import Settings
-from chaser.core.capacity import IDLE_SANDBOX_MB, host_capacity, raise_fd_limit
+from chaser.core.capacity import IDLE_SANDBOX_MB, connection_cap, host_capacity, raise_fd_limit
 from chaser.core.quotas import Ledger
 
 
@@ -33,3 +33,10 @@ def test_the_server_derives_its_cap_and_a_setting_wins(tmp_path: Path) -> None:
                                      max_running_commands=100))
     assert fixed.max_sandboxes == 40 and fixed.defaults().max_sessions == 10
     assert fixed.server_limits()["commands"] == 100 and fixed.defaults().max_commands == 25
+
+
+def test_connections_are_taken_out_of_the_descriptors_first() -> None:
+    assert connection_cap(20000) == 2500 and connection_cap(1 << 20) == 16384
+    assert connection_cap(20000, 7) == 7  # the setting wins
+    shared = host_capacity(24576, fd_limit=20000, pids_budget=1 << 22, connections=2500)
+    assert (shared.sandboxes, shared.commands) == (8238 // 3, 8238 // 5)

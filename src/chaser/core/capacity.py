@@ -8,6 +8,10 @@ kernel's process ids allow at that cost, each with room kept for the host and fo
 sandboxes that do more than idle. `max_sandboxes` set by hand wins.
 
 Running commands are capped the same way (each holds a few descriptors), at most 4096.
+Client connections come first: an eighth of the descriptors (at most 16384, or the
+`max_connections` setting), taken out before the rest is shared, so sandboxes, commands
+and connections all at their caps still leave the reserve (the server never runs out
+of descriptors: it would fail to accept clients and to open logs).
 
 The cap bounds the count only: what sandboxes may use is held by their memory and
 process limits (admitted against the memory budget, enforced by cgroups).
@@ -28,6 +32,7 @@ FDS_PER_COMMAND = 5  # its stdout and stderr pipes, stdin's, and its log's two f
 FDS_RESERVE = 1024  # for clients, logs, the store and images
 MAX_COMMANDS = 4096  # running commands, all tenants, however many fds there are
 PIDS_PER_SANDBOX = 2  # bwrap and the agent of an idle session
+MAX_CONNECTIONS = 16384  # client connections, however many fds there are
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,19 @@ def raise_fd_limit() -> int:
         return int(soft)
 
 
-def host_capacity(memory_mb: int, fd_limit: int, pids_budget: int) -> Capacity:
+def connection_cap(fd_limit: int, setting: int | None = None) -> int:
+    """Client connections the server keeps open at once: `setting` when given, else an
+    eighth of `fd_limit` (at most MAX_CONNECTIONS)."""
+    return setting or max(1, min(MAX_CONNECTIONS, fd_limit // 8))
+
+
+def host_capacity(memory_mb: int, fd_limit: int, pids_budget: int,
+                  connections: int = 0) -> Capacity:
     """The caps for a host with `memory_mb` of memory, `fd_limit` open files for the
-    server and `pids_budget` process ids for sandboxes. The descriptors go half to
-    sandboxes, half to running commands: all of both at once never run the server out
-    of descriptors (it would fail to accept clients)."""
-    fds = max(0, fd_limit - FDS_RESERVE) // 2
+    server (`connections` of them kept for clients) and `pids_budget` process ids for
+    sandboxes. The descriptors left go half to sandboxes, half to running commands: all
+    at once never run the server out of descriptors (it would fail to accept clients)."""
+    fds = max(0, fd_limit - FDS_RESERVE - connections) // 2
     return Capacity(
         by_memory=int(memory_mb * (1 - HOST_RESERVE)) // IDLE_SANDBOX_MB,
         by_fds=fds // FDS_PER_SANDBOX,

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -78,6 +79,7 @@ class Executor:
         self.telemetry: Telemetry | None = None
         self.tasks = TaskSet("commands")  # each started command's run, until it ends
         self.stdin_streams = 0  # raw bodies being fed to stdin now (a metric)
+        self._stdin_by_tenant: Counter[str] = Counter()
 
     # -- starting ---------------------------------------------------------------------
 
@@ -408,11 +410,22 @@ class Executor:
         (the request body is read no faster), then close it when `eof`; `gone` returns
         when the writer has left (a wait for the command then ends)."""
         cmd = await self._running(tenant, session_id, command_id)
+        # Each stream holds a client connection and its buffers for as long as the
+        # command takes to read: bounded per tenant so one cannot hold the server's.
+        cap = self.settings.stdin_streams_per_tenant
+        if self._stdin_by_tenant[tenant] >= cap:
+            raise OverLimit(f"this tenant is streaming to {cap} commands' stdin already "
+                            "(stdin_streams_per_tenant); end one first",
+                            "too_many_stdin_streams", retry_after=1)
         self.stdin_streams += 1
+        self._stdin_by_tenant[tenant] += 1
         try:
             return StdinResult(bytes=await cmd.feed_stdin(chunks, eof, gone))
         finally:
             self.stdin_streams -= 1
+            self._stdin_by_tenant[tenant] -= 1
+            if not self._stdin_by_tenant[tenant]:
+                del self._stdin_by_tenant[tenant]
 
     async def kill(self, tenant: str, session_id: str, command_id: str, sig: str | int) -> Command:
         signum = parse_signal(sig)

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from chaser.config import Settings
-from chaser.core.capacity import host_capacity, raise_fd_limit
+from chaser.core.capacity import connection_cap, host_capacity, raise_fd_limit
 from chaser.errors import OverLimit, Unavailable
 from chaser.models import TenantLimits, TenantUsage
 from chaser.runtime.cgroups import ResourceLimits
@@ -84,7 +84,9 @@ class Ledger:
         except OSError:
             disk = 0
         memory, pids = host_memory_mb(), int(kernel_pid_max() * settings.pids_fraction)
-        capacity = host_capacity(memory, raise_fd_limit(), pids)
+        fd_limit = raise_fd_limit()
+        capacity = host_capacity(memory, fd_limit, pids,
+                                 connection_cap(fd_limit, settings.max_connections))
         log.info("this host holds up to %s", capacity.describe())
         return cls(settings, int(memory * settings.memory_fraction), pids, disk,
                    settings.max_sandboxes or capacity.sandboxes,

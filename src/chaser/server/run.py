@@ -11,11 +11,16 @@ from pathlib import Path
 import uvicorn
 
 from chaser.config import SettingError, Settings
-from chaser.server.abort import AbortableHttp
+from chaser.core.capacity import connection_cap, raise_fd_limit
 from chaser.server.app import create_app
+from chaser.server.connections import ConnectionLimits, guarded_http
 from chaser.server.datadir import open_data_dir
 
 WS_MAX_SIZE = 4 * 1024 * 1024
+# asyncio accepts up to `backlog` connections in one go before the protocol sees any:
+# what a flood holds past max_connections for a moment. nginx's default; well inside the
+# descriptors kept in reserve (capacity.FDS_RESERVE).
+BACKLOG = 511
 
 
 class Throttle(logging.Filter):
@@ -93,12 +98,29 @@ def serve(host: str | None = None, port: int | None = None, data_dir: str | Path
         print(f"chaser: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     app = create_app(settings, lock=lock)
+    limits = connection_limits(settings)
+    logging.getLogger("chaser").info(
+        "accepting up to %d client connections (%d from one address)",
+        limits.max_connections, limits.per_client)
     # loop="asyncio": uvloop blocks its loop for milliseconds on every process spawn,
     # which tripled the latency of one-shot sandboxes (bench/floor.py).
     # access_log off: request lines cost time on the hot path and carry no secrets we need.
     # ws_max_size: one WebSocket message (a terminal's paste) held whole in memory; the
     # SDK and CLI send 64 KiB frames, a larger one closes the socket (1009).
-    # http: uvicorn's own, lending responses the connection's abort (abort.py).
+    # http: uvicorn's own, lending responses the connection's abort (abort.py), with
+    # connections bounded in number and in how long a request may take to arrive
+    # (connections.py).
     uvicorn.run(app, host=settings.host, port=settings.port, loop="asyncio", log_level="info",
                 access_log=False, timeout_graceful_shutdown=5, ws_max_size=WS_MAX_SIZE,
-                http=AbortableHttp)
+                http=guarded_http(limits), backlog=BACKLOG)
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The bounds of client connections, from the settings and the open-file limit
+    (raised to its hard limit first: the caps are derived from it)."""
+    cap = connection_cap(raise_fd_limit(), settings.max_connections)
+    return ConnectionLimits(
+        max_connections=cap,
+        per_client=settings.max_connections_per_client or max(1, cap // 4),
+        header_timeout_s=settings.request_header_timeout_s,
+        body_idle_s=settings.request_body_idle_s)
