@@ -130,6 +130,10 @@ class Settings:
         "(time the server does not read, e.g. while a command's stdin is full, does not "
         "count); past it the request ends: 408 `request_timeout`, or the connection is "
         "closed if the answer had begun", lo=0.1, hi=24 * 3600))
+    stdin_body_idle_s: float = field(default=3600.0, metadata=_env(
+        "the same bound for a raw stdin body (`chaser exec`'s piped stdin): a pipe may be "
+        "quiet for long (`tail -f log | chaser exec ...`), and these streams are capped "
+        "per tenant (`stdin_streams_per_tenant`)", lo=0.1, hi=7 * 24 * 3600))
     stdin_streams_per_tenant: int = field(default=64, metadata=_env(
         "raw `application/octet-stream` stdin bodies one tenant may stream at once (429 "
         "`too_many_stdin_streams` past it)", lo=1))

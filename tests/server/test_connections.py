@@ -33,6 +33,7 @@ def bounded(tmp_root: Path) -> Iterator[ServerProcess]:
                                 "CHASER_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT),
                                 "CHASER_REQUEST_HEADER_TIMEOUT_S": "1",
                                 "CHASER_REQUEST_BODY_IDLE_S": "1",
+                                "CHASER_STDIN_BODY_IDLE_S": "1",
                                 "CHASER_STDIN_STREAMS_PER_TENANT": "2"}) as srv:
         yield srv
 
@@ -280,3 +281,23 @@ def test_raw_stdin_bodies_end_when_stalled_not_while_the_command_is_full_and_are
             s.close()
         t.client.close()
     assert "Traceback" not in bounded.log()
+
+
+def test_a_piped_stdin_may_be_quiet_longer_than_other_bodies(tmp_root: Path) -> None:
+    """A raw stdin body is a pipe (`tail -f log | chaser exec ...`): its own, longer bound
+    (stdin_body_idle_s), not request_body_idle_s."""
+    with server_with(tmp_root, {"CHASER_REQUEST_BODY_IDLE_S": "1"}) as srv:
+        t = _tenant(srv, "piper")
+        sid = t.client.post("/v1/sessions", json={}).json()["id"]
+        r = t.client.post(f"/v1/sessions/{sid}/exec", json={"command": "cat > /dev/null",
+                                                            "background": True})
+        cid = r.json()["command_id"]
+        with contextlib.closing(_open(srv, "127.0.0.1", (
+                f"POST /v1/sessions/{sid}/commands/{cid}/stdin HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {t.key}\r\nContent-Type: application/octet-stream\r\n"
+                "Content-Length: 10\r\n\r\nhello").encode())) as s:
+            assert _answer(s, 2.5) is None  # quiet past request_body_idle_s, still open
+            s.sendall(b"world")
+            answer = _answer(s, 10)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 200"), answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["bytes"] == 10

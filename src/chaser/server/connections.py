@@ -68,6 +68,7 @@ FULL = _response(503, "no_capacity", "the server has as many connections open as
                  "takes (max_connections); try again shortly")
 FULL_CLIENT = _response(503, "no_capacity", "this address has as many connections open "
                         "as one client may (max_connections_per_client); close some first")
+BODY_IDLE_EXTENSION = "chaser.body_idle"  # in the scope's extensions: set_idle(seconds)
 BODY_TIMEOUT_MESSAGE = "the request body stopped arriving (request_body_idle_s)"
 
 
@@ -188,8 +189,14 @@ class _BoundedBody:
         self.body_done = False
         self.started = False
         self.ended = False  # by us: the application's answer goes nowhere
+        self.idle_s = protocol.limits.body_idle_s
+
+    def set_idle(self, seconds: float) -> None:
+        """A route's own bound for this request's body (a raw stdin stream's is longer)."""
+        self.idle_s = seconds
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
+        scope.setdefault("extensions", {})[BODY_IDLE_EXTENSION] = self.set_idle
         try:
             await app(scope, self.receive, self.send)
         except Exception:
@@ -205,7 +212,7 @@ class _BoundedBody:
         if self.body_done:  # past the body, only the disconnect is left to wait for
             return await self.receive_raw()
         try:
-            async with asyncio.timeout(self.protocol.limits.body_idle_s):
+            async with asyncio.timeout(self.idle_s):
                 message = await self.receive_raw()
         except TimeoutError:
             await self._timed_out()

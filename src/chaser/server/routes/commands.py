@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chaser.models import Command, CommandList, ExitEvent, KillRequest, StdinRequest, StdinResult
 from chaser.server.bodies import OCTET, RawBody, is_raw, json_body
+from chaser.server.connections import BODY_IDLE_EXTENSION
 from chaser.server.deps import Caller, Core
 from chaser.server.events import sse_response
 
@@ -74,6 +75,9 @@ async def send_stdin(session_id: str, command_id: str, core: Core, caller: Calle
     `"eof": true` to close; or a raw `application/octet-stream` body of any length,
     streamed at the command's pace, closed afterwards with `?eof=true`."""
     if is_raw(request):
+        set_idle = request.scope.get("extensions", {}).get(BODY_IDLE_EXTENSION)
+        if set_idle is not None:  # (absent in-process: no connection to bound)
+            set_idle(core.settings.stdin_body_idle_s)
         body = RawBody(request)
         return await core.executor.stdin_stream(caller.tenant, session_id, command_id,
                                                 body.chunks(), eof, body.gone)
