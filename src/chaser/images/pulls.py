@@ -66,7 +66,8 @@ class Pull:
                 if name in ("done", "error"):
                     return
             try:
-                await asyncio.wait_for(self._changed.wait(), 15)
+                async with asyncio.timeout(15):  # (not wait_for: it can lose a cancel on 3.11)
+                    await self._changed.wait()
             except TimeoutError:
                 yield "ping", {}
             if not self.finished:  # let bytes gather: one event per layer per interval

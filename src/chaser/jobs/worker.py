@@ -95,8 +95,11 @@ class WorkerPool:
                     due = await self.store.next_due()
                     if due is not None:
                         wait = min(wait, max(0.0, due - time.time()))
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancel of
+            # close() when the event is set at the same moment, and this loop never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), wait if wait > 0 else 0.01)
+                async with asyncio.timeout(wait if wait > 0 else 0.01):
+                    await self.wake.wait()
 
     async def _claim(self) -> bool:
         """Take as many due jobs as there are free workers (in one store call); start

@@ -169,7 +169,8 @@ async def _caller(ws: WebSocket, core: Chaser, session_id: str, ticket: str | No
 async def _exec_from_first_frame(ws: WebSocket, core: Chaser, tenant: str, session_id: str,
                                  req: TerminalOpen) -> Attachment:
     try:
-        first = await asyncio.wait_for(ws.receive(), FIRST_FRAME_TIMEOUT_S)
+        async with asyncio.timeout(FIRST_FRAME_TIMEOUT_S):
+            first = await ws.receive()
     except TimeoutError:
         raise BadRequest("exec mode: no exec frame came", "missing_command") from None
     if first["type"] == "websocket.disconnect":
