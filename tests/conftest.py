@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,30 @@ import pytest
 from tests.types import NewTenant, Tenant
 
 ADMIN_KEY = "chs_test_admin_" + secrets.token_hex(8)
+
+
+def _serialize_ast_parse() -> None:
+    """CPython 3.11 keeps the AST builder's recursion depth per interpreter, not per
+    thread (gh-106905; later 3.11 releases mend it): two threads in `ast.parse` at once make it raise
+    "SystemError: AST constructor recursion depth mismatch". pytest parses a test file
+    to show a failure while another thread may be formatting a traceback (3.11's
+    traceback module parses lines for its carets), which crashed the whole run with an
+    INTERNALERROR. One lock around `ast.parse` in this process closes that race."""
+    if sys.version_info[:2] != (3, 11):
+        return
+    import ast
+    import threading
+
+    parse, lock = ast.parse, threading.RLock()
+
+    def locked_parse(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return parse(*args, **kwargs)
+
+    ast.parse = locked_parse
+
+
+_serialize_ast_parse()
 
 
 def free_port() -> int:

@@ -48,6 +48,7 @@ class Api:
     runtime: FakeRuntime
     admin: httpx.AsyncClient = field(init=False)
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    _sockets: list[WebSocket] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.admin = self.client(ADMIN_KEY)
@@ -64,7 +65,9 @@ class Api:
                         headers: dict[str, str] | None = None) -> WebSocket:
         """A WebSocket to `path`, accepted (WebSocketRefused when the app refuses it)."""
         sent = {"Authorization": f"Bearer {key}"} if key else {}
-        return await WebSocket(self.app, path, {**sent, **(headers or {})}).connect()
+        ws = WebSocket(self.app, path, {**sent, **(headers or {})})
+        self._sockets.append(ws)
+        return await ws.connect()
 
     async def new_tenant(self, name: str = "tenant",
                          limits: dict[str, int] | None = None) -> Tenant:
@@ -78,6 +81,13 @@ class Api:
                       client=self.client(made["key"]))
 
     async def close(self) -> None:
+        # A socket a test left open: its app task is ended here, on this loop. Left to
+        # the garbage collector, its coroutine would be closed later, outside any loop
+        # and in whatever thread collects it, and its `finally` blocks would fail there.
+        tasks = [ws.task for ws in self._sockets if ws.task is not None and not ws.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for c in self._clients:
             await c.aclose()
 

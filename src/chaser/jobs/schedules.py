@@ -76,8 +76,8 @@ class ScheduleService:
     async def create(self, tenant: str, req: ScheduleCreate) -> Schedule:
         if req.cron is not None:
             if len(req.cron.split()) != 5:  # cronsim takes a sixth (seconds): too often
-                raise BadRequest("a cron expression has 5 fields: minute hour day month "
-                                 "weekday", "invalid_cron")
+                raise BadRequest(f"invalid cron expression: {len(req.cron.split())} fields, "
+                                 "not the 5 of minute hour day month weekday", "invalid_cron")
             try:
                 CronSim(req.cron, datetime.now(UTC))
             except CronSimError as e:
