@@ -9,8 +9,21 @@ const SAFE_HREF = /^(#|\/(?!\/)|blob:)/;
 // `txt.exe` as `exe.txt`); they are shown as what they are instead.
 const BIDI = /[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
 
+const shownAs = (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}]`;
+
 export function visible(text) {
-  return String(text).replace(BIDI, (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase()}]`);
+  return String(text).replace(BIDI, shownAs);
+}
+
+// What goes into a one-line message a program's strings could spoof (confirmation
+// dialogs): besides bidi controls, line breaks, other control characters and the Arabic
+// letter mark are shown as code points, and runs of spaces are cut, so a name cannot
+// push the dialog's own words out of view.
+const CONTROLS = /[\u0000-\u001F\u007F-\u009F\u061C\u2028\u2029\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+export function oneLine(text, most = 300) {
+  const shown = String(text).replace(CONTROLS, shownAs).replace(/\s{4,}/g, '   ');
+  return shown.length > most ? `${shown.slice(0, most)}...` : shown;
 }
 
 export function h(tag, attrs, ...children) {

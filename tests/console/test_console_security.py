@@ -18,7 +18,7 @@ from tests.console.conftest import lines_equal, login, shot, terminal_text, wait
 from tests.images import oci
 from tests.types import Tenant
 
-HOSTILE = ["b", "L", "M", "S", "T", "I"]  # counts xterm.js runs once per unit
+HOSTILE = ["b", "L", "M", "S", "T", "I", "Z"]  # counts xterm.js runs once per unit
 
 
 def open_terminal(page: Page, server: ServerProcess, sid: str) -> None:
@@ -52,6 +52,21 @@ def test_huge_repeat_counts_do_not_freeze_the_terminal(page: Page, server: Serve
     # Counts a program may send still work as xterm.js does them.
     page.keyboard.type("clear; printf 'xy\\033[3b\\n'\n")
     wait_for(lambda: lines_equal(terminal_text(page), "xyyyy"), "a small REP")
+
+
+def test_a_flood_of_combining_marks_does_not_freeze_the_terminal(
+        page: Page, server: ServerProcess, tenant: Tenant) -> None:
+    """100,000 marks on one letter (200 KB) held a tab for minutes: past 16 on one
+    character they are not drawn."""
+    sid = tenant.client.post("/v1/sessions", json={}).json()["id"]
+    login(page, server, tenant.key)
+    open_terminal(page, server, sid)
+    # U+0301 as UTF-8 bytes, 100,000 times after one "e" (busybox printf and awk suffice)
+    page.keyboard.type("awk 'BEGIN{printf \"e\"; for(i=0;i<100000;i++) printf \"\\314\\201\"; "
+                       "print \"\"}'; echo marks-$((6*7))\n")
+    start = time.monotonic()
+    wait_for(lambda: lines_equal(terminal_text(page), "marks-42"), "the shell after the marks", 60)
+    assert time.monotonic() - start < 15
 
 
 def test_a_revoked_key_closes_the_terminal_and_lands_on_the_login(

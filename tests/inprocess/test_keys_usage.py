@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.inprocess.harness import Api, Tenant, error
 
 
@@ -138,3 +140,15 @@ async def test_server_capacity_is_503(api: Api) -> None:
         ledger.max_sandboxes, s.max_running_commands_per_session = saved
     metrics = (await api.admin.get("/metrics")).text
     assert 'chaser_refused_total{limit="server_sandboxes"}' in metrics
+
+
+async def test_concurrent_limit_patches_each_keep_their_field(api: Api) -> None:
+    made = (await api.admin.post("/v1/keys", json={"name": "racing"})).json()
+    fields = {"max_sessions": 7, "max_commands": 9, "max_memory_mb": 700, "max_pids": 900,
+              "max_sandboxes": 5}
+    answers = await asyncio.gather(*(api.admin.patch(f"/v1/keys/{made['id']}", json={
+        "limits": {name: value}}) for name, value in fields.items()))
+    assert [r.status_code for r in answers] == [200] * len(fields)
+    listed = {k["id"]: k for k in (await api.admin.get("/v1/keys")).json()["keys"]}
+    own = listed[made["id"]]["own_limits"]
+    assert {name: own[name] for name in fields} == fields  # none lost to another's write

@@ -26,7 +26,7 @@ export function adminView(main, _p, ctx) {
       h('td', {}, k.revoked_at ? age(k.revoked_at) : ''),
       h('td', {}, limitsForm(k)),
       h('td', {}, k.revoked_at ? '' : h('button', { type: 'button', class: 'danger', 'aria-label': `Revoke key ${k.name || k.id}`, onclick: async () => {
-        if (!confirm(`Revoke key ${k.name || k.id}? Clients using it get 401 at once.`)) return;
+        if (!confirm(`Revoke key ${oneLine(k.name || k.id)}? New requests with it get 401, and its terminals and streams close at once.`)) return;
         try { await api('DELETE', `/v1/keys/${enc(k.id)}`); } catch (err) { flash(err); }
       } }, 'Revoke'))));
   });
@@ -45,10 +45,16 @@ function limitsForm(k) {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const limits = {};
+    let bad = null;
     LIMITS.forEach((n, i) => {
       const v = inputs[i].value.trim();
-      if (v !== shown(n)) limits[n] = v ? parseInt(v, 10) : null;
+      if (v === shown(n)) return;
+      // valueAsNumber reads "1e3" as 1000 (parseInt would read 1); a fraction is refused
+      const number = inputs[i].valueAsNumber;
+      if (v && !(Number.isSafeInteger(number) && number >= 1)) bad = n;
+      limits[n] = v ? number : null;
     });
+    if (bad) { flash(`${bad.replace('max_', '')} must be a whole number of at least 1`); return; }
     if (!Object.keys(limits).length) { flash('Nothing changed', 'ok'); return; }
     try {
       own = (await api('PATCH', `/v1/keys/${enc(k.id)}`, { limits })).own_limits || {};  // the new baseline

@@ -1,7 +1,7 @@
 // A file browser over the files API, for a session's sandbox or a workspace: browse,
 // upload, download, make a directory, delete.
 import { get, api, download } from '../api.js';
-import { h, enc, bytes, age, table, field, visible } from '../dom.js';
+import { h, enc, bytes, age, table, field, visible, oneLine } from '../dom.js';
 import { flash } from '../main.js';
 
 export function filesView(main, [kind, name], ctx) {
@@ -21,7 +21,7 @@ export function filesView(main, [kind, name], ctx) {
 
   async function remove(e) {
     const what = e.type === 'directory' ? `the directory ${e.path} and everything in it` : e.path;
-    if (!confirm(`Delete ${visible(what)}?`)) return;
+    if (!confirm(`Delete ${oneLine(what)}?`)) return;
     try {
       await api('DELETE', `${base}/files?path=${enc(e.path)}${e.type === 'directory' ? '&recursive=true' : ''}`);
       flash(`Deleted ${e.name}`, 'ok');

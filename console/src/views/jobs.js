@@ -20,7 +20,7 @@ function jobRequest(f) {
   if (f.get('kind') === 'pipeline.run') { body.kind = 'pipeline.run'; body.steps = steps(lines); } else { body.kind = 'sandbox.exec'; body.command = lines; }
   if (f.get('workspace')) body.workspace = f.get('workspace');
   if (f.get('image')) body.image = f.get('image');
-  const attempts = parseInt(f.get('max_attempts') || '1', 10);
+  const attempts = Number(f.get('max_attempts') || '1');
   if (attempts > 1) body.retry = { max_attempts: attempts };
   return body;
 }
@@ -114,7 +114,7 @@ export function schedulesView(main, _p, ctx) {
     const f = new FormData(form);
     const body = { job: jobRequest(f), paused: f.get('paused') === 'on' };
     if (f.get('name')) body.name = f.get('name');
-    if (f.get('cron')) { body.cron = f.get('cron'); body.timezone = f.get('timezone') || 'UTC'; } else body.interval_s = parseInt(f.get('interval_s') || '0', 10);
+    if (f.get('cron')) { body.cron = f.get('cron'); body.timezone = f.get('timezone') || 'UTC'; } else body.interval_s = Number(f.get('interval_s') || '0');
     try { await post('/v1/schedules', body); form.reset(); flash('Schedule created', 'ok'); } catch (err) { flash(err); }
   });
   const { el, tbody } = table(['Schedule', 'When', 'State', 'Next run', 'Jobs', ''], 'Schedules');

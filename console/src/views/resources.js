@@ -1,6 +1,6 @@
 // Workspaces (disk used), images, and the tenant's usage against its limits.
 import { get, post, api } from '../api.js';
-import { h, enc, age, bytes, syncRows, table, field, visible } from '../dom.js';
+import { h, enc, age, bytes, syncRows, table, field, visible, oneLine } from '../dom.js';
 import { flash } from '../main.js';
 
 export function workspacesView(main, _p, ctx) {
@@ -15,7 +15,7 @@ export function workspacesView(main, _p, ctx) {
       h('td', {}, w.session_id ? h('a', { href: `#/sessions/${enc(w.session_id)}` }, w.session_id) : h('span', { class: 'muted' }, 'none')),
       h('td', { title: w.last_used_at || '' }, age(w.last_used_at)),
       h('td', {}, h('button', { type: 'button', class: 'danger', 'aria-label': `Delete workspace ${w.name}`, onclick: async () => {
-        if (!confirm(`Delete workspace ${w.name} and every file in it?`)) return;
+        if (!confirm(`Delete workspace ${oneLine(w.name)} and every file in it?`)) return;
         try { await api('DELETE', `/v1/workspaces/${enc(w.name)}${w.session_id ? '?force=true' : ''}`); } catch (err) { flash(err); }
       } }, 'Delete'))));
   });

@@ -128,7 +128,7 @@ function newSessionForm() {
     if (f.get('workspace')) body.workspace = f.get('workspace');
     if (f.get('image')) body.image = f.get('image');
     const lim = {};
-    for (const k of ['memory_mb', 'pids', 'disk_mb']) if (f.get(k)) lim[k] = parseInt(f.get(k), 10);
+    for (const k of ['memory_mb', 'pids', 'disk_mb']) if (f.get(k)) lim[k] = Number(f.get(k));  // ("1e3" is 1000; a fraction is the server's 422)
     if (f.get('cpus')) lim.cpus = parseFloat(f.get('cpus'));
     if (Object.keys(lim).length) body.limits = lim;
     const button = form.querySelector('button');

@@ -4,7 +4,7 @@
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { post } from '../api.js';
-import { h, enc } from '../dom.js';
+import { h, enc, oneLine } from '../dom.js';
 import { flash } from '../main.js';
 
 const encoder = new TextEncoder();
@@ -26,7 +26,13 @@ if (nonce && !nonce.startsWith('__')) {
 const linkHandler = {
   activate(_event, uri) {
     if (!/^https?:\/\//i.test(uri)) return;
-    if (confirm(`Open ${uri} in a new window?`)) window.open(uri, '_blank', 'noopener,noreferrer');
+    let host;
+    try { host = new URL(uri).host; } catch { return; }
+    // The host on a line of its own, the whole address shown escaped: a bidi or
+    // newline trick in the address cannot make it read as another site.
+    if (confirm(`Open a link to ${oneLine(host)} in a new window?\n\n${oneLine(uri)}`)) {
+      window.open(uri, '_blank', 'noopener,noreferrer');
+    }
   },
 };
 
@@ -37,7 +43,30 @@ const linkHandler = {
 // would only have scrolled away); the cut sequence is written after the rest of the
 // chunk it came in, which no real program's output notices as none sends such counts.
 const CAPPED = { b: (t) => t.cols * t.rows, L: (t) => t.rows, M: (t) => t.rows,
-  S: (t) => t.rows, T: (t) => t.rows, I: (t) => t.cols };
+  S: (t) => t.rows, T: (t) => t.rows, I: (t) => t.cols, Z: (t) => t.cols };
+
+// Combining marks stack on one cell, and xterm.js's cost grows with the square of a
+// stack's length (200 KB of "e" and U+0301 froze a tab for minutes): past MOST_MARKS on
+// one character, the rest are dropped from what is drawn (the output log keeps them).
+const MOST_MARKS = 16;
+const MARKS = /\p{M}+/gu;
+const ENDS_IN_MARK = /\p{M}$/u;
+
+export function markTamer() {
+  let carry = 0;  // marks at the end of what was drawn so far, on its last character
+  return (text) => {
+    let trailing = 0;
+    const out = text.replace(MARKS, (run, at) => {
+      const before = at === 0 ? carry : 0;
+      const marks = Array.from(run);
+      if (at + run.length === text.length) trailing = before + marks.length;
+      const keep = Math.max(0, MOST_MARKS - before);
+      return marks.length > keep ? marks.slice(0, keep).join('') : run;
+    });
+    carry = text.length === 0 ? carry : (ENDS_IN_MARK.test(text) ? trailing : 0);
+    return out;
+  };
+}
 
 export function capCounts(term) {
   for (const [final, cap] of Object.entries(CAPPED)) {
@@ -121,13 +150,15 @@ export function terminalView(main, [sid], ctx) {
     if (ptyId) url.searchParams.set('pty_id', ptyId);
     if (ptyId && offset != null) url.searchParams.set('from', String(offset));
     const sock = new WebSocket(url);
+    const decoder = new TextDecoder();  // per connection: each stream is decoded anew
+    const tame = markTamer();
     ws = sock;
     sock.binaryType = 'arraybuffer';
     let greeted = false;
     sock.onmessage = (e) => {
       if (typeof e.data !== 'string') {
         if (offset != null) offset += e.data.byteLength;
-        term.write(new Uint8Array(e.data));
+        term.write(tame(decoder.decode(e.data, { stream: true })));
         return;
       }
       const m = JSON.parse(e.data);

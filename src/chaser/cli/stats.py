@@ -64,7 +64,7 @@ Examples:
 @click.argument("session_ids", metavar="[ID]...", nargs=-1)
 @click.option("--interval", type=click.FloatRange(min=0, max=60), default=1.1,
               show_default=True, metavar="SECONDS",
-              help="Time between the two samples CPU %% is measured over (the server "
+              help="Time between the two samples CPU % is measured over (the server "
                    "reads a sandbox at most once a second: keep it above 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -46,6 +47,7 @@ class KeyService:
         self._env_digest = digest(env_admin_key) if env_admin_key else None
         self._cache: dict[str, Principal] = {}
         self.connections = KeyConnections()
+        self._updating = asyncio.Lock()
 
     def _public(self, rec: KeyRecord, secret: str | None = None) -> ApiKey:
         return ApiKey(id=rec.id, name=rec.name, admin=rec.admin, tenant=rec.tenant,
@@ -121,11 +123,13 @@ class KeyService:
         if rec is None:
             raise NotFound(f"key {key_id} not found")
         # A merge, as PATCH is: fields left out keep their value, null ones go back to
-        # the server's default.
-        own = self.ledger.overrides.get(rec.tenant) or TenantLimits()
-        merged = own.model_copy(update={f: getattr(req.limits, f)
-                                        for f in req.limits.model_fields_set})
-        await self._set_limits(rec.tenant, TenantLimits.model_validate(merged.model_dump()))
+        # the server's default. Read, merge and write under one lock: two PATCHes at
+        # once (two admins, two tabs) must not each write over the other's field.
+        async with self._updating:
+            own = self.ledger.overrides.get(rec.tenant) or TenantLimits()
+            merged = own.model_copy(update={f: getattr(req.limits, f)
+                                            for f in req.limits.model_fields_set})
+            await self._set_limits(rec.tenant, TenantLimits.model_validate(merged.model_dump()))
         return self._public(rec)
 
     async def list(self, caller: Principal) -> list[ApiKey]:
