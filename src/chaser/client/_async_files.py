@@ -7,6 +7,7 @@ import asyncio
 import builtins
 import contextlib
 import os
+import posixpath
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -186,7 +187,8 @@ class AsyncFiles:
         worker = threading.Thread(target=extract, daemon=True)
         worker.start()
         try:
-            async with self.iter_archive(path) as stream:
+            # "P/.": a link to a directory copies the directory (as the sync client)
+            async with self.iter_archive(posixpath.join(path, ".")) as stream:
                 async for chunk in stream:
                     await asyncio.to_thread(chunks.put, chunk)
         finally:

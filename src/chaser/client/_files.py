@@ -198,7 +198,9 @@ class Files:
         outside `local`)."""
         dest = Path(local)
         dest.mkdir(parents=True, exist_ok=True)
-        with self.iter_archive(path) as chunks:
+        # "P/." packs what P is, or what it links to: a link to a directory copies the
+        # directory (the archive API itself packs a named link as the link, as docker cp).
+        with self.iter_archive(posixpath.join(path, ".")) as chunks:
             stream = _counting(chunks, progress) if progress else chunks
             extract_chunks(stream, dest, strip_top=True)
 

@@ -690,7 +690,7 @@ static void pack_entry(int dirfd, const char *name, char *rel, size_t rlen, char
 static int files_pack(const char *path)
 {
 	char rel[PATH_MAX], zero[2 * TAR_BLOCK] = {0}, *buf = xrealloc(NULL, FILES_BUF);
-	char copy[PATH_MAX], real[PATH_MAX];
+	char copy[PATH_MAX];
 	const char *base;
 	size_t n = strlen(path);
 	struct stat st;
@@ -707,11 +707,9 @@ static int files_pack(const char *path)
 		base = ".";
 	snprintf(rel, sizeof rel, "%s", base);
 	obuf = xrealloc(NULL, FILES_BUF);
-	/* The named path itself is followed (a link to a directory packs the directory,
-	 * under the link's name); nothing below it is. Resolved in the sandbox's own view. */
-	if (!realpath(copy, real))
-		files_fail(path, errno);
-	pack_entry(AT_FDCWD, real, rel, strlen(rel), buf, 0);
+	/* A link named is packed as the link, as `docker cp` does without -L ("P/." packs
+	 * what it points to: the kernel follows the link to reach "."); nothing below is. */
+	pack_entry(AT_FDCWD, copy, rel, strlen(rel), buf, 0);
 	out_put(zero, sizeof zero);
 	out_flush();
 	return 0;
