@@ -80,8 +80,17 @@ class FakeProcess:
                 os.killpg(self.proc.pid, signum)
 
 
+def _default_signals() -> None:
+    """In every child, as the agent does before exec: signals back to their defaults (a
+    suite started in the background inherits SIGINT and SIGQUIT ignored, and a command
+    would then ignore its terminal's Ctrl-C)."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _take_terminal() -> None:
     """In a tty spawn's child (a new session's leader): stdin is its controlling terminal."""
+    _default_signals()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -165,7 +174,7 @@ class FakeSandbox:
                     *argv, stdin=io.stdin if io.stdin is not None else asyncio.subprocess.DEVNULL,
                     stdout=io.stdout, stderr=io.stderr, env=self._env(spec.env), cwd=cwd,
                     start_new_session=True, umask=0o022,
-                    preexec_fn=_take_terminal if tty else None)
+                    preexec_fn=_take_terminal if tty else _default_signals)
             except OSError as e:
                 raise SandboxFailed(f"cannot start the command: {e}", "spawn_failed") from e
         finally:

@@ -205,6 +205,9 @@ def test_logs_follow_ctrl_c_stops_following_only(server: ServerProcess, tenant: 
         [sys.executable, "-m", "chaser", "commands", "logs", "-f", "-s", sid, cid],
         env=cli_env(server.url, tenant.key), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from an interactive shell: a suite started in the background (`cmd &`)
+        # hands its children SIGINT ignored, and Python then keeps ignoring Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

@@ -357,7 +357,7 @@ def test_cwd_answers_the_same_for_every_missing_path(server: ServerProcess, tena
                                                      "cwd": cwd})
             answers.add((r.status_code, r.text))
         assert len(answers) == 1, answers
-        assert next(iter(answers))[0] == 400
+        assert next(iter(answers))[0] == 409  # invalid_cwd: the sandbox's state
     finally:
         hidden.rmdir()
 

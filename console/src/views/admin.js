@@ -1,6 +1,6 @@
 // Admin keys only: API keys (create, revoke, set limits), server health and metrics.
 import { get, post, api } from '../api.js';
-import { h, enc, age, syncRows, table, field } from '../dom.js';
+import { h, enc, age, syncRows, table, field, oneLine } from '../dom.js';
 import { flash } from '../main.js';
 
 const LIMITS = ['max_sandboxes', 'max_sessions', 'max_commands', 'max_memory_mb', 'max_pids', 'max_disk_mb'];
