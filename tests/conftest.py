@@ -19,10 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -54,6 +54,16 @@ def _serialize_ast_parse() -> None:
 
 
 _serialize_ast_parse()
+
+
+def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Whether `check` came true within `timeout` seconds (polled every `interval`)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def free_port() -> int:
@@ -141,6 +151,14 @@ class ServerProcess:
     def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+def metric(srv: ServerProcess, name: str) -> float:
+    """The value of the unlabelled metric `name` on the server's `/metrics` now."""
+    with srv.client() as c:
+        text = c.get("/metrics").text
+    return next(float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith(name + " "))
 
 
 @pytest.fixture(scope="session")

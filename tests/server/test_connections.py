@@ -13,13 +13,13 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, server_with
+from tests.conftest import ServerProcess, eventually, metric, server_with
 from tests.types import Tenant
 
 MAX_CONNECTIONS = 50
@@ -44,15 +44,6 @@ def _tenant(srv: ServerProcess, name: str) -> Tenant:
     assert r.status_code == 201, r.text
     body = r.json()
     return Tenant(key=body["key"], id=body["tenant"], client=srv.client(body["key"]))
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def _open(srv: ServerProcess, source: str, first: bytes = PARTIAL_HEAD) -> socket.socket:
@@ -141,7 +132,7 @@ def test_a_slowloris_flood_is_capped_and_timed_out_while_others_are_answered(
             # Past the heads' deadline every held connection is closed, unanswered.
             held = [s for s, a in zip(sockets, answers) if a is None]
             assert all(_answer(s, 3) == b"" for s in held)
-            assert _eventually(lambda: _open_fds(bounded) <= baseline + 2, 5)
+            assert eventually(lambda: _open_fds(bounded) <= baseline + 2, 5)
             for s in sockets:
                 s.close()
             # From four addresses at once, past the server's cap: the longest waiting
@@ -230,13 +221,6 @@ def _stdin_stream(srv: ServerProcess, t: Tenant, sid: str, cid: str) -> socket.s
     return s
 
 
-def _metric(srv: ServerProcess, name: str) -> float:
-    with srv.client() as c:
-        text = c.get("/metrics").text
-    return next(float(line.split()[-1]) for line in text.splitlines()
-                if line.startswith(name + " "))
-
-
 def test_raw_stdin_bodies_end_when_stalled_not_while_the_command_is_full_and_are_capped(
         bounded: ServerProcess) -> None:
     t = _tenant(bounded, "feeder")
@@ -261,9 +245,9 @@ def test_raw_stdin_bodies_end_when_stalled_not_while_the_command_is_full_and_are
     sleepers = [background("sleep 120") for _ in range(3)]
     streams = [_stdin_stream(bounded, t, sid, cid) for cid in sleepers[:2]]
     try:
-        assert _eventually(lambda: _metric(bounded, "chaser_stdin_streams") == 2)
+        assert eventually(lambda: metric(bounded, "chaser_stdin_streams") == 2, 15)
         time.sleep(3)  # three times request_body_idle_s
-        assert _metric(bounded, "chaser_stdin_streams") == 2
+        assert metric(bounded, "chaser_stdin_streams") == 2
         assert all(_answer(s, 0.1) is None for s in streams)
         # A third stream of the tenant is refused; another tenant's is not counted.
         r = t.client.post(f"/v1/sessions/{sid}/commands/{sleepers[2]}/stdin",
@@ -272,7 +256,7 @@ def test_raw_stdin_bodies_end_when_stalled_not_while_the_command_is_full_and_are
         # One ends (its command is killed): the tenant may stream again.
         assert t.client.post(f"/v1/sessions/{sid}/commands/{sleepers[0]}/kill",
                              json={"signal": "KILL"}).status_code == 200
-        assert _eventually(lambda: _metric(bounded, "chaser_stdin_streams") == 1)
+        assert eventually(lambda: metric(bounded, "chaser_stdin_streams") == 1, 15)
         r = t.client.post(f"/v1/sessions/{sid}/commands/{sleepers[2]}/stdin",
                           content=b"x", headers={"Content-Type": "application/octet-stream"})
         assert r.status_code == 200 and r.json()["bytes"] == 1

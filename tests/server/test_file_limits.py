@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, server_with
+from tests.conftest import ServerProcess, eventually, metric, server_with
 from tests.types import Tenant
 
 BIG = 50_000_000
@@ -44,22 +44,6 @@ def _stalled_download(srv: ServerProcess, key: str, sid: str) -> socket.socket:
     s.settimeout(20)
     assert s.recv(12) == b"HTTP/1.1 200", "the download did not start"
     return s
-
-
-def _metric(srv: ServerProcess, name: str) -> float:
-    with srv.client() as c:
-        text = c.get("/metrics").text
-    return next(float(line.split()[-1]) for line in text.splitlines()
-                if line.startswith(name + " "))
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def _probe(t: Tenant, sid: str) -> httpx.Response:
@@ -95,12 +79,12 @@ def test_file_operations_are_capped_per_tenant_and_for_the_server(capped: Server
             held.enter_context(_stalled_download(capped, b.key, b1))
         r = _probe(b, b1)  # b is under its own cap; the server is at its total
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_capacity", r.text
-        assert _metric(capped, "chaser_file_operations") == 5
+        assert metric(capped, "chaser_file_operations") == 5
         for s in mine:  # a's clients leave: their slots come back at once
             s.close()
-        assert _eventually(lambda: _probe(b, b1).status_code == 206, 15)
+        assert eventually(lambda: _probe(b, b1).status_code == 206, 15)
         assert _probe(a, a2).status_code == 206
-    assert _eventually(lambda: _metric(capped, "chaser_file_operations") == 0, 15)
+    assert eventually(lambda: metric(capped, "chaser_file_operations") == 0, 15)
 
 
 def test_a_download_nobody_reads_is_ended_and_frees_its_slot(stalling: ServerProcess) -> None:
@@ -111,7 +95,7 @@ def test_a_download_nobody_reads_is_ended_and_frees_its_slot(stalling: ServerPro
         assert _probe(t, sid).status_code == 429  # both slots held...
         started = time.monotonic()
         # ...until the send stall (3 s) ends them: a following operation gets through
-        assert _eventually(lambda: _probe(t, sid).status_code == 206, 20)
+        assert eventually(lambda: _probe(t, sid).status_code == 206, 20)
         assert time.monotonic() - started < 15
         for s in socks:  # the connection was reset, far short of the file's end
             got = 0
@@ -122,7 +106,7 @@ def test_a_download_nobody_reads_is_ended_and_frees_its_slot(stalling: ServerPro
             s.close()
         assert stalling.log().count("took nothing for 3 s") >= 2
         # and the session idles out once nothing moves (the stall kept it only so long)
-        assert _eventually(lambda: t.client.get(f"/v1/sessions/{sid}").json()["status"]
+        assert eventually(lambda: t.client.get(f"/v1/sessions/{sid}").json()["status"]
                            == "stopped", 20)
 
 
@@ -148,7 +132,7 @@ def test_a_stopped_files_agent_is_ended_and_frees_its_slot(stalling: ServerProce
 
         def body() -> Iterator[bytes]:  # an upload whose agent is stopped mid-way
             yield b"x" * 65536
-            assert _eventually(lambda: "stopped" in t.client.post(  # once it has started
+            assert eventually(lambda: "stopped" in t.client.post(  # once it has started
                 f"/v1/sessions/{sid}/exec", json={"command": STOP_AGENT}).json()["output"], 10)
             for _ in range(200):
                 yield b"y" * 65536
@@ -158,7 +142,7 @@ def test_a_stopped_files_agent_is_ended_and_frees_its_slot(stalling: ServerProce
         names = [e["name"] for e in t.client.get(url + "/list", params={"path": "."})
                  .json()["entries"]]
         assert "up.bin" not in names  # nothing under the final name
-        assert _eventually(lambda: "agent files" not in t.client.post(
+        assert eventually(lambda: "agent files" not in t.client.post(
             f"/v1/sessions/{sid}/exec", json={"command": "ps -eo args"}).json()["output"], 10)
     assert stalling.log().count("moved no byte for 2 s") >= 1
 
@@ -177,8 +161,8 @@ def test_stdin_of_a_command_that_never_reads_is_freed_when_its_client_leaves(
                    f"Authorization: Bearer {t.key}\r\nContent-Type: application/octet-stream"
                    f"\r\nContent-Length: 10000000\r\n\r\n").encode())
         s.sendall(b"z" * 1_200_000)  # past the pipe and the server's high-water mark
-        assert _eventually(lambda: _metric(stalling, "chaser_stdin_streams") == 1, 10)
+        assert eventually(lambda: metric(stalling, "chaser_stdin_streams") == 1, 10)
         s.close()
-        assert _eventually(lambda: _metric(stalling, "chaser_stdin_streams") == 0, 5)
+        assert eventually(lambda: metric(stalling, "chaser_stdin_streams") == 0, 5)
         cmd = t.client.get(f"/v1/sessions/{sid}/commands/{cid}").json()
         assert cmd["status"] == "running"  # the command goes on, its stdin still open
